@@ -1,0 +1,47 @@
+"""The `inferbench` fixture's callable: one engine for YAML cells and hand-written tests."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pydantic import ValidationError
+
+from .errors import format_field_path
+from .spec import SCENARIOS, Settings
+
+
+def make_bench(item, state):
+    def bench(target, inputs=None, *, scenario: str = "single_stream", batch_size: int = 1,
+              name: str | None = None, **settings):
+        from .measure.engine import measure_callable, measure_runner
+        from .runtimes.base import Runner
+        if scenario not in SCENARIOS:
+            raise ValueError(f"inferbench: unknown scenario '{scenario}'; expected one of "
+                             f"{', '.join(SCENARIOS)}")
+        try:
+            resolved = Settings.model_validate(settings)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ValueError(f"inferbench: {format_field_path(err['loc'])}: {err['msg']}") from None
+        progress = state.progress_for(item)
+        try:
+            if isinstance(target, Runner) and not callable(target):
+                if inputs is None:
+                    raise ValueError("inferbench: a Runner needs `inputs` (dict of arrays)")
+                result = measure_runner(target, inputs, resolved, scenario, batch_size, progress)
+            elif callable(target):
+                fn: Callable[[], object] = target
+                result = measure_callable(fn, resolved, scenario, batch_size, progress)
+            else:
+                raise TypeError("inferbench: expected a zero-argument callable or a Runner")
+        finally:
+            if progress is not None:
+                progress.clear()
+        result.id = item.nodeid + (f"::{name}" if name else "")
+        result.cell = {"model_label": name or item.name, "workload": {"scenario": scenario},
+                       "batch_size": batch_size, "settings": resolved.model_dump(mode="json")}
+        if not hasattr(item, "inferbench_results"):
+            item.inferbench_results = []
+        item.inferbench_results.append(result)
+        return result
+    return bench

@@ -1,0 +1,289 @@
+"""pytest hooks: options, spec collection, per-cell execution, results and the summary."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .errors import SpecError
+from .spec import Cell, Job, load_job, load_spec
+
+JOB_KEY = pytest.StashKey[Job | None]()
+STATE_KEY = pytest.StashKey["SessionState"]()
+
+
+# ----------------------------------------------------------------------------- options
+
+def pytest_addoption(parser):
+    group = parser.getgroup("inferbench", "inference benchmarking (pytest-inferbench)")
+    group.addoption("--infer-config", metavar="FILE", default=None,
+                    help="job file: defaults for every spec, and benchmarks of its own")
+    group.addoption("--infer-json", metavar="PATH", default=None,
+                    help="also write this session's run file to PATH")
+    group.addoption("--infer-runs-dir", metavar="DIR", default=None,
+                    help="where run files go (default: ini inferbench_runs_dir)")
+    group.addoption("--infer-no-progress", action="store_true", default=False,
+                    help="no live progress line while a cell runs")
+    parser.addini("inferbench_spec_patterns", type="args",
+                  default=["bench_*.yaml", "*.bench.yaml", "bench_*.yml", "*.bench.yml"],
+                  help="file name patterns of benchmark specs to collect")
+    parser.addini("inferbench_runs_dir", default=".inferbench/runs",
+                  help="directory for run files, relative to rootdir")
+    parser.addini("inferbench_cache_dir", default=".inferbench/cache",
+                  help="directory for converted model artifacts, relative to rootdir "
+                       "(env INFERBENCH_CACHE_DIR overrides)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "inferbench: a benchmark item generated from a YAML spec")
+    job = None
+    job_path = config.getoption("--infer-config")
+    if job_path:
+        try:
+            job = load_job(job_path)
+        except SpecError as exc:
+            raise pytest.UsageError(f"--infer-config: {exc.render()}") from None
+        if job.has_benchmarks and not _under_args(config, Path(job.path)):
+            config.args.append(job.path)
+    config.stash[JOB_KEY] = job
+    state = SessionState(config)
+    config.stash[STATE_KEY] = state
+    config.pluginmanager.register(state, "inferbench-session")
+
+
+def _under_args(config, path: Path) -> bool:
+    for arg in config.args:
+        target = Path(config.invocation_params.dir, str(arg).split("::")[0]).resolve()
+        if target == path or target in path.parents:
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------- collection
+
+def pytest_collect_file(file_path: Path, parent):
+    if file_path.suffix not in (".yaml", ".yml"):
+        return None
+    job = parent.config.stash.get(JOB_KEY, None)
+    is_job = job is not None and Path(job.path) == file_path.resolve()
+    patterns = parent.config.getini("inferbench_spec_patterns")
+    if is_job or any(fnmatch.fnmatch(file_path.name, p) for p in patterns):
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
+class SpecFile(pytest.File):
+    def collect(self):
+        job = self.config.stash.get(JOB_KEY, None)
+        cells = load_spec(self.path, job=job, rootdir=self.config.rootpath)
+        for cell in cells:
+            item = CellItem.from_parent(self, name=cell.id, callobj=_cell_test)
+            item.cell = cell
+            item.add_marker(pytest.mark.inferbench)
+            for mark in cell.marks:
+                item.add_marker(getattr(pytest.mark, mark))
+            yield item
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, SpecError):
+            return excinfo.value.render()
+        return super().repr_failure(excinfo, style)
+
+
+class CellItem(pytest.Function):
+    """A pytest.Function per cell, so fixtures, -k, -m, --lf and xdist treat it as any test."""
+    cell: Cell
+
+    def reportinfo(self):
+        return self.path, (self.cell.line or 1) - 1, self.name
+
+    def repr_failure(self, excinfo, style=None):
+        return super().repr_failure(excinfo, style)
+
+
+def _cell_test(request):
+    """Body of every generated item: measure the cell, or skip/fail with the reason."""
+    from .measure.engine import run_cell
+    from .runtimes.base import RuntimeUnavailable
+
+    item = request.node
+    state = request.config.stash[STATE_KEY]
+    progress = state.progress_for(item)
+    try:
+        result = run_cell(item.cell, state.cache, progress)
+    except RuntimeUnavailable as exc:
+        _skip_at_spec_line(str(exc))
+    except Exception as exc:  # noqa: BLE001 - one cell failing must not hide the others
+        message = f"{type(exc).__name__}: {exc}"
+        pytest.fail(message, pytrace=False)
+    finally:
+        if progress is not None:
+            progress.clear()
+    item.inferbench_results = [result]
+
+
+def _skip_at_spec_line(reason: str):
+    """Skip, reported at the spec file's line (like a skip mark) rather than inside the plugin."""
+    try:
+        raise pytest.skip.Exception(reason, _use_item_location=True)
+    except TypeError:  # pytest changed its private argument: plain skip, same reason
+        pytest.skip(reason)
+
+
+# ----------------------------------------------------------------------------- reporting
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    # Results ride on the report as plain JSON data, so they survive xdist's serialisation.
+    payload = None
+    cell = getattr(item, "cell", None)
+    measured = getattr(item, "inferbench_results", None)
+    if call.when == "call" and measured:
+        payload = [r.to_json() for r in measured]
+        for entry in payload:
+            entry.setdefault("id", item.nodeid)
+            if not entry.get("id"):
+                entry["id"] = item.nodeid
+            if cell is not None:
+                entry["cell"] = cell.model_dump(mode="json")
+    elif cell is not None and (call.when == "call" or (call.when == "setup" and not report.passed)):
+        payload = [{"id": item.nodeid, "cell": cell.model_dump(mode="json")}]
+    if payload is not None:
+        report.inferbench = payload
+    return report
+
+
+def _reason(report) -> str | None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    if report.failed:
+        text = report.longreprtext.strip()
+        return text.splitlines()[-1] if text else "failed"
+    return None
+
+
+class SessionState:
+    """Controller-side (and worker-side) state: cache location, results, run file, summary."""
+
+    def __init__(self, config):
+        self.config = config
+        root = config.rootpath
+        cache = os.environ.get("INFERBENCH_CACHE_DIR") or config.getini("inferbench_cache_dir")
+        from .models.cache import ArtifactCache
+        self.cache = ArtifactCache(Path(root, cache))
+        self.is_worker = hasattr(config, "workerinput")
+        self.results = []
+        self.writer = None
+        self.run_files: list[Path] = []
+
+    # -- progress (controller without xdist, terminal only, not under -q)
+    def progress_for(self, item):
+        if self.is_worker or self.config.getoption("--infer-no-progress"):
+            return None
+        if self.config.get_verbosity() < 0:
+            return None
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        if tr is None or not tr.isatty():
+            return None
+        return LiveLine(tr, capman)
+
+    # -- controller: collect results as reports arrive
+    def pytest_runtest_logreport(self, report):
+        payload = getattr(report, "inferbench", None)
+        if not payload or self.is_worker:
+            return
+        if report.when == "teardown":
+            return
+        from .results.model import Result
+        for entry in payload:
+            result = Result.model_validate(entry)
+            result.status = report.outcome
+            if report.outcome != "passed":
+                result.reason = result.reason or _reason(report)
+            self.results.append(result)
+            self._writer().add(result.to_json())
+
+    def _writer(self):
+        if self.writer is None:
+            from .results import provenance
+            from .results.store import RunWriter
+            runs = self.config.getoption("--infer-runs-dir") or self.config.getini("inferbench_runs_dir")
+            extra = self.config.getoption("--infer-json")
+            job = self.config.stash.get(JOB_KEY, None)
+            self.writer = RunWriter(Path(self.config.rootpath, runs), job.name if job else "session",
+                                    provenance.collect(str(self.config.rootpath)),
+                                    Path(self.config.invocation_params.dir, extra) if extra else None)
+        return self.writer
+
+    def pytest_sessionfinish(self, session):
+        if self.is_worker:
+            return
+        if self.writer is None and self.config.getoption("--infer-json") and self.results == []:
+            return
+        if self.writer is not None:
+            from .results.provenance import now_iso
+            self.run_files = self.writer.finish(now_iso())
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.is_worker or not self.results:
+            return
+        from .results.summary import summary_table
+        tr = terminalreporter
+        tr.section("inferbench")
+        tr.write_line(summary_table(self.results, width=tr._tw.fullwidth))
+        for path in self.run_files:
+            tr.write_line(f"run file: {path}")
+
+
+class LiveLine:
+    """A status line for the running cell (elapsed, queries, current p99), erased afterwards."""
+
+    def __init__(self, tr, capman):
+        self.tr = tr
+        self.capman = capman
+        self.shown = 0
+        self.started = time.perf_counter()
+
+    def __call__(self, elapsed_s: float, queries: int, p99_ms: float | None) -> None:
+        text = f" [{elapsed_s:5.1f}s {queries:,} q p99 {p99_ms:.3g} ms]" if p99_ms is not None \
+            else f" [{elapsed_s:5.1f}s {queries:,} q]"
+        self._write("\b" * self.shown + text + " " * max(0, self.shown - len(text))
+                    + "\b" * max(0, self.shown - len(text)))
+        self.shown = len(text)
+
+    def clear(self) -> None:
+        if self.shown:
+            self._write("\b" * self.shown + " " * self.shown + "\b" * self.shown)
+            self.shown = 0
+
+    def _write(self, text: str) -> None:
+        if self.capman is not None:
+            with self.capman.global_and_fixture_disabled():
+                self.tr.write(text, flush=True)
+        else:
+            self.tr.write(text, flush=True)
+
+
+# ----------------------------------------------------------------------------- fixture API
+
+@pytest.fixture
+def inferbench(request):
+    """Benchmark your own code with the same engine as the YAML cells.
+
+        def test_model(inferbench):
+            result = inferbench(lambda: model(x), scenario="single_stream", min_duration="1s")
+            assert result.latency.p99 < 5.0   # ms
+
+    Pass a zero-argument callable, or a Runner plus `inputs` (dict of arrays). Settings are the
+    spec's measurement fields (warmup, min_duration, max_duration, min_queries, ...).
+    """
+    from .fixture import make_bench
+    state = request.config.stash[STATE_KEY]
+    return make_bench(request.node, state)

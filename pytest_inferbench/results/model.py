@@ -1,0 +1,101 @@
+"""The result of one cell, as stored in run files and returned by the `inferbench` fixture.
+
+Every model allows extra fields and gives every field a default, so a run file written by a
+newer version (with fields added) still reads, and an older file reads with None/defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import numpy as np
+
+from ..measure.stats import percentile_with_bounds
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Percentile(_Open):
+    value: float
+    lower: float | None = None   # distribution-free bound at `confidence`; None = not enough n
+    upper: float | None = None
+
+
+class Latency(_Open):
+    """Latency in milliseconds; `n` samples; percentiles keyed 'p50', 'p99.9', ..."""
+    n: int = 0
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    confidence: float = 0.95
+    percentiles: dict[str, Percentile] = Field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        # result.latency.p99 -> value in ms, for use in assertions
+        pct = self.__dict__.get("percentiles") or {}
+        if name.startswith("p") and name in pct:
+            return pct[name].value
+        key = "p" + name[1:].replace("_", ".")
+        if name.startswith("p") and key in pct:
+            return pct[key].value
+        return super().__getattr__(name)
+
+    @classmethod
+    def from_ns(cls, latencies_ns: np.ndarray, percentiles, confidence: float) -> "Latency":
+        if len(latencies_ns) == 0:
+            return cls(confidence=confidence)
+        ms = np.sort(latencies_ns.astype(np.float64) / 1e6)
+        pct = {}
+        for p in percentiles:
+            value, lo, hi = percentile_with_bounds(ms, p, confidence)
+            pct[percentile_key(p)] = Percentile(value=value, lower=lo, upper=hi)
+        return cls(n=len(ms), mean=float(ms.mean()), std=float(ms.std(ddof=1)) if len(ms) > 1
+                   else 0.0, min=float(ms[0]), max=float(ms[-1]), confidence=confidence,
+                   percentiles=pct)
+
+
+def percentile_key(p: float) -> str:
+    return f"p{p:g}"
+
+
+class Throughput(_Open):
+    queries_per_s: float | None = None
+    samples_per_s: float | None = None
+
+
+class Stop(_Open):
+    reason: str | None = None            # ci_converged | max_duration | max_queries
+    target_percentile: float | None = None
+    ci_half_width_rel: float | None = None
+    ci_width: float | None = None
+
+
+class Result(_Open):
+    """One cell's measurement (or the reason it has none)."""
+    id: str = ""
+    status: str = "passed"               # passed | failed | skipped
+    reason: str | None = None
+    cell: dict[str, Any] | None = None
+    scenario: str | None = None
+    batch_size: int = 1
+    latency_ms: Latency = Field(default_factory=Latency)
+    throughput: Throughput = Field(default_factory=Throughput)
+    stop: Stop = Field(default_factory=Stop)
+    duration_s: float | None = None      # busy time the throughput is computed over
+    wall_s: float | None = None
+    warmup: dict[str, Any] = Field(default_factory=dict)
+    process: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    runtime: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def latency(self) -> Latency:
+        return self.latency_ms
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json")

@@ -1,0 +1,71 @@
+"""The terminal summary: one aligned row per cell, grouped by spec and model."""
+
+from __future__ import annotations
+
+from .model import Result
+
+
+def _fmt(x, digits=3):
+    if x is None:
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}" if abs(x) < 1 else f"{x:.{digits + 1}g}"
+
+
+def _sort_key(r: Result):
+    c = r.cell or {}
+    return (c.get("spec", ""), c.get("model_label", r.id), (c.get("workload") or {}).get("scenario", ""),
+            c.get("runtime", ""), c.get("device", ""), c.get("precision", ""),
+            c.get("batch_size", 0), r.id)
+
+
+def summary_table(results: list[Result], width: int = 200) -> str:
+    """Rows grouped under one heading per spec file (or test module), sorted within it."""
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(results, key=_sort_key):
+        spec, _, name = r.id.partition("::")
+        groups.setdefault(spec, []).append(_row(name or r.id, r))
+    return "\n\n".join(f"{spec}\n{_align(rows)}" for spec, rows in groups.items())
+
+
+_TEXT_COLUMNS = ("benchmark", "stop")
+
+
+def _align(rows: list[dict]) -> str:
+    """Numbers right-aligned, names and reasons left-aligned, two spaces between columns."""
+    columns = list(rows[0])
+    cells = [[str(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+
+    def line(values):
+        out = [v.ljust(w) if c in _TEXT_COLUMNS else v.rjust(w)
+               for c, v, w in zip(columns, values, widths)]
+        return "  ".join(out).rstrip()
+    return "\n".join([line(columns)] + [line(r) for r in cells])
+
+
+def _row(name: str, r: Result) -> dict:
+    lat = r.latency_ms
+    p = lat.percentiles
+    if r.status != "passed" and not lat.n:
+        reason = (r.reason or "").strip().splitlines()
+        return {"benchmark": name, "n": "-", "p50 ms": r.status.upper(), "p99 ms": "",
+                "mean ms": "", "queries/s": "", "samples/s": "", "cpu": "", "rss MB": "",
+                "stop": reason[0][:80] if reason else ""}
+    stop = r.stop.reason or "-"
+    if r.stop.ci_half_width_rel is not None:
+        stop += f" ±{100 * r.stop.ci_half_width_rel:.1f}%"
+    if r.status != "passed":
+        stop = f"{r.status.upper()} {stop}"
+    return {
+        "benchmark": name, "n": lat.n,
+        "p50 ms": _fmt(p["p50"].value) if "p50" in p else "-",
+        "p99 ms": _fmt(p["p99"].value) if "p99" in p else "-",
+        "mean ms": _fmt(lat.mean),
+        "queries/s": _fmt(r.throughput.queries_per_s),
+        "samples/s": _fmt(r.throughput.samples_per_s),
+        "cpu": _fmt(r.process.get("cpu_cores_used"), 2),
+        "rss MB": _fmt(r.process.get("peak_rss_mb")),
+        "stop": stop,
+    }

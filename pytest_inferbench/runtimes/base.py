@@ -1,0 +1,64 @@
+"""The Runner protocol between runtimes and the measurement loop.
+
+A runner loads a model on a device once, then `prepare(inputs)` returns a zero-argument
+callable that runs one batch *to completion* (device work synchronised) on pre-staged inputs.
+The loop only calls that callable, so the harness adds nothing per query beyond its clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class RuntimeUnavailable(Exception):
+    """This cell cannot run on this machine; the message says what is missing and how to get it."""
+
+
+@runtime_checkable
+class Runner(Protocol):
+    name: str
+
+    def load(self, model, device: str, precision: str, context: "LoadContext") -> None: ...
+
+    def prepare(self, inputs: dict[str, np.ndarray]) -> Callable[[], Any]: ...
+
+    def synchronize(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def info(self) -> dict: ...
+
+
+class LoadContext:
+    """What a runner may need besides the model: artifact cache, seeds, a place for notes."""
+
+    def __init__(self, cache, seed: int = 0):
+        self.cache = cache
+        self.seed = seed
+        self.model_info: dict = {}      # filled by artifact resolution (path, cache hit, timing)
+        self.signature = None           # InputSignature, set by the runner's load()
+
+
+def require(module: str, hint: str):
+    """Import a module or raise RuntimeUnavailable naming the package to install."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise RuntimeUnavailable(f"{module} not installed ({exc}): {hint}") from None
+
+
+def check_cuda(device: str) -> None:
+    if not device.startswith("cuda"):
+        return
+    torch = require("torch", "pip install torch")
+    if not torch.cuda.is_available():
+        raise RuntimeUnavailable(f"device {device}: no CUDA device visible to torch on this machine "
+                                 f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise RuntimeUnavailable(f"device {device}: only {torch.cuda.device_count()} CUDA "
+                                 f"device(s) visible (CUDA_VISIBLE_DEVICES="
+                                 f"{__import__('os').environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")

@@ -1,0 +1,609 @@
+"""The YAML spec: schema (pydantic), defaults, matrix expansion (include/exclude), Cell.
+
+A spec file:  name, defaults (settings and axis values), benchmarks (list of entries).
+A job file (--infer-config): the same, where `benchmarks` is optional and `defaults` apply to
+every collected spec.  Every axis field may be a list; an entry is the cartesian product of its
+lists, adjusted by `exclude` then `include` with GitHub Actions matrix semantics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError,
+                      field_validator, model_validator)
+
+from .errors import SpecError, did_you_mean, format_field_path
+from .models.families import FAMILIES, PRESETS, MLPSpec, ResNetSpec, TransformerSpec
+from .runtimes import RUNTIMES
+from .units import parse_duration
+from .yaml_lines import line_for, load_yaml
+
+# ----------------------------------------------------------------------------- settings
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _warmup(value):
+    """An int is a count of queries; a string or float is a duration in seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration ('1s') or a count of queries (50)")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a warm-up count cannot be negative")
+        return value
+    return parse_duration(value)
+
+
+class Settings(BaseModel):
+    """How long and how precisely to measure one cell."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    warmup: Annotated[Union[StrictInt, float], BeforeValidator(_warmup)] = 1.0
+    min_duration: Duration = 5.0
+    max_duration: Duration = 60.0
+    min_queries: int = Field(100, ge=1)
+    max_queries: int | None = Field(None, ge=1)
+    percentiles: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0, 99.9)
+    target_percentile: float | None = Field(None, gt=0, lt=100)
+    ci_width: float = Field(0.05, gt=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percentiles_in_range(cls, value):
+        if not value:
+            raise ValueError("list at least one percentile")
+        for p in value:
+            if not 0 < p < 100:
+                raise ValueError(f"percentile {p} is outside (0, 100)")
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _durations_ordered(self):
+        if self.max_duration < self.min_duration:
+            raise ValueError(f"max_duration ({self.max_duration:g}s) is shorter than "
+                             f"min_duration ({self.min_duration:g}s)")
+        return self
+
+
+SETTINGS_FIELDS = tuple(Settings.model_fields)
+
+# ----------------------------------------------------------------------------- axes
+
+SCENARIOS = ("offline", "single_stream")
+SERVING_SYSTEMS = ("inprocess",)
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+class Workload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    scenario: Literal[SCENARIOS]
+
+    def label(self) -> str:
+        return self.scenario
+
+
+class Serving(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    system: Literal[SERVING_SYSTEMS] = "inprocess"
+
+    def label(self) -> str:
+        return self.system
+
+
+class InputDecl(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    shape: tuple[Annotated[int, Field(ge=1)], ...]
+    dtype: str | None = None
+    high: int | None = Field(None, ge=1)
+
+
+def _input_decl(value):
+    return {"shape": value} if isinstance(value, (list, tuple)) else value
+
+
+class _ExternalModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    inputs: dict[str, Annotated[InputDecl, BeforeValidator(_input_decl)]] | None = None
+    dtype: str = "float32"
+    name: str | None = None
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value):
+        import numpy as np
+        try:
+            np.dtype(value)
+        except TypeError:
+            raise ValueError(f"unknown dtype '{value}' (expected e.g. float32, float16, int64)")
+        return value
+
+
+class FileModel(_ExternalModel):
+    kind: Literal["file"] = "file"
+    path: str
+    format: Literal["onnx", "torchscript"] | None = None
+
+    def label(self) -> str:
+        return self.name or Path(self.path).stem
+
+
+class FactoryModel(_ExternalModel):
+    kind: Literal["factory"] = "factory"
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+    def label(self) -> str:
+        return self.name or self.factory.rpartition(":")[2].rpartition(".")[2]
+
+
+GeneratedModel = Annotated[Union[MLPSpec, ResNetSpec, TransformerSpec], Field(discriminator="family")]
+ModelSpec = Union[GeneratedModel, FileModel, FactoryModel]
+
+_TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+AXES = ("model", "runtime", "device", "precision", "batch_size", "workload", "serving")
+AXIS_DEFAULTS = {"runtime": "onnxruntime", "device": "cpu", "precision": "fp32", "batch_size": 1,
+                 "workload": {"scenario": "offline"}, "serving": {"system": "inprocess"}}
+ENTRY_KEYS = AXES + SETTINGS_FIELDS + ("name", "include", "exclude", "marks")
+JOB_KEYS = ("name", "defaults", "benchmarks")
+SPEC_KEYS = ("name", "defaults", "benchmarks")
+
+
+class Cell(BaseModel):
+    """One benchmark: a point of the matrix, fully resolved. Plain JSON through model_dump()."""
+    model_config = ConfigDict(frozen=True)
+    id: str
+    spec: str
+    spec_name: str
+    entry: int
+    line: int | None = None
+    model: ModelSpec
+    model_label: str
+    runtime: str
+    device: str
+    precision: str
+    batch_size: int
+    workload: Workload
+    serving: Serving
+    settings: Settings
+    marks: tuple[str, ...] = ()
+
+    def params_label(self) -> str:
+        parts = [self.runtime, self.device, self.precision, f"bs{self.batch_size}",
+                 self.workload.label()]
+        if self.serving.system != "inprocess":
+            parts.append(self.serving.label())
+        return "-".join(parts)
+
+
+# ----------------------------------------------------------------------------- loading
+
+class _Doc:
+    """A parsed YAML file with its line map; raises SpecErrors that point into it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data, self.lines = load_yaml(path)
+
+    def error(self, message, field_path=()):
+        return SpecError(message, file=self.path, line=line_for(self.lines, field_path),
+                         field=format_field_path(field_path) or None)
+
+    def validate(self, model_cls, value, field_path):
+        try:
+            return model_cls.model_validate(value)
+        except ValidationError as exc:
+            raise self._from_pydantic(exc, model_cls, field_path) from None
+
+    def _from_pydantic(self, exc: ValidationError, model_cls, field_path):
+        err = exc.errors()[0]
+        loc = _strip_union_tags(err["loc"])
+        full = tuple(field_path) + loc
+        if err["type"] == "extra_forbidden":
+            key = loc[-1] if loc else "?"
+            allowed = _allowed_keys(model_cls, err, loc)
+            msg = f"unknown key '{key}'{did_you_mean(key, allowed)}"
+            if allowed:
+                msg += f"; expected one of: {', '.join(allowed)}"
+        elif err["type"] == "missing":
+            msg = "this field is required"
+        elif err["type"] in ("literal_error", "union_tag_invalid"):
+            msg = err["msg"].replace("Input should be", "expected")
+            bad = err.get("input")
+            if isinstance(bad, dict):
+                bad = bad.get("family")
+            expected = re.findall(r"'([^']+)'", msg)
+            msg = f"got '{bad}', {msg}{did_you_mean(bad, expected)}"
+        else:
+            msg = err["msg"].replace("Value error, ", "")
+            if "input" in err and not isinstance(err["input"], (dict, list)):
+                msg += f" (got {err['input']!r})"
+        return self.error(msg, full)
+
+
+def _strip_union_tags(loc):
+    """Drop pydantic's union-member tags (e.g. 'resnet', 'function-before[...]') from a loc."""
+    out = []
+    for part in loc:
+        if isinstance(part, str) and (part in FAMILIES or "[" in part):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _allowed_keys(model_cls, err, loc):
+    target = model_cls
+    if model_cls is dict or not hasattr(model_cls, "model_fields"):
+        return []
+    # Walk nested models to find the class that rejected the key.
+    for part in loc[:-1]:
+        field = target.model_fields.get(part) if hasattr(target, "model_fields") else None
+        if field is None:
+            break
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            target = ann
+    return [k for k in target.model_fields if k not in ("kind",)]
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _canon(value) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class _AxisResolver:
+    """Validates one axis value written in a file; knows where relative paths resolve."""
+
+    def __init__(self, doc: _Doc):
+        self.doc = doc
+        self.base = doc.path.parent
+
+    def resolve(self, axis, value, path):
+        fn = getattr(self, f"_{axis}")
+        return fn(value, path)
+
+    def expand(self, axis, value, path):
+        """A written axis value -> list of (validated value, label override) after nested lists."""
+        if axis in ("workload", "serving", "model") and isinstance(value, dict):
+            keep = {"inputs"} if axis == "model" else set()
+            keys = [k for k, v in value.items() if isinstance(v, list) and k not in keep]
+            for k in keys:
+                if not value[k]:
+                    raise self.doc.error("an empty list leaves nothing to benchmark", path + (k,))
+            combos = itertools.product(*(value[k] for k in keys))
+            return [self.resolve(axis, {**value, **dict(zip(keys, c))}, path) for c in combos]
+        return [self.resolve(axis, value, path)]
+
+    def _runtime(self, value, path):
+        if value not in RUNTIMES:
+            raise self.doc.error(f"unknown runtime '{value}'{did_you_mean(value, RUNTIMES)}; "
+                                 f"expected one of: {', '.join(RUNTIMES)}", path)
+        return value
+
+    def _device(self, value, path):
+        if not isinstance(value, str) or not _DEVICE.match(value):
+            raise self.doc.error(f"unknown device {value!r}; expected cpu, cuda or cuda:N", path)
+        return value
+
+    def _precision(self, value, path):
+        if value not in PRECISIONS:
+            raise self.doc.error(f"unknown precision {value!r}{did_you_mean(value, PRECISIONS)}; "
+                                 f"expected one of: {', '.join(PRECISIONS)}", path)
+        return value
+
+    def _batch_size(self, value, path):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.doc.error(f"batch size must be a positive integer, got {value!r}", path)
+        return value
+
+    def _workload(self, value, path):
+        if isinstance(value, str):
+            value = {"scenario": value}
+        if not isinstance(value, dict):
+            raise self.doc.error("expected a scenario name or a mapping with 'scenario'", path)
+        return self.doc.validate(Workload, value, path)
+
+    def _serving(self, value, path):
+        if isinstance(value, str):
+            value = {"system": value}
+        if not isinstance(value, dict):
+            raise self.doc.error("expected a serving system name or a mapping with 'system'", path)
+        return self.doc.validate(Serving, value, path)
+
+    def _model(self, value, path):
+        label = None
+        if isinstance(value, str):
+            value, label = self._model_from_string(value, path)
+        if not isinstance(value, dict):
+            raise self.doc.error("expected a preset name, a file path, 'package.module:function' "
+                                 "or a mapping", path)
+        if "family" in value:
+            if value["family"] not in FAMILIES:
+                fam = value["family"]
+                raise self.doc.error(f"unknown model family '{fam}'{did_you_mean(fam, FAMILIES)}; "
+                                     f"expected one of: {', '.join(FAMILIES)}", path + ("family",))
+            spec = self.doc.validate(FAMILIES[value["family"]], value, path)
+        elif "path" in value:
+            value = dict(value)
+            p = Path(str(value["path"]))
+            if not p.is_absolute():
+                p = (self.base / p).resolve()
+            if not p.exists():
+                raise self.doc.error(f"model file not found: {p} (relative paths resolve against "
+                                     f"the spec file's directory)", path)
+            value["path"] = str(p)
+            if "format" not in value:
+                value["format"] = "onnx" if p.suffix == ".onnx" else "torchscript"
+            spec = self.doc.validate(FileModel, value, path)
+            if spec.format == "torchscript" and not spec.inputs:
+                raise self.doc.error("a TorchScript file does not carry its input signature: give "
+                                     "`inputs: {name: [per-sample shape]}` (and `dtype`)", path)
+        elif "factory" in value:
+            spec = self.doc.validate(FactoryModel, value, path)
+        else:
+            raise self.doc.error("a model mapping needs one of 'family', 'path' or 'factory'", path)
+        return spec, label
+
+    def _model_from_string(self, value, path):
+        if value in PRESETS:
+            return dict(PRESETS[value]), value
+        if value.endswith(".onnx") or value.endswith(_TORCHSCRIPT_SUFFIXES):
+            return {"path": value}, None
+        if _FACTORY.match(value):
+            return {"factory": value}, None
+        raise self.doc.error(
+            f"unknown model '{value}'{did_you_mean(value, PRESETS)}; expected a preset "
+            f"({', '.join(PRESETS)}), a path to an .onnx or TorchScript .pt file, or "
+            f"'package.module:function'", path)
+
+
+def _model_label(resolved) -> str:
+    spec, label = resolved
+    return label or spec.label()
+
+
+def _axis_key(axis, value) -> str:
+    if axis == "model":
+        value = value[0]
+    return _canon(value)
+
+
+def _matches(combo: dict, cond: dict, cond_raw: dict) -> bool:
+    for axis, value in cond.items():
+        have = combo[axis]
+        if axis in ("workload", "serving") and isinstance(cond_raw[axis], dict):
+            # Compare only the keys the user wrote, so {scenario: offline} matches any offline.
+            have_d = have.model_dump(mode="json")
+            want_d = value.model_dump(mode="json")
+            raw = cond_raw[axis]
+            if any(have_d.get(k) != want_d.get(k) for k in raw):
+                return False
+        elif _axis_key(axis, have) != _axis_key(axis, value):
+            return False
+    return True
+
+
+class _Context:
+    def __init__(self, doc: _Doc, defaults: dict, spec_rel: str, spec_name: str):
+        self.doc = doc
+        self.defaults = defaults          # merged settings + axis defaults (raw)
+        self.spec_rel = spec_rel
+        self.spec_name = spec_name
+        self.axes = _AxisResolver(doc)
+
+
+def _check_keys(doc: _Doc, mapping, allowed, path, what):
+    if not isinstance(mapping, dict):
+        raise doc.error(f"expected a mapping ({what})", path)
+    for key in mapping:
+        if key not in allowed:
+            raise doc.error(f"unknown key '{key}'{did_you_mean(key, allowed)}; expected one of: "
+                            f"{', '.join(allowed)}", path + (key,))
+
+
+def _check_defaults(doc: _Doc, defaults, path) -> dict:
+    if defaults is None:
+        return {}
+    _check_keys(doc, defaults, SETTINGS_FIELDS + AXES[1:], path, "defaults")
+    settings = {k: v for k, v in defaults.items() if k in SETTINGS_FIELDS}
+    # Validate field by field so each error points at its own line.
+    # Validate field by field so each error points at its own line; the min/max order is
+    # checked per cell, after every level has been merged.
+    unordered = {"min_duration": {"max_duration": float("inf")}, "max_duration": {"min_duration": 0}}
+    for key, value in settings.items():
+        try:
+            Settings.model_validate({key: value, **unordered.get(key, {})})
+        except ValidationError as exc:
+            raise doc._from_pydantic(exc, Settings, path) from None
+    axes = _AxisResolver(doc)
+    for axis in AXES[1:]:
+        if axis in defaults:
+            for i, v in enumerate(_as_list(defaults[axis])):
+                axes.expand(axis, v, path + (axis,) + ((i,) if isinstance(defaults[axis], list) else ()))
+    return dict(defaults)
+
+
+def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
+    doc = ctx.doc
+    path = ("benchmarks", index)
+    _check_keys(doc, entry, ENTRY_KEYS, path, "a benchmark entry")
+    if "model" not in entry:
+        raise doc.error("each benchmark needs a 'model'", path)
+
+    written = {a for a in AXES if a in entry}
+    values: dict[str, list] = {}
+    for axis in AXES:
+        raw = entry[axis] if axis in entry else ctx.defaults.get(axis, AXIS_DEFAULTS.get(axis))
+        apath = path + (axis,) if axis in entry else ("defaults", axis)
+        items = _as_list(raw)
+        if not items:
+            raise doc.error("an empty list leaves nothing to benchmark", apath)
+        vals = []
+        for i, item in enumerate(items):
+            ipath = apath + ((i,) if isinstance(raw, list) else ())
+            vals.extend(ctx.axes.expand(axis, item, ipath))
+        values[axis] = vals
+
+    combos = [dict(zip(AXES, c)) for c in itertools.product(*(values[a] for a in AXES))]
+    combos = [(c, {}) for c in combos]
+
+    for j, excl in enumerate(_as_list(entry.get("exclude") or [])):
+        epath = path + ("exclude", j)
+        cond, raw = _condition(ctx, excl, epath, allow_settings=False)
+        combos = [(c, s) for c, s in combos if not _matches(c, cond, raw)]
+
+    originals = [dict(c) for c, _ in combos]
+    for j, inc in enumerate(_as_list(entry.get("include") or [])):
+        ipath = path + ("include", j)
+        cond, raw = _condition(ctx, inc, ipath, allow_settings=True)
+        inc_settings = {k: v for k, v in inc.items() if k in SETTINGS_FIELDS}
+        added = False
+        for k, (combo, settings) in enumerate(combos):
+            orig = originals[k] if k < len(originals) else {}
+            # GitHub rule: an include may not overwrite an original matrix value.
+            clash = any(axis in written and axis in orig and not _matches(orig, {axis: v},
+                                                                            {axis: raw[axis]})
+                        for axis, v in cond.items())
+            if clash:
+                continue
+            combo.update(cond)
+            settings.update(inc_settings)
+            added = True
+        if not added:
+            new = {}
+            for axis in AXES:
+                if axis in cond:
+                    new[axis] = cond[axis]
+                elif len(values[axis]) == 1:
+                    new[axis] = values[axis][0]
+                else:
+                    raise doc.error(f"this include matches no combination, so it adds a new one, "
+                                    f"but it does not say which '{axis}' to use (the matrix has "
+                                    f"{len(values[axis])} values for it)", ipath)
+            combos.append((new, dict(inc_settings)))
+
+    if not combos:
+        raise doc.error("the matrix is empty: exclude removed every combination", path)
+
+    inline = {k: v for k, v in entry.items() if k in SETTINGS_FIELDS}
+    marks = tuple(_as_list(entry.get("marks") or []))
+    for m in marks:
+        if not isinstance(m, str) or not m.isidentifier():
+            raise doc.error(f"a mark must be a Python identifier, got {m!r}", path + ("marks",))
+    name = entry.get("name")
+    cells = []
+    for combo, extra in combos:
+        merged = {k: v for k, v in ctx.defaults.items() if k in SETTINGS_FIELDS}
+        merged.update(inline)
+        merged.update(extra)
+        settings = doc.validate(Settings, merged, path)
+        model_spec, _ = combo["model"]
+        label = str(name) if name else _model_label(combo["model"])
+        cell = dict(spec=ctx.spec_rel, spec_name=ctx.spec_name, entry=index,
+                    line=line_for(doc.lines, path), model=model_spec, model_label=label,
+                    runtime=combo["runtime"], device=combo["device"], precision=combo["precision"],
+                    batch_size=combo["batch_size"], workload=combo["workload"],
+                    serving=combo["serving"], settings=settings, marks=marks)
+        cells.append(cell)
+    return cells
+
+
+def _condition(ctx: _Context, mapping, path, allow_settings):
+    allowed = AXES + (SETTINGS_FIELDS if allow_settings else ())
+    _check_keys(ctx.doc, mapping, allowed, path, "an include/exclude entry")
+    cond, raw = {}, {}
+    for axis in AXES:
+        if axis not in mapping:
+            continue
+        value = mapping[axis]
+        if isinstance(value, list):
+            raise ctx.doc.error("expected a single value here, not a list", path + (axis,))
+        if axis == "workload" and isinstance(value, str):
+            value = {"scenario": value}
+        if axis == "serving" and isinstance(value, str):
+            value = {"system": value}
+        raw[axis] = value
+        if axis in ("workload", "serving"):
+            # Partial mappings are allowed: fill the rest from defaults for validation only.
+            base = {"scenario": "offline"} if axis == "workload" else {}
+            resolved = ctx.axes.resolve(axis, {**base, **value}, path + (axis,))
+        else:
+            resolved = ctx.axes.resolve(axis, value, path + (axis,))
+        cond[axis] = resolved
+    if allow_settings:
+        settings = {k: v for k, v in mapping.items() if k in SETTINGS_FIELDS}
+        if settings:
+            _check_defaults(ctx.doc, settings, path)
+    if not cond and not allow_settings:
+        raise ctx.doc.error("an exclude entry must name at least one axis", path)
+    return cond, raw
+
+
+# ----------------------------------------------------------------------------- public API
+
+class Job(BaseModel):
+    """The --infer-config file: job-wide defaults, plus its own benchmarks if any."""
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    path: str
+    name: str
+    defaults: dict[str, Any] = {}
+    has_benchmarks: bool = False
+
+
+def load_job(path: str | Path) -> Job:
+    path = Path(path).resolve()
+    if not path.exists():
+        raise SpecError("job file not found", file=path)
+    doc = _Doc(path)
+    data = doc.data if doc.data is not None else {}
+    _check_keys(doc, data, JOB_KEYS, (), "the top level of a job file")
+    defaults = _check_defaults(doc, data.get("defaults"), ("defaults",))
+    return Job(path=str(path), name=str(data.get("name") or path.stem), defaults=defaults,
+               has_benchmarks=bool(data.get("benchmarks")))
+
+
+def load_spec(path: str | Path, job: Job | None = None, rootdir: str | Path | None = None
+              ) -> list[Cell]:
+    """Parse, validate and expand one spec file into its cells (in file order)."""
+    path = Path(path).resolve()
+    doc = _Doc(path)
+    data = doc.data
+    if data is None:
+        raise doc.error("the file is empty; expected 'name' and 'benchmarks'")
+    _check_keys(doc, data, SPEC_KEYS, (), "the top level of a spec file")
+    is_job = job is not None and Path(job.path) == path
+    spec_defaults = _check_defaults(doc, data.get("defaults"), ("defaults",))
+    defaults = {**(job.defaults if job else {}), **spec_defaults}
+    benchmarks = data.get("benchmarks")
+    if benchmarks is None and is_job:
+        return []
+    if not isinstance(benchmarks, list) or not benchmarks:
+        raise doc.error("expected a non-empty list of benchmarks", ("benchmarks",))
+    try:
+        rel = str(path.relative_to(Path(rootdir).resolve())) if rootdir else str(path)
+    except ValueError:
+        rel = str(path)
+    ctx = _Context(doc, defaults, rel, str(data.get("name") or path.stem))
+    raw_cells = []
+    for index, entry in enumerate(benchmarks):
+        raw_cells.extend(_expand_entry(ctx, entry, index))
+    cells, seen = [], {}
+    for raw in raw_cells:
+        probe = Cell.model_construct(**raw)
+        base_id = f"{raw['model_label']}[{probe.params_label()}]"
+        seen[base_id] = seen.get(base_id, 0) + 1
+        cell_id = base_id if seen[base_id] == 1 else f"{base_id[:-1]}#{seen[base_id]}]"
+        cells.append(Cell(id=cell_id, **raw))
+    return cells
