@@ -82,7 +82,8 @@ class SpecFile(pytest.File):
         job = self.config.stash.get(JOB_KEY, None)
         cells = load_spec(self.path, job=job, rootdir=self.config.rootpath)
         for cell in cells:
-            item = CellItem.from_parent(self, name=cell.id, callobj=_cell_test)
+            item = CellItem.from_parent(self, name=cell.id, callobj=_cell_test,
+                                        originalname=cell.model_label)
             item.cell = cell
             item.add_marker(pytest.mark.inferbench)
             for mark in cell.marks:
@@ -99,11 +100,16 @@ class CellItem(pytest.Function):
     """A pytest.Function per cell, so fixtures, -k, -m, --lf and xdist treat it as any test."""
     cell: Cell
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # pytest >= 9.2 keeps node ids structured (name + params); parse ours the same way as
+        # the cache does, so --lf/--ff match "model[params]" ids across runs.
+        node_id = getattr(self, "_id", None)
+        if node_id is not None and hasattr(type(node_id), "parse"):
+            self._id = type(node_id).parse(f"{self.parent.nodeid}::{self.name}")
+
     def reportinfo(self):
         return self.path, (self.cell.line or 1) - 1, self.name
-
-    def repr_failure(self, excinfo, style=None):
-        return super().repr_failure(excinfo, style)
 
 
 def _cell_test(request):

@@ -470,11 +470,11 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
         cond, raw = _condition(ctx, inc, ipath, allow_settings=True)
         inc_settings = {k: v for k, v in inc.items() if k in SETTINGS_FIELDS}
         added = False
-        for k, (combo, settings) in enumerate(combos):
-            orig = originals[k] if k < len(originals) else {}
-            # GitHub rule: an include may not overwrite an original matrix value.
-            clash = any(axis in written and axis in orig and not _matches(orig, {axis: v},
-                                                                            {axis: raw[axis]})
+        # GitHub rules: an include extends every original combination whose written values it
+        # does not overwrite (values added by earlier includes may be overwritten); one that
+        # extends none becomes a combination of its own, which later includes leave alone.
+        for (combo, settings), orig in zip(combos[:len(originals)], originals):
+            clash = any(axis in written and not _matches(orig, {axis: v}, {axis: raw[axis]})
                         for axis, v in cond.items())
             if clash:
                 continue

@@ -14,7 +14,7 @@ from .errors import SpecError
 
 
 def _construct(node, path, lines, loader):
-    lines[path] = node.start_mark.line + 1
+    lines.setdefault(path, node.start_mark.line + 1)   # a key's own line wins over its value's
     if isinstance(node, yaml.MappingNode):
         out = {}
         for key_node, value_node in node.value:

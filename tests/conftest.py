@@ -1,0 +1,47 @@
+import textwrap
+
+import pytest
+
+# pytester's in-process runs drop the modules they import when they end; extension modules
+# (numpy, torch, onnxruntime) cannot be imported twice in one process, so import them here first.
+import numpy.fft  # noqa: F401
+import onnxruntime  # noqa: F401
+import scipy.stats  # noqa: F401
+import torch  # noqa: F401
+import pytest_inferbench.measure.engine  # noqa: F401
+import pytest_inferbench.models.artifacts  # noqa: F401
+import pytest_inferbench.runtimes.onnxruntime_runner  # noqa: F401
+import pytest_inferbench.runtimes.torch_eager  # noqa: F401
+import pytest_inferbench.results.summary  # noqa: F401
+
+
+def _import_lazy_modules():
+    """Export and load one tiny model, so every module the exporters load lazily is loaded."""
+    import tempfile
+    from pathlib import Path
+
+    from pytest_inferbench.models.artifacts import export_onnx, onnx_signature
+    from pytest_inferbench.models.families import MLPSpec
+    module, signature = MLPSpec(layers=1, hidden=4, features=4, classes=2).build()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "m.onnx")
+        export_onnx(module, signature, path)
+        onnx_signature(str(path))
+        onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+_import_lazy_modules()
+
+# Settings that keep a measured cell to a fraction of a second in the plugin's own tests.
+FAST = "warmup: 3, min_duration: 0.05s, max_duration: 0.25s, min_queries: 20"
+
+
+@pytest.fixture
+def write(tmp_path):
+    """write(name, yaml_text) -> path, with the text dedented."""
+    def _write(name, text):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+    return _write
