@@ -2,7 +2,7 @@
 time). Both issue the next query when the previous one returns; they differ in what is reported
 first (throughput vs latency) and in the default target percentile of the stopping rule.
 
-The hot loop is kept minimal: two clock reads and two list appends per query, run in chunks
+The hot loop is kept minimal: one clock read and one array append per query, run in chunks
 so that the stopping rule is consulted only every few milliseconds. Time spent consulting it
 is measured and excluded from the busy time that throughput is computed over.
 """
@@ -46,6 +46,16 @@ class Samples:
         return self.ends_ns - self.starts_ns
 
 
+def _latencies(ends: array, chunk_first: array, chunk_start: array) -> np.ndarray:
+    e = np.frombuffer(ends, dtype=np.int64)
+    starts = np.empty_like(e)
+    starts[1:] = e[:-1]
+    first = np.frombuffer(chunk_first, dtype=np.int64)
+    keep = first < len(e)
+    starts[first[keep]] = np.frombuffer(chunk_start, dtype=np.int64)[keep]
+    return e - starts
+
+
 Progress = Callable[[float, int, float | None], None]   # (elapsed s, queries, current p99 ms)
 
 
@@ -71,11 +81,13 @@ def run_closed_loop(fn: Callable[[], object], settings, scenario: str,
     warm_n, warm_s = _warmup(fn, settings.warmup)
 
     clock = time.perf_counter_ns
-    # array('q') keeps 8 bytes a reading (a list would hold 32-byte int objects) and numpy
-    # reads it without a copy when the stopping rule looks.
-    starts = array("q")
+    # One clock read per query: a query starts when the previous one returned, except the first
+    # of each chunk, whose start is read just before it. array('q') keeps 8 bytes a reading (a
+    # list would hold 32-byte ints) and numpy reads it without a copy when the rule looks.
     ends = array("q")
-    add_start, add_end = starts.append, ends.append
+    chunk_first = array("q")
+    chunk_start = array("q")
+    add_end = ends.append
     min_ns = int(settings.min_duration * 1e9)
     max_ns = int(settings.max_duration * 1e9)
     max_q = settings.max_queries
@@ -89,14 +101,13 @@ def run_closed_loop(fn: Callable[[], object], settings, scenario: str,
     while True:
         if max_q is not None:
             chunk = min(chunk, max_q - len(ends))
+        chunk_first.append(len(ends))
         c0 = clock()
+        chunk_start.append(c0)
         for _ in repeat(None, chunk):
-            t0 = clock()
             fn()
-            t1 = clock()
-            add_start(t0)
-            add_end(t1)
-        now = clock()
+            add_end(clock())
+        now = ends[-1]
         # Grow the chunk until a chunk takes ~5 ms; fewer Python-level checks per query.
         if now - c0 < _CHUNK_TARGET_NS and chunk < 1 << 16:
             chunk *= 2
@@ -111,22 +122,22 @@ def run_closed_loop(fn: Callable[[], object], settings, scenario: str,
         if now < next_check:
             continue
         # -- harness time from here on, excluded from the busy window
-        lat = np.frombuffer(ends, dtype=np.int64) - np.frombuffer(starts, dtype=np.int64)
+        t_check = clock()
+        lat = _latencies(ends, chunk_first, chunk_start)
         if elapsed >= min_ns and n >= settings.min_queries:
             half_width = relative_half_width(lat, target, settings.confidence)
             if half_width <= settings.ci_width:
                 reason = "ci_converged"
-                paused += clock() - now
                 break
         if progress is not None:
             p99 = float(np.partition(lat, rank(n, 99) - 1)[rank(n, 99) - 1]) / 1e6
             progress(elapsed / 1e9, n, p99)
         after = clock()
-        paused += after - now
+        paused += after - t_check
         next_check = after + _CHECK_EVERY_NS
-    end = clock()
-    starts_np = np.frombuffer(starts, dtype=np.int64).copy()
+    end = ends[-1] if ends else clock()
     ends_np = np.frombuffer(ends, dtype=np.int64).copy()
+    starts_np = ends_np - _latencies(ends, chunk_first, chunk_start)
     if len(ends_np):  # report the interval of all the samples, not of the last check
         half_width = relative_half_width(ends_np - starts_np, target, settings.confidence)
     return Samples(starts_ns=starts_np, ends_ns=ends_np,
