@@ -229,11 +229,7 @@ class SessionState:
         return self.writer
 
     def pytest_sessionfinish(self, session):
-        if self.is_worker:
-            return
-        if self.writer is None and self.config.getoption("--infer-json") and self.results == []:
-            return
-        if self.writer is not None:
+        if not self.is_worker and self.writer is not None:
             from .results.provenance import now_iso
             self.run_files = self.writer.finish(now_iso())
 
@@ -246,6 +242,10 @@ class SessionState:
         tr.write_line(summary_table(self.results, width=tr._tw.fullwidth))
         for path in self.run_files:
             tr.write_line(f"run file: {path}")
+        workers = getattr(self.config.option, "numprocesses", None)
+        if workers and getattr(self.config.option, "dist", "no") != "no":
+            tr.write_line(f"note: {workers} xdist workers measured cells at the same time on this "
+                          f"host; concurrent cells disturb each other's numbers", yellow=True)
 
 
 class LiveLine:

@@ -51,7 +51,7 @@ def _row(name: str, r: Result) -> dict:
     if r.status != "passed" and not lat.n:
         reason = (r.reason or "").strip().splitlines()
         return {"benchmark": name, "n": "-", "p50 ms": r.status.upper(), "p99 ms": "",
-                "mean ms": "", "queries/s": "", "samples/s": "", "cpu": "", "rss MB": "",
+                "mean ms": "", "queries/s": "", "samples/s": "", "cores": "", "rss MB": "",
                 "stop": reason[0][:80] if reason else ""}
     stop = r.stop.reason or "-"
     if r.stop.ci_half_width_rel is not None:
@@ -65,7 +65,7 @@ def _row(name: str, r: Result) -> dict:
         "mean ms": _fmt(lat.mean),
         "queries/s": _fmt(r.throughput.queries_per_s),
         "samples/s": _fmt(r.throughput.samples_per_s),
-        "cpu": _fmt(r.process.get("cpu_cores_used"), 2),
+        "cores": _fmt(r.process.get("cpu_cores_used"), 2),
         "rss MB": _fmt(r.process.get("peak_rss_mb")),
         "stop": stop,
     }
