@@ -293,3 +293,22 @@ def inferbench(request):
     from .fixture import make_bench
     state = request.config.stash[STATE_KEY]
     return make_bench(request.node, state)
+
+
+@pytest.fixture
+def inferbench_device(request):
+    """The torch device a hand-written benchmark runs on, skipping with the reason when absent.
+
+    Defaults to the first visible CUDA device (CUDA_VISIBLE_DEVICES is honoured: 'cuda:N' counts
+    visible devices); parametrize indirectly for others:
+
+        @pytest.mark.parametrize("inferbench_device", ["cpu", "cuda:1"], indirect=True)
+    """
+    from .runtimes.base import RuntimeUnavailable, check_cuda
+    name = getattr(request, "param", "cuda")
+    try:
+        check_cuda(name)
+    except RuntimeUnavailable as exc:
+        pytest.skip(str(exc))
+    import torch
+    return torch.device(name)

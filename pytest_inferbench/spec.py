@@ -97,6 +97,59 @@ class Serving(BaseModel):
         return self.system
 
 
+# Options a runtime mapping may carry, per runtime (`runtime: {name: onnxruntime, ...}`).
+RUNTIME_OPTIONS = {
+    "torch": ("include_copies",),
+    "torchscript": ("include_copies",),
+    "torch_compile": ("include_copies", "mode"),
+    "onnxruntime": ("include_copies", "graph_optimization", "provider"),
+}
+_OPTION_ALIASES = {"graph_optimization": "opt", "provider": "ep", "mode": "mode",
+                   "include_copies": "copies"}
+
+
+class RuntimeSpec(BaseModel):
+    """A runtime and its options; a plain name is {name: NAME} with every option at its default."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    include_copies: bool = False   # time host<->device copies of inputs/outputs with each query
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] | None = None
+    provider: Literal["cpu", "cuda", "tensorrt"] | None = None
+    mode: Literal["default", "reduce-overhead", "max-autotune",
+                  "max-autotune-no-cudagraphs"] | None = None
+
+    @model_validator(mode="after")
+    def _options_fit_the_runtime(self):
+        allowed = RUNTIME_OPTIONS.get(self.name, ())
+        for key in self.options():
+            if key not in allowed:
+                raise ValueError(f"option '{key}' does not apply to runtime {self.name} (its "
+                                 f"options: {', '.join(allowed) or 'none'})")
+        return self
+
+    def options(self) -> dict:
+        return {k: v for k, v in self.model_dump(exclude={"name"}).items()
+                if v != type(self).model_fields[k].default}
+
+    def label(self) -> str:
+        opts = self.options()
+        if not opts:
+            return self.name
+        inner = ",".join(_OPTION_ALIASES[k] if v is True else f"{_OPTION_ALIASES[k]}={v}"
+                         for k, v in opts.items())
+        return f"{self.name}({inner})"
+
+
+class Threads(BaseModel):
+    """Thread counts for the runtime: `threads: 4` (intra-op) or {intra: 4, inter: 1}."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    intra: int | None = Field(None, ge=1)
+    inter: int | None = Field(None, ge=1)
+
+    def label(self) -> str:
+        return f"t{self.intra or 'auto'}" + (f"x{self.inter}" if self.inter else "")
+
+
 class InputDecl(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     shape: tuple[Annotated[int, Field(ge=1)], ...]
@@ -148,9 +201,12 @@ ModelSpec = Union[GeneratedModel, FileModel, FactoryModel]
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
-AXES = ("model", "runtime", "device", "precision", "batch_size", "workload", "serving")
+AXES = ("model", "runtime", "device", "precision", "batch_size", "threads", "workload", "serving")
 AXIS_DEFAULTS = {"runtime": "onnxruntime", "device": "cpu", "precision": "fp32", "batch_size": 1,
-                 "workload": {"scenario": "offline"}, "serving": {"system": "inprocess"}}
+                 "threads": None, "workload": {"scenario": "offline"},
+                 "serving": {"system": "inprocess"}}
+_MAPPING_AXES = ("runtime", "threads", "workload", "serving")   # matched on the keys written
+_SHORTHAND = {"runtime": "name", "workload": "scenario", "serving": "system", "threads": "intra"}
 ENTRY_KEYS = AXES + SETTINGS_FIELDS + ("name", "include", "exclude", "marks")
 JOB_KEYS = ("name", "defaults", "benchmarks")
 SPEC_KEYS = ("name", "defaults", "benchmarks")
@@ -167,17 +223,22 @@ class Cell(BaseModel):
     model: ModelSpec
     model_label: str
     runtime: str
+    runtime_options: dict[str, Any] = {}
     device: str
     precision: str
     batch_size: int
+    threads: Threads | None = None
     workload: Workload
     serving: Serving
     settings: Settings
     marks: tuple[str, ...] = ()
 
     def params_label(self) -> str:
-        parts = [self.runtime, self.device, self.precision, f"bs{self.batch_size}",
-                 self.workload.label()]
+        runtime = RuntimeSpec(name=self.runtime, **self.runtime_options).label()
+        parts = [runtime, self.device, self.precision, f"bs{self.batch_size}"]
+        if self.threads is not None:
+            parts.append(self.threads.label())
+        parts.append(self.workload.label())
         if self.serving.system != "inprocess":
             parts.append(self.serving.label())
         return "-".join(parts)
@@ -276,7 +337,7 @@ class _AxisResolver:
 
     def expand(self, axis, value, path):
         """A written axis value -> list of (validated value, label override) after nested lists."""
-        if axis in ("workload", "serving", "model") and isinstance(value, dict):
+        if axis in _MAPPING_AXES + ("model",) and isinstance(value, dict):
             keep = {"inputs"} if axis == "model" else set()
             keys = [k for k, v in value.items() if isinstance(v, list) and k not in keep]
             for k in keys:
@@ -287,10 +348,26 @@ class _AxisResolver:
         return [self.resolve(axis, value, path)]
 
     def _runtime(self, value, path):
-        if value not in RUNTIMES:
-            raise self.doc.error(f"unknown runtime '{value}'{did_you_mean(value, RUNTIMES)}; "
-                                 f"expected one of: {', '.join(RUNTIMES)}", path)
-        return value
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict) or "name" not in value:
+            raise self.doc.error("expected a runtime name or a mapping with 'name' and options",
+                                 path)
+        name = value["name"]
+        if name not in RUNTIMES:
+            where = path + ("name",) if len(value) > 1 else path
+            raise self.doc.error(f"unknown runtime '{name}'{did_you_mean(name, RUNTIMES)}; "
+                                 f"expected one of: {', '.join(RUNTIMES)}", where)
+        return self.doc.validate(RuntimeSpec, value, path)
+
+    def _threads(self, value, path):
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = {"intra": value}
+        if not isinstance(value, dict):
+            raise self.doc.error("expected a thread count or {intra: N, inter: M}", path)
+        return self.doc.validate(Threads, value, path)
 
     def _device(self, value, path):
         if not isinstance(value, str) or not _DEVICE.match(value):
@@ -383,10 +460,11 @@ def _axis_key(axis, value) -> str:
 def _matches(combo: dict, cond: dict, cond_raw: dict) -> bool:
     for axis, value in cond.items():
         have = combo[axis]
-        if axis in ("workload", "serving") and isinstance(cond_raw[axis], dict):
-            # Compare only the keys the user wrote, so {scenario: offline} matches any offline.
-            have_d = have.model_dump(mode="json")
-            want_d = value.model_dump(mode="json")
+        if axis in _MAPPING_AXES and isinstance(cond_raw[axis], dict):
+            # Compare only the keys the user wrote, so {scenario: offline} matches any offline
+            # workload and `runtime: onnxruntime` matches it with any options.
+            have_d = have.model_dump(mode="json") if have is not None else {}
+            want_d = value.model_dump(mode="json") if value is not None else {}
             raw = cond_raw[axis]
             if any(have_d.get(k) != want_d.get(k) for k in raw):
                 return False
@@ -513,8 +591,10 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
         label = str(name) if name else _model_label(combo["model"])
         cell = dict(spec=ctx.spec_rel, spec_name=ctx.spec_name, entry=index,
                     line=line_for(doc.lines, path), model=model_spec, model_label=label,
-                    runtime=combo["runtime"], device=combo["device"], precision=combo["precision"],
-                    batch_size=combo["batch_size"], workload=combo["workload"],
+                    runtime=combo["runtime"].name, runtime_options=combo["runtime"].options(),
+                    device=combo["device"], precision=combo["precision"],
+                    batch_size=combo["batch_size"], threads=combo["threads"],
+                    workload=combo["workload"],
                     serving=combo["serving"], settings=settings, marks=marks)
         cells.append(cell)
     return cells
@@ -530,14 +610,13 @@ def _condition(ctx: _Context, mapping, path, allow_settings):
         value = mapping[axis]
         if isinstance(value, list):
             raise ctx.doc.error("expected a single value here, not a list", path + (axis,))
-        if axis == "workload" and isinstance(value, str):
-            value = {"scenario": value}
-        if axis == "serving" and isinstance(value, str):
-            value = {"system": value}
+        if axis in _SHORTHAND and not isinstance(value, dict) and value is not None:
+            value = {_SHORTHAND[axis]: value}
         raw[axis] = value
-        if axis in ("workload", "serving"):
+        if axis in _MAPPING_AXES and isinstance(value, dict):
             # Partial mappings are allowed: fill the rest from defaults for validation only.
-            base = {"scenario": "offline"} if axis == "workload" else {}
+            base = {"workload": {"scenario": "offline"},
+                    "runtime": {"name": "onnxruntime"}}.get(axis, {})
             resolved = ctx.axes.resolve(axis, {**base, **value}, path + (axis,))
         else:
             resolved = ctx.axes.resolve(axis, value, path + (axis,))

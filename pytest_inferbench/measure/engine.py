@@ -20,21 +20,37 @@ from .monitors import ProcessMonitor
 
 
 def measure_callable(fn: Callable[[], object], settings, scenario: str = "single_stream",
-                     batch_size: int = 1, progress: Progress | None = None) -> Result:
-    """Run the scenario on fn (one call = one query of batch_size samples) and summarise."""
+                     batch_size: int = 1, progress: Progress | None = None, gpu=None) -> Result:
+    """Run the scenario on fn (one call = one query of batch_size samples) and summarise.
+
+    gpu: an optional GpuMonitor, started and stopped around the measured window only.
+    """
     loop = SCENARIOS[scenario]
     monitor = ProcessMonitor()
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()            # a collection pause inside the window would be the harness's fault
+    gpu_stats = None
     try:
+        if gpu is not None:
+            gpu.start()
         monitor.start()
-        samples = loop(fn, settings, scenario, progress)
-        process = monitor.stop()
+        try:
+            samples = loop(fn, settings, scenario, progress)
+        finally:
+            process = monitor.stop()
+            if gpu is not None:
+                gpu_stats = gpu.stop()
     finally:
         if gc_was_enabled:
             gc.enable()
-    return summarise(samples, settings, scenario, batch_size, process)
+    result = summarise(samples, settings, scenario, batch_size, process)
+    if gpu_stats is not None:
+        samples_done = result.latency_ms.n * batch_size
+        if gpu_stats.get("energy_j") is not None and samples_done:
+            gpu_stats["energy_per_sample_j"] = gpu_stats["energy_j"] / samples_done
+        result.gpu = gpu_stats
+    return result
 
 
 def summarise(samples, settings, scenario, batch_size, process) -> Result:
@@ -60,27 +76,36 @@ def _finite(x: float) -> float | None:
 
 
 def measure_runner(runner, inputs: dict[str, np.ndarray], settings, scenario: str,
-                   batch_size: int, progress: Progress | None = None) -> Result:
+                   batch_size: int, progress: Progress | None = None, gpu=None) -> Result:
     fn = runner.prepare(inputs)
     fn()                    # first call outside warm-up accounting: lazy init, allocation
     runner.synchronize()
-    result = measure_callable(fn, settings, scenario, batch_size, progress)
+    result = measure_callable(fn, settings, scenario, batch_size, progress, gpu)
     result.runtime = runner.info()
     return result
 
 
 def run_cell(cell, cache, progress: Progress | None = None) -> Result:
-    """Measure one cell. Raises RuntimeUnavailable (-> skip) or any error (-> failed)."""
+    """Measure one cell. Raises RuntimeUnavailable (-> skip) or any error (-> failed).
+
+    The runner's outputs are checked against the source model (once per artifact) before any
+    time is spent measuring: numbers for a model that computes something else are worthless.
+    """
+    from ..models.check import check_cell
+    from .gpu_monitor import GpuMonitor
     runner = runner_class(cell.runtime)()
-    context = LoadContext(cache=cache, seed=cell.settings.seed)
+    context = LoadContext(cache=cache, seed=cell.settings.seed, options=cell.runtime_options,
+                          threads=cell.threads)
     try:
         runner.load(cell.model, cell.device, cell.precision, context)
+        check = check_cell(cell, runner, context, cache.root)
         inputs = context.signature.generate(cell.batch_size, seed=cell.settings.seed)
+        gpu = GpuMonitor(cell.device) if cell.device.startswith("cuda") else None
         result = measure_runner(runner, inputs, cell.settings, cell.workload.scenario,
-                                cell.batch_size, progress)
+                                cell.batch_size, progress, gpu)
     finally:
         runner.close()
-    result.model = {"label": cell.model_label, **context.model_info,
+    result.model = {"label": cell.model_label, **context.model_info, "check": check,
                     "inputs": {t.name: {"shape": [cell.batch_size, *t.shape], "dtype": t.dtype}
                                for t in context.signature.inputs}}
     return result

@@ -67,7 +67,11 @@ def _from_factory(spec):
             obj = getattr(obj, part)
         except AttributeError:
             raise ValueError(f"model factory '{spec.factory}': {mod_name} has no '{attr}'") from None
-    made = obj()
+    rng = _seeded(0)   # a factory that draws random weights gives the same model every call
+    try:
+        made = obj()
+    finally:
+        rng.__exit__(None, None, None)
     inputs = None
     if isinstance(made, tuple):
         made, inputs = made
@@ -102,23 +106,37 @@ def _source_key(spec) -> dict:
 
 
 def onnx_model(spec, context) -> tuple[str, InputSignature]:
-    """Path to an ONNX file for the spec (the file itself, or a cached export) and its signature."""
+    """Path to an fp32 ONNX file for the spec (the file itself, or a cached export) + signature."""
     if getattr(spec, "kind", None) == "file" and spec.format == "onnx":
-        context.model_info.update(source=spec.path, artifact=spec.path, cache_hit=None,
-                                  conversion_s=0.0)
+        context.model_info.update(source=spec.path, artifact=spec.path)
         return spec.path, onnx_signature(spec.path, spec)
     import torch
     module, signature = torch_module(spec, context)
     key = {"converter": "torch.onnx.export", "torch": torch.__version__, "opset": EXPORT_OPSET,
            "model": _source_key(spec)}
+    path = context.convert("onnx-export", key, "model.onnx",
+                           lambda tmp: export_onnx(module, signature, tmp))
+    return str(path), signature
+
+
+def torchscript_model(spec, context) -> tuple[str, InputSignature]:
+    """A traced TorchScript file for the spec (a TorchScript file is used as it is)."""
+    if getattr(spec, "kind", None) == "file" and spec.format == "torchscript":
+        context.model_info.update(source=spec.path, artifact=spec.path)
+        return spec.path, _declared_signature(spec)
+    import torch
+    module, signature = torch_module(spec, context)
 
     def build(tmp: Path):
-        export_onnx(module, signature, tmp)
+        example = tuple(torch.from_numpy(a) for a in signature.generate(2, seed=0).values())
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # TracerWarnings about shape arithmetic: shapes other than the batch are fixed
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(module, example, check_trace=False)
+        traced.save(str(tmp))
 
-    path, meta = context.cache.get_or_build(key, "model.onnx", build)
-    context.model_info.update(artifact=str(path), cache_hit=meta["cache_hit"],
-                              conversion_s=meta["conversion_s"], exporter=meta.get("exporter"))
-    return str(path), signature
+    key = {"converter": "torch.jit.trace", "torch": torch.__version__, "model": _source_key(spec)}
+    return str(context.convert("torchscript-trace", key, "model.pt", build)), signature
 
 
 def export_onnx(module, signature: InputSignature, path: Path) -> None:

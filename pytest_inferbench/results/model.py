@@ -92,6 +92,7 @@ class Result(_Open):
     process: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
     runtime: dict[str, Any] = Field(default_factory=dict)
+    gpu: dict[str, Any] | None = None    # GPU monitor over the window (cuda cells)
 
     @property
     def latency(self) -> Latency:

@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 import psutil
 
 PACKAGES = ("pytest-inferbench", "pytest", "numpy", "torch", "onnx", "onnxruntime",
-            "onnxruntime-gpu", "pytest-xdist")
+            "onnxruntime-gpu", "tensorrt", "nvidia-ml-py", "pytest-xdist")
 
 
 def _cpu_model() -> str:
@@ -39,6 +39,11 @@ def _git(rootdir: str) -> dict | None:
         return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _gpu() -> dict:
+    from ..measure.gpu_monitor import gpu_inventory
+    return gpu_inventory()
 
 
 def versions() -> dict:
@@ -66,6 +71,7 @@ def collect(rootdir: str) -> dict:
         "python": sys.version.split()[0],
         "versions": versions(),
         "git": _git(rootdir),
+        "gpu": _gpu(),
         "argv": sys.argv,
         "start_time": now_iso(),
     }

@@ -9,6 +9,8 @@ import importlib
 
 RUNTIMES: dict[str, str] = {
     "torch": "pytest_inferbench.runtimes.torch_eager:TorchRunner",
+    "torchscript": "pytest_inferbench.runtimes.torchscript:TorchScriptRunner",
+    "torch_compile": "pytest_inferbench.runtimes.torch_compile:TorchCompileRunner",
     "onnxruntime": "pytest_inferbench.runtimes.onnxruntime_runner:OnnxRuntimeRunner",
 }
 

@@ -32,13 +32,25 @@ class Runner(Protocol):
 
 
 class LoadContext:
-    """What a runner may need besides the model: artifact cache, seeds, a place for notes."""
+    """What a runner may need besides the model: artifact cache, seeds, options, notes."""
 
-    def __init__(self, cache, seed: int = 0):
+    def __init__(self, cache, seed: int = 0, options: dict | None = None, threads=None):
         self.cache = cache
         self.seed = seed
-        self.model_info: dict = {}      # filled by artifact resolution (path, cache hit, timing)
-        self.signature = None           # InputSignature, set by the runner's load()
+        self.options = options or {}    # runtime options from the spec (RuntimeSpec.options())
+        self.threads = threads          # spec Threads or None
+        self.model_info: dict = {"conversions": []}
+        self.signature = None           # InputSignature of what the runner is fed, set by load()
+
+    def convert(self, step: str, key: dict, filename: str, build):
+        """Build (or reuse) a cached artifact; records the step, its time and cache hit."""
+        path, meta = self.cache.get_or_build(key, filename, build)
+        self.model_info["conversions"].append(
+            {"step": step, "cache_hit": meta["cache_hit"], "seconds": meta["conversion_s"]})
+        self.model_info.update(artifact=str(path), cache_hit=meta["cache_hit"],
+                               conversion_s=round(sum(c["seconds"] for c in
+                                                      self.model_info["conversions"]), 4))
+        return path
 
 
 def require(module: str, hint: str):

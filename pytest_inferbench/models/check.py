@@ -1,0 +1,105 @@
+"""Numerical agreement of what a runtime runs with the source model, once per artifact.
+
+Reference: the source model in fp32 on the CPU — torch eager for torch-built models, ONNX
+Runtime's CPU provider for ONNX files. The error is measured relative to the reference's
+scale: max|out - ref| / max|ref|, per output, the worst output reported. The result is cached
+under the artifact cache, keyed by the artifact's bytes and how it is run, so each converted
+artifact is checked once; a changed artifact is checked again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .cache import content_hash, file_hash
+
+# Max error relative to the reference's largest magnitude. fp32 allows for TF32 convolutions
+# on GPUs; int8 for dynamic quantisation of random weights. Broken conversions are far beyond.
+TOLERANCE = {"fp32": 1e-2, "fp16": 5e-2, "bf16": 1e-1, "int8": 0.25}
+MAX_CHECK_BATCH = 16   # checked at the cell's batch size (capped): catches batch-specialised traces
+
+
+class OutputMismatch(AssertionError):
+    pass
+
+
+def _is_reference(cell) -> bool:
+    onnx_file = getattr(cell.model, "kind", None) == "file" and cell.model.format == "onnx"
+    ref_runtime = "onnxruntime" if onnx_file else "torch"
+    return (cell.runtime == ref_runtime and cell.precision == "fp32" and cell.device == "cpu"
+            and not cell.runtime_options)
+
+
+def reference_outputs(model, inputs: dict, context) -> list[np.ndarray]:
+    if getattr(model, "kind", None) == "file" and model.format == "onnx":
+        import onnxruntime as ort
+        session = ort.InferenceSession(model.path, providers=["CPUExecutionProvider"])
+        return [np.asarray(o, dtype=np.float32) for o in session.run(None, inputs)]
+    import torch
+
+    from ..runtimes._torch_common import _flatten
+    from .artifacts import torch_module
+    module, _ = torch_module(model, context)
+    with torch.inference_mode():
+        out = module.float()(*(torch.from_numpy(a) for a in inputs.values()))
+    return [o.float().numpy() for o in _flatten(out)]
+
+
+def compare(got: list[np.ndarray], want: list[np.ndarray], tolerance: float) -> dict:
+    if len(got) != len(want):
+        return {"ok": False, "detail": f"{len(got)} outputs, the reference has {len(want)}",
+                "tolerance": tolerance}
+    worst_abs = worst_rel = 0.0
+    for g, w in zip(got, want):
+        if g.shape != w.shape:
+            return {"ok": False, "detail": f"output shape {g.shape}, the reference's {w.shape}",
+                    "tolerance": tolerance}
+        diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+        max_abs = float(np.nanmax(diff)) if diff.size else 0.0
+        if not np.all(np.isfinite(g)):
+            max_abs = float("inf")
+        scale = float(np.max(np.abs(w))) if w.size else 0.0
+        worst_abs = max(worst_abs, max_abs)
+        worst_rel = max(worst_rel, max_abs / scale if scale > 0 else max_abs)
+    return {"ok": worst_rel <= tolerance, "max_abs_err": worst_abs, "max_rel_err": worst_rel,
+            "tolerance": tolerance}
+
+
+def check_cell(cell, runner, context, cache_root: Path) -> dict:
+    """Compare the loaded runner with the reference (cached); raise OutputMismatch if off."""
+    if _is_reference(cell):
+        return {"reference": True}
+    artifact = context.model_info.get("artifact")
+    key = {"artifact_sha256": file_hash(artifact) if artifact else None,
+           "model": cell.model.model_dump(mode="json"), "runtime": cell.runtime,
+           "options": cell.runtime_options, "precision": cell.precision,
+           "device": cell.device.split(":")[0], "tolerance": TOLERANCE[cell.precision],
+           "batch": min(cell.batch_size, MAX_CHECK_BATCH)}
+    store = Path(cache_root, "checks", content_hash(key) + ".json")
+    if store.exists():
+        result = {**json.loads(store.read_text()), "cached": True}
+    else:
+        signature = context.signature
+        inputs = signature.generate(key["batch"], seed=cell.settings.seed)
+        ref_inputs = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
+                      for k, v in inputs.items()}
+        want = reference_outputs(cell.model, ref_inputs, context.__class__(cache=context.cache))
+        got = runner.infer(inputs)
+        result = compare(got, want, TOLERANCE[cell.precision])
+        result["reference"] = ("onnxruntime cpu fp32" if getattr(cell.model, "format", None)
+                               == "onnx" else "torch eager cpu fp32")
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_name(f".{store.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, store)
+        result["cached"] = False
+    if not result["ok"]:
+        detail = result.get("detail") or (
+            f"max relative error {result['max_rel_err']:.3g} > tolerance {result['tolerance']:g} "
+            f"(max abs error {result['max_abs_err']:.3g}) against {result['reference']}")
+        raise OutputMismatch(f"outputs disagree with the source model: {detail}")
+    return result
