@@ -38,8 +38,11 @@ def tight_loop_ms(fn, seconds: float) -> float:
 
 
 def torch_timer_ms(fn, seconds: float) -> float:
+    import torch
     from torch.utils.benchmark import Timer
-    m = Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=seconds)
+    # Timer defaults to one thread; give it the threads the harness runs with
+    m = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()
+              ).blocked_autorange(min_run_time=seconds)
     return m.mean * 1e3
 
 
@@ -48,6 +51,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--only", default="", help="run only runtimes whose name contains this")
     args = ap.parse_args()
     model = ResNetSpec(depth=18, width=16, resolution=64, classes=10)
     settings = Settings(warmup=0.3, min_duration=args.seconds, max_duration=args.seconds,
@@ -60,6 +64,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = ArtifactCache(tmp)
         for runtime, precision, options in CELLS:
+            if args.only not in runtime:
+                continue
             label = runtime + (f"({','.join(f'{k}={v}' for k, v in options.items())})"
                                if options else "")
             runner = runner_class(runtime)()
