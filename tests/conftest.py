@@ -36,6 +36,12 @@ _import_lazy_modules()
 FAST = "warmup: 3, min_duration: 0.05s, max_duration: 0.25s, min_queries: 20"
 
 
+def measured_enough(result: dict, min_queries: int = 20) -> bool:
+    """min_queries reached, or max_duration came first (a loaded machine)."""
+    return result["latency_ms"]["n"] >= min_queries or (
+        result["latency_ms"]["n"] > 0 and result["stop"]["reason"] == "max_duration")
+
+
 @pytest.fixture
 def write(tmp_path):
     """write(name, yaml_text) -> path, with the text dedented."""
