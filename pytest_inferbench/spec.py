@@ -75,26 +75,86 @@ SETTINGS_FIELDS = tuple(Settings.model_fields)
 
 # ----------------------------------------------------------------------------- axes
 
-SCENARIOS = ("offline", "single_stream")
+SCENARIOS = ("offline", "single_stream", "server", "concurrency")
 SERVING_SYSTEMS = ("inprocess",)
+ARRIVALS = ("constant", "poisson", "gamma", "onoff", "trace")
+_SLO_KEY = re.compile(r"^p(\d+(\.\d+)?)$")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 class Workload(BaseModel):
+    """What load the system under test sees. Lists in a workload mapping are sweeps."""
     model_config = ConfigDict(extra="forbid", frozen=True)
     scenario: Literal[SCENARIOS]
+    arrival: Literal[ARRIVALS] = "poisson"           # server: when queries are sent
+    rate: float | None = Field(None, gt=0)            # server: target queries per second
+    burstiness: float = Field(1.0, gt=0)              # gamma: shape (1 = Poisson, <1 burstier)
+    on: Duration = 1.0                                # onoff: seconds on ...
+    off: Duration = 1.0                               # ... and off
+    trace: str | None = None                          # trace: CSV of timestamps (seconds)
+    concurrency: int | None = Field(None, ge=1)       # concurrency: clients in closed loop
+    slo: dict[str, Duration] | None = None            # e.g. {p99: 50ms}: a pass/fail verdict
+    timeout: Duration = 2.0                           # per query (open loop: drain deadline)
+    send_lag_bound: Duration = 0.001                  # sends later than this count as late
+
+    @field_validator("slo")
+    @classmethod
+    def _slo_keys(cls, value):
+        if value is None:
+            return value
+        if len(value) != 1:
+            raise ValueError("give one latency bound, e.g. {p99: 50ms}")
+        (key,) = value
+        m = _SLO_KEY.match(key)
+        if not m or not 0 < float(m.group(1)) < 100:
+            raise ValueError(f"SLO key '{key}' should name a percentile, e.g. p99 or p99.9")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit_the_scenario(self):
+        if self.scenario == "server":
+            if self.arrival != "trace" and self.rate is None:
+                raise ValueError("the server scenario needs a `rate` (queries per second)")
+            if self.arrival == "trace" and not self.trace:
+                raise ValueError("arrival trace needs `trace: file.csv`")
+        elif self.scenario == "concurrency":
+            if self.concurrency is None:
+                raise ValueError("the concurrency scenario needs `concurrency` (clients)")
+        for name in ("rate", "trace", "concurrency"):
+            if getattr(self, name) is not None and name not in _SCENARIO_FIELDS[self.scenario]:
+                raise ValueError(f"`{name}` does not apply to the {self.scenario} scenario")
+        return self
+
+    def slo_target(self) -> tuple[float, float] | None:
+        """(percentile, bound in seconds) or None."""
+        if not self.slo:
+            return None
+        ((key, bound),) = self.slo.items()
+        return float(key[1:]), bound
 
     def label(self) -> str:
+        if self.scenario == "server":
+            what = f"{self.arrival}" + (f"{self.rate:g}" if self.rate else "")
+            if self.arrival == "gamma":
+                what += f"b{self.burstiness:g}"
+            return f"server-{what}"
+        if self.scenario == "concurrency":
+            return f"concurrency{self.concurrency}"
         return self.scenario
+
+
+_SCENARIO_FIELDS = {"offline": (), "single_stream": (), "server": ("rate", "trace"),
+                    "concurrency": ("concurrency",)}
 
 
 class Serving(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     system: Literal[SERVING_SYSTEMS] = "inprocess"
+    instances: int = Field(1, ge=1)   # inprocess: worker threads serving open-loop queries
 
     def label(self) -> str:
-        return self.system
+        return self.system + (f"x{self.instances}" if self.instances != 1 else "")
 
 
 # Options a runtime mapping may carry, per runtime (`runtime: {name: onnxruntime, ...}`).
@@ -239,7 +299,7 @@ class Cell(BaseModel):
         if self.threads is not None:
             parts.append(self.threads.label())
         parts.append(self.workload.label())
-        if self.serving.system != "inprocess":
+        if self.serving.label() != "inprocess":
             parts.append(self.serving.label())
         return "-".join(parts)
 
@@ -390,6 +450,14 @@ class _AxisResolver:
             value = {"scenario": value}
         if not isinstance(value, dict):
             raise self.doc.error("expected a scenario name or a mapping with 'scenario'", path)
+        if value.get("trace"):
+            trace = Path(str(value["trace"]))
+            if not trace.is_absolute():
+                trace = (self.base / trace).resolve()
+            if not trace.exists():
+                raise self.doc.error(f"trace file not found: {trace} (relative paths resolve "
+                                     f"against the spec file's directory)", path + ("trace",))
+            value = {**value, "trace": str(trace)}
         return self.doc.validate(Workload, value, path)
 
     def _serving(self, value, path):

@@ -19,13 +19,43 @@ from ..workload.closed_loop import SCENARIOS, Progress
 from .monitors import ProcessMonitor
 
 
-def measure_callable(fn: Callable[[], object], settings, scenario: str = "single_stream",
-                     batch_size: int = 1, progress: Progress | None = None, gpu=None) -> Result:
+def _run_workload(fn, settings, workload, instances: int, progress):
+    """Dispatch to the scenario's load generator; returns Samples."""
+    from ..workload import arrivals
+    from ..workload.closed_loop import DEFAULT_TARGET, _warmup
+    from ..workload.concurrency import run_concurrency
+    from ..workload.open_loop import InProcessSUT, run_open_loop
+    scenario = workload.scenario
+    if scenario in SCENARIOS:
+        return SCENARIOS[scenario](fn, settings, scenario, progress)
+    target = settings.target_percentile or DEFAULT_TARGET.get(scenario, 99.0)
+    warm_n, warm_s = _warmup(fn, settings.warmup)
+    if scenario == "server":
+        schedule = arrivals.schedule(workload.arrival, workload.rate, settings.max_duration,
+                                     seed=settings.seed, burstiness=workload.burstiness,
+                                     on_s=workload.on, off_s=workload.off, trace=workload.trace)
+        samples = run_open_loop(InProcessSUT(fn, instances), schedule, settings,
+                                workload.timeout, workload.send_lag_bound, target, progress)
+        samples.extra["target_rate"] = workload.rate
+    elif scenario == "concurrency":
+        samples = run_concurrency(fn, settings, workload.concurrency, target, progress)
+    else:
+        raise ValueError(f"unknown scenario {scenario}")
+    samples.warmup_queries, samples.warmup_s = warm_n, warm_s
+    return samples
+
+
+def measure_callable(fn: Callable[[], object], settings, scenario="single_stream",
+                     batch_size: int = 1, progress: Progress | None = None, gpu=None,
+                     instances: int = 1) -> Result:
     """Run the scenario on fn (one call = one query of batch_size samples) and summarise.
 
+    scenario: a name, or a spec Workload (server and concurrency need its fields).
     gpu: an optional GpuMonitor, started and stopped around the measured window only.
     """
-    loop = SCENARIOS[scenario]
+    from ..spec import Workload
+    workload = scenario if isinstance(scenario, Workload) else Workload(scenario=scenario)
+    scenario = workload.scenario
     monitor = ProcessMonitor()
     gc_was_enabled = gc.isenabled()
     gc.collect()
@@ -36,7 +66,7 @@ def measure_callable(fn: Callable[[], object], settings, scenario: str = "single
             gpu.start()
         monitor.start()
         try:
-            samples = loop(fn, settings, scenario, progress)
+            samples = _run_workload(fn, settings, workload, instances, progress)
         finally:
             process = monitor.stop()
             if gpu is not None:
@@ -45,6 +75,13 @@ def measure_callable(fn: Callable[[], object], settings, scenario: str = "single
         if gc_was_enabled:
             gc.enable()
     result = summarise(samples, settings, scenario, batch_size, process)
+    if samples.extra:
+        result.load = samples.extra
+        result.valid = samples.extra.get("valid", True)
+    slo = workload.slo_target()
+    if slo is not None:
+        from .early_stopping import verdict
+        result.slo = verdict(samples.latencies_ns, int(slo[1] * 1e9), slo[0])
     if gpu_stats is not None:
         samples_done = result.latency_ms.n * batch_size
         if gpu_stats.get("energy_j") is not None and samples_done:
@@ -75,12 +112,13 @@ def _finite(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
 
 
-def measure_runner(runner, inputs: dict[str, np.ndarray], settings, scenario: str,
-                   batch_size: int, progress: Progress | None = None, gpu=None) -> Result:
+def measure_runner(runner, inputs: dict[str, np.ndarray], settings, scenario,
+                   batch_size: int, progress: Progress | None = None, gpu=None,
+                   instances: int = 1) -> Result:
     fn = runner.prepare(inputs)
     fn()                    # first call outside warm-up accounting: lazy init, allocation
     runner.synchronize()
-    result = measure_callable(fn, settings, scenario, batch_size, progress, gpu)
+    result = measure_callable(fn, settings, scenario, batch_size, progress, gpu, instances)
     result.runtime = runner.info()
     return result
 
@@ -101,8 +139,8 @@ def run_cell(cell, cache, progress: Progress | None = None) -> Result:
         check = check_cell(cell, runner, context, cache.root)
         inputs = context.signature.generate(cell.batch_size, seed=cell.settings.seed)
         gpu = GpuMonitor(cell.device) if cell.device.startswith("cuda") else None
-        result = measure_runner(runner, inputs, cell.settings, cell.workload.scenario,
-                                cell.batch_size, progress, gpu)
+        result = measure_runner(runner, inputs, cell.settings, cell.workload,
+                                cell.batch_size, progress, gpu, cell.serving.instances)
     finally:
         runner.close()
     result.model = {"label": cell.model_label, **context.model_info, "check": check,
