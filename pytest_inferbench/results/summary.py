@@ -56,6 +56,11 @@ def _row(name: str, r: Result) -> dict:
     stop = r.stop.reason or "-"
     if r.stop.ci_half_width_rel is not None:
         stop += f" ±{100 * r.stop.ci_half_width_rel:.1f}%"
+    if r.slo:
+        stop += f" slo p{r.slo['percentile']:g}<={r.slo['bound_ms']:g}ms: {r.slo['verdict']}"
+    if not r.valid:
+        late = (r.load or {}).get("late_fraction")
+        stop += " INVALID: generator fell behind" + (f" ({100 * late:.1f}% late)" if late else "")
     if r.status != "passed":
         stop = f"{r.status.upper()} {stop}"
     return {

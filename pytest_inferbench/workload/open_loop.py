@@ -71,8 +71,11 @@ class InProcessSUT:
     def stop(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
+        # A worker stuck in a hung call is left behind (a daemon thread): the run has already
+        # counted its query as a timeout, and the session must not hang with it.
+        deadline = time.monotonic() + 1.0
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
@@ -136,6 +139,7 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
         sys.setswitchinterval(old_switch)
         sut.stop()
     end = clock()
+    done, ok = done.copy(), ok.copy()   # a straggler completing now must not change the result
     sched = schedule_ns[:issued] + begin
     finished = done[:issued] > 0
     good = finished & ok[:issued]
