@@ -75,7 +75,7 @@ SETTINGS_FIELDS = tuple(Settings.model_fields)
 
 # ----------------------------------------------------------------------------- axes
 
-SCENARIOS = ("offline", "single_stream", "server", "concurrency")
+SCENARIOS = ("offline", "single_stream", "server", "concurrency", "ramp", "capacity")
 SERVING_SYSTEMS = ("inprocess",)
 ARRIVALS = ("constant", "poisson", "gamma", "onoff", "trace")
 _SLO_KEY = re.compile(r"^p(\d+(\.\d+)?)$")
@@ -88,7 +88,9 @@ class Workload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     scenario: Literal[SCENARIOS]
     arrival: Literal[ARRIVALS] = "poisson"           # server: when queries are sent
-    rate: float | None = Field(None, gt=0)            # server: target queries per second
+    rate: float | None = Field(None, gt=0)            # server: queries/s; ramp/capacity: start
+    step: float | None = Field(None, gt=0)            # ramp: added to the rate each step
+    max_rate: float | None = Field(None, gt=0)        # ramp: stop after this rate
     burstiness: float = Field(1.0, gt=0)              # gamma: shape (1 = Poisson, <1 burstier)
     on: Duration = 1.0                                # onoff: seconds on ...
     off: Duration = 1.0                               # ... and off
@@ -121,7 +123,15 @@ class Workload(BaseModel):
         elif self.scenario == "concurrency":
             if self.concurrency is None:
                 raise ValueError("the concurrency scenario needs `concurrency` (clients)")
-        for name in ("rate", "trace", "concurrency"):
+        elif self.scenario == "ramp":
+            if self.rate is None or self.step is None:
+                raise ValueError("the ramp scenario needs `rate` (start) and `step`")
+        elif self.scenario == "capacity":
+            if not self.slo:
+                raise ValueError("the capacity scenario needs an `slo`, e.g. {p99: 50ms}")
+            if self.arrival in ("trace",):
+                raise ValueError("the capacity scenario draws its own arrivals: not trace")
+        for name in ("rate", "trace", "concurrency", "step", "max_rate"):
             if getattr(self, name) is not None and name not in _SCENARIO_FIELDS[self.scenario]:
                 raise ValueError(f"`{name}` does not apply to the {self.scenario} scenario")
         return self
@@ -141,11 +151,17 @@ class Workload(BaseModel):
             return f"server-{what}"
         if self.scenario == "concurrency":
             return f"concurrency{self.concurrency}"
+        if self.scenario == "ramp":
+            return f"ramp{self.rate:g}+{self.step:g}"
+        if self.scenario == "capacity":
+            ((key, bound),) = self.slo.items()
+            return f"capacity-{key}-{bound * 1e3:g}ms"
         return self.scenario
 
 
 _SCENARIO_FIELDS = {"offline": (), "single_stream": (), "server": ("rate", "trace"),
-                    "concurrency": ("concurrency",)}
+                    "concurrency": ("concurrency",), "ramp": ("rate", "step", "max_rate"),
+                    "capacity": ("rate",)}
 
 
 class Serving(BaseModel):

@@ -137,6 +137,22 @@ def test_concurrency_scenario_throughput():
     assert r.load["concurrency"] == 4 and r.latency.p50 == pytest.approx(2.0, rel=0.15)
 
 
+def test_capacity_and_ramp_find_the_limit():
+    settings = Settings(warmup=0, min_duration=0.3, max_duration=2.0, min_queries=10)
+    cap = measure_callable(sleep_sut(0.0005), settings,
+                           Workload(scenario="capacity", rate=400, slo={"p99": "10ms"}))
+    steps = cap.load["steps"]
+    # one instance at ~0.5-0.6 ms a query saturates below 2000/s: the search must stop below
+    assert cap.load["max_rate"] is not None and 400 <= cap.load["max_rate"] < 2000
+    assert any(not s["ok"] for s in steps) and all(s["ok"] for s in steps
+                                                     if s["rate"] <= cap.load["max_rate"])
+    ramp = measure_callable(sleep_sut(0.0005), settings,
+                            Workload(scenario="ramp", rate=400, step=400, max_rate=4000,
+                                     slo={"p99": "10ms"}))
+    assert ramp.load["knee_rate"] is not None and ramp.load["knee_rate"] < 2000
+    assert ramp.load["stop_reason"] in ("slo_not_met", "throughput_flat", "invalid_or_timeouts")
+
+
 # ------------------------------------------------------------------ spec and plugin
 
 @pytest.mark.parametrize("workload,needle", [
@@ -146,6 +162,8 @@ def test_concurrency_scenario_throughput():
     ("{scenario: server, rate: 10, slo: {p101: 5ms}}", "should name a percentile"),
     ("{scenario: server, arrival: trace, trace: missing.csv}", "trace file not found"),
     ("{scenario: server, arrival: poison, rate: 5}", "did you mean 'poisson'"),
+    ("{scenario: capacity, rate: 5}", "needs an `slo`"),
+    ("{scenario: ramp, rate: 5}", "needs `rate` (start) and `step`"),
 ])
 def test_workload_errors(tmp_path, workload, needle):
     f = tmp_path / "bench_w.yaml"

@@ -39,6 +39,10 @@ def _run_workload(fn, settings, workload, instances: int, progress):
         samples.extra["target_rate"] = workload.rate
     elif scenario == "concurrency":
         samples = run_concurrency(fn, settings, workload.concurrency, target, progress)
+    elif scenario in ("ramp", "capacity"):
+        from ..workload.search import run_capacity, run_ramp
+        search = run_ramp if scenario == "ramp" else run_capacity
+        samples = search(fn, settings, workload, instances, target)
     else:
         raise ValueError(f"unknown scenario {scenario}")
     samples.warmup_queries, samples.warmup_s = warm_n, warm_s

@@ -21,7 +21,8 @@ from ..measure.stats import relative_half_width, rank
 
 # Default target percentile of the stopping rule per scenario (MLPerf single-stream reports p90;
 # offline's figure is throughput, which the median batch time tracks).
-DEFAULT_TARGET = {"offline": 50.0, "single_stream": 90.0, "server": 99.0, "concurrency": 99.0}
+DEFAULT_TARGET = {"offline": 50.0, "single_stream": 90.0, "server": 99.0, "concurrency": 99.0,
+                  "ramp": 99.0, "capacity": 99.0}
 
 _CHUNK_TARGET_NS = 5_000_000    # aim for ~5 ms between looks at the clock budget
 _CHECK_EVERY_NS = 250_000_000   # consult the stopping rule at most 4 times a second
