@@ -76,7 +76,7 @@ SETTINGS_FIELDS = tuple(Settings.model_fields)
 # ----------------------------------------------------------------------------- axes
 
 SCENARIOS = ("offline", "single_stream", "server", "concurrency", "ramp", "capacity")
-SERVING_SYSTEMS = ("inprocess",)
+SERVING_SYSTEMS = ("inprocess", "triton", "http", "endpoint")
 ARRIVALS = ("constant", "poisson", "gamma", "onoff", "trace")
 _SLO_KEY = re.compile(r"^p(\d+(\.\d+)?)$")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -165,12 +165,49 @@ _SCENARIO_FIELDS = {"offline": (), "single_stream": (), "server": ("rate", "trac
 
 
 class Serving(BaseModel):
+    """Where the model runs: in the pytest process, behind a server the harness launches
+    (Triton through PyTriton, or FastAPI on uvicorn), or behind an existing KServe v2 endpoint."""
     model_config = ConfigDict(extra="forbid", frozen=True)
     system: Literal[SERVING_SYSTEMS] = "inprocess"
-    instances: int = Field(1, ge=1)   # inprocess: worker threads serving open-loop queries
+    instances: int = Field(1, ge=1)             # inprocess worker threads; triton instances
+    protocol: Literal["http", "grpc"] = "http"  # triton, endpoint
+    max_batch_size: int = Field(32, ge=0)       # triton
+    dynamic_batching: bool = True               # triton
+    max_queue_delay: Duration = 0.0001          # triton dynamic batcher
+    url: str | None = None                      # endpoint: "127.0.0.1:8000" or "http://..."
+    model: str | None = None                    # endpoint: the served model's name
+
+    @model_validator(mode="after")
+    def _fields_fit_the_system(self):
+        allowed = _SERVING_FIELDS[self.system]
+        for name, field in type(self).model_fields.items():
+            if name != "system" and getattr(self, name) != field.default and name not in allowed:
+                raise ValueError(f"`{name}` does not apply to serving system {self.system}")
+        if self.system == "endpoint" and (not self.url or not self.model):
+            raise ValueError("serving system endpoint needs `url` and `model`")
+        if self.system == "http" and self.protocol != "http":
+            raise ValueError("serving system http speaks HTTP only")
+        return self
 
     def label(self) -> str:
-        return self.system + (f"x{self.instances}" if self.instances != 1 else "")
+        if self.system == "inprocess":
+            return self.system + (f"x{self.instances}" if self.instances != 1 else "")
+        if self.system == "triton":
+            parts = [self.protocol, f"mbs{self.max_batch_size}"]
+            parts.append(f"db{self.max_queue_delay * 1e6:g}us" if self.dynamic_batching
+                         else "nodb")
+            if self.instances != 1:
+                parts.append(f"x{self.instances}")
+            return f"triton({','.join(parts)})"
+        if self.system == "endpoint":
+            return f"endpoint({self.protocol},{self.model})"
+        return self.system
+
+
+_SERVING_FIELDS = {"inprocess": ("instances",),
+                   "triton": ("instances", "protocol", "max_batch_size", "dynamic_batching",
+                              "max_queue_delay"),
+                   "http": (), "endpoint": ("protocol", "url", "model")}
 
 
 # Options a runtime mapping may carry, per runtime (`runtime: {name: onnxruntime, ...}`).

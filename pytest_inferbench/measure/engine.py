@@ -19,7 +19,7 @@ from ..workload.closed_loop import SCENARIOS, Progress
 from .monitors import ProcessMonitor
 
 
-def _run_workload(fn, settings, workload, instances: int, progress):
+def _run_workload(fn, settings, workload, instances: int, progress, make_sut=None):
     """Dispatch to the scenario's load generator; returns Samples."""
     from ..workload import arrivals
     from ..workload.closed_loop import DEFAULT_TARGET, _warmup
@@ -28,13 +28,16 @@ def _run_workload(fn, settings, workload, instances: int, progress):
     scenario = workload.scenario
     if scenario in SCENARIOS:
         return SCENARIOS[scenario](fn, settings, scenario, progress)
+    if make_sut is None:
+        def make_sut():
+            return InProcessSUT(fn, instances)
     target = settings.target_percentile or DEFAULT_TARGET.get(scenario, 99.0)
     warm_n, warm_s = _warmup(fn, settings.warmup)
     if scenario == "server":
         schedule = arrivals.schedule(workload.arrival, workload.rate, settings.max_duration,
                                      seed=settings.seed, burstiness=workload.burstiness,
                                      on_s=workload.on, off_s=workload.off, trace=workload.trace)
-        samples = run_open_loop(InProcessSUT(fn, instances), schedule, settings,
+        samples = run_open_loop(make_sut(), schedule, settings,
                                 workload.timeout, workload.send_lag_bound, target, progress)
         samples.extra["target_rate"] = workload.rate
     elif scenario == "concurrency":
@@ -42,7 +45,7 @@ def _run_workload(fn, settings, workload, instances: int, progress):
     elif scenario in ("ramp", "capacity"):
         from ..workload.search import run_capacity, run_ramp
         search = run_ramp if scenario == "ramp" else run_capacity
-        samples = search(fn, settings, workload, instances, target)
+        samples = search(make_sut, settings, workload, target)
     else:
         raise ValueError(f"unknown scenario {scenario}")
     samples.warmup_queries, samples.warmup_s = warm_n, warm_s
@@ -51,7 +54,7 @@ def _run_workload(fn, settings, workload, instances: int, progress):
 
 def measure_callable(fn: Callable[[], object], settings, scenario="single_stream",
                      batch_size: int = 1, progress: Progress | None = None, gpu=None,
-                     instances: int = 1) -> Result:
+                     instances: int = 1, make_sut=None) -> Result:
     """Run the scenario on fn (one call = one query of batch_size samples) and summarise.
 
     scenario: a name, or a spec Workload (server and concurrency need its fields).
@@ -70,7 +73,7 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
             gpu.start()
         monitor.start()
         try:
-            samples = _run_workload(fn, settings, workload, instances, progress)
+            samples = _run_workload(fn, settings, workload, instances, progress, make_sut)
         finally:
             process = monitor.stop()
             if gpu is not None:
@@ -127,12 +130,75 @@ def measure_runner(runner, inputs: dict[str, np.ndarray], settings, scenario,
     return result
 
 
+def run_served_cell(cell, cache, progress: Progress | None = None) -> Result:
+    """A cell behind a server: launch it (or reach the endpoint), check its outputs against
+    the source model, measure through tritonclient, and split latency with Triton's stats."""
+    from ..models.check import TOLERANCE, compare, reference_outputs
+    from ..runtimes.base import RuntimeUnavailable, require
+    from ..serving.client import Endpoint, breakdown
+    serving = cell.serving
+    require("tritonclient", "pip install 'pytest-inferbench[serve]'")
+    if serving.system == "triton":
+        require("pytriton", "pip install 'pytest-inferbench[serve]' (nvidia-pytriton; its "
+                            "Python backend needs a Python with a shared libpython)")
+        if serving.max_batch_size and cell.batch_size > serving.max_batch_size:
+            raise RuntimeUnavailable(f"batch size {cell.batch_size} is over the server's "
+                                     f"max_batch_size {serving.max_batch_size}")
+    if serving.system == "http":
+        require("fastapi", "pip install 'pytest-inferbench[serve]'")
+    if serving.system == "endpoint":
+        import contextlib
+        url = serving.url.split("://", 1)[-1].rstrip("/")
+        server = contextlib.nullcontext(Endpoint(url, serving.model, serving.protocol,
+                                                 "endpoint", timeout=cell.workload.timeout))
+    else:
+        from ..serving.launcher import LaunchedServer
+        server = LaunchedServer(cell, cache.root)
+    context = LoadContext(cache=cache, seed=cell.settings.seed)
+    with server as endpoint:
+        if serving.system == "endpoint" and not endpoint.ready():
+            raise RuntimeError(f"endpoint {serving.url} (model {serving.model}) is not ready")
+        signature = endpoint.signature()
+        inputs = signature.generate(cell.batch_size, seed=cell.settings.seed)
+        # the same outputs as the source model, once per cell, before measuring
+        check_in = signature.generate(min(cell.batch_size, 16), seed=cell.settings.seed)
+        ref_in = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
+                  for k, v in check_in.items()}
+        check = compare(endpoint.infer(check_in), reference_outputs(cell.model, ref_in, context),
+                        TOLERANCE[cell.precision])
+        check["reference"] = "source model fp32 cpu, through the server"
+        if not check["ok"]:
+            from ..models.check import OutputMismatch
+            raise OutputMismatch(f"server outputs disagree with the source model: max relative "
+                                 f"error {check.get('max_rel_err')} > {check['tolerance']}")
+        fn = endpoint.blocking_fn(inputs)
+        fn()
+        # warm up before reading the server's counters, so they cover the measured queries only
+        from ..workload.closed_loop import _warmup
+        _warmup(fn, cell.settings.warmup)
+        settings = cell.settings.model_copy(update={"warmup": 0})
+        before = endpoint.statistics()
+        result = measure_callable(fn, settings, cell.workload, cell.batch_size, progress,
+                                  make_sut=lambda: endpoint.async_sut(inputs))
+        after = endpoint.statistics()
+    result.serving = {"system": serving.system, "protocol": serving.protocol,
+                      "url": endpoint.url,
+                      "breakdown": breakdown(before, after, result.latency_ms.mean)}
+    result.model = {"label": cell.model_label, "check": check,
+                    "inputs": {t.name: {"shape": [cell.batch_size, *t.shape], "dtype": t.dtype}
+                               for t in signature.inputs}}
+    result.runtime = {"name": cell.runtime, "served_by": serving.label()}
+    return result
+
+
 def run_cell(cell, cache, progress: Progress | None = None) -> Result:
     """Measure one cell. Raises RuntimeUnavailable (-> skip) or any error (-> failed).
 
     The runner's outputs are checked against the source model (once per artifact) before any
     time is spent measuring: numbers for a model that computes something else are worthless.
     """
+    if cell.serving.system != "inprocess":
+        return run_served_cell(cell, cache, progress)
     from ..models.check import check_cell
     from .gpu_monitor import GpuMonitor
     runner = runner_class(cell.runtime)()

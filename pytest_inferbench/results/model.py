@@ -96,6 +96,7 @@ class Result(_Open):
     load: dict[str, Any] | None = None   # open loop / concurrency: rates, send lag, errors
     slo: dict[str, Any] | None = None    # early-stopping verdict when the workload has an SLO
     valid: bool = True                   # False when the load generator fell behind
+    serving: dict[str, Any] | None = None  # served cells: system, url, latency breakdown
 
     @property
     def latency(self) -> Latency:

@@ -33,7 +33,10 @@ _TEXT_COLUMNS = ("benchmark", "stop")
 
 
 def _align(rows: list[dict]) -> str:
-    """Numbers right-aligned, names and reasons left-aligned, two spaces between columns."""
+    """Numbers right-aligned, names and reasons left-aligned, two spaces between columns.
+
+    (Hand-written: pandas' to_string aligns every column one way, and pulling pandas in for
+    a dozen lines of padding would pin numpy against PyTriton's numpy pin.)"""
     columns = list(rows[0])
     cells = [[str(row[c]) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..measure.early_stopping import min_passing_queries, verdict
 from . import arrivals
-from .open_loop import InProcessSUT, run_open_loop
+from .open_loop import run_open_loop
 
 MAX_STEPS = 24
 
@@ -23,13 +23,13 @@ def _step_seconds(settings, workload, rate) -> float:
     return min(max(settings.min_duration, need / rate), settings.max_duration)
 
 
-def _step(fn, settings, workload, instances, rate, target):
+def _step(make_sut, settings, workload, rate, target):
     seconds = _step_seconds(settings, workload, rate)
     step_settings = settings.model_copy(update={"min_duration": seconds, "max_duration": seconds})
     sched = arrivals.schedule(workload.arrival, rate, seconds, seed=settings.seed,
                               burstiness=workload.burstiness, on_s=workload.on,
                               off_s=workload.off)
-    samples = run_open_loop(InProcessSUT(fn, instances), sched, step_settings, workload.timeout,
+    samples = run_open_loop(make_sut(), sched, step_settings, workload.timeout,
                             workload.send_lag_bound, target)
     lat = samples.latencies_ns
     row = {"rate": rate, "achieved_rate": samples.extra["achieved_rate"],
@@ -47,12 +47,12 @@ def _step(fn, settings, workload, instances, rate, target):
     return samples, row
 
 
-def run_capacity(fn, settings, workload, instances, target):
+def run_capacity(make_sut, settings, workload, target):
     """Exponential search up from `rate`, then bisection to within 5%."""
     rate = workload.rate or 10.0
     steps, best, best_samples, fail = [], None, None, None
     while len(steps) < MAX_STEPS:
-        samples, row = _step(fn, settings, workload, instances, rate, target)
+        samples, row = _step(make_sut, settings, workload, rate, target)
         steps.append(row)
         if not row["ok"]:
             fail = rate
@@ -62,7 +62,7 @@ def run_capacity(fn, settings, workload, instances, target):
     lo, hi = best, fail
     while lo is not None and hi is not None and (hi - lo) / lo > 0.05 and len(steps) < MAX_STEPS:
         mid = (lo + hi) / 2
-        samples, row = _step(fn, settings, workload, instances, mid, target)
+        samples, row = _step(make_sut, settings, workload, mid, target)
         steps.append(row)
         if row["ok"]:
             lo, best, best_samples = mid, mid, samples
@@ -76,12 +76,12 @@ def run_capacity(fn, settings, workload, instances, target):
     return best_samples
 
 
-def run_ramp(fn, settings, workload, instances, target):
+def run_ramp(make_sut, settings, workload, target):
     """Raise the rate by `step` until the SLO fails or throughput stops growing (< 5%)."""
     rate = workload.rate
     steps, knee, knee_samples, last_tp, why = [], None, None, None, "max_rate"
     while len(steps) < MAX_STEPS and (workload.max_rate is None or rate <= workload.max_rate):
-        samples, row = _step(fn, settings, workload, instances, rate, target)
+        samples, row = _step(make_sut, settings, workload, rate, target)
         steps.append(row)
         if not row["ok"]:
             why = ("slo_not_met" if row.get("verdict") not in (None, "pass")

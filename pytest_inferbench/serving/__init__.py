@@ -1,0 +1,1 @@
+"""Serving systems: launchers for servers the harness starts, and KServe v2 clients."""

@@ -1,0 +1,77 @@
+"""The "framework plus web server" baseline: FastAPI on uvicorn speaking the KServe v2 HTTP
+protocol (JSON, and Triton's binary-tensor extension that tritonclient sends), one model.
+Run as `python -m pytest_inferbench.serving.http_server CELL_JSON CACHE_DIR PORT` by the
+launcher."""
+
+# No `from __future__ import annotations` here: FastAPI reads the handlers' annotations.
+import json
+import sys
+
+import numpy as np
+
+_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64,
+           "INT32": np.int32, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
+_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+def make_app(host):
+    from fastapi import FastAPI, Request, Response
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+    meta = {"name": "model", "platform": "pytest-inferbench-fastapi",
+            "inputs": [{"name": t.name, "datatype": _NAMES[np.dtype(t.dtype)],
+                        "shape": [-1, *t.shape]} for t in host.signature.inputs],
+            "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, *s]}
+                        for n, s in zip(host.output_names, host.output_shapes)]}
+
+    @app.get("/v2/health/ready")
+    @app.get("/v2/health/live")
+    def ready():
+        return Response(status_code=200)
+
+    @app.get("/v2/models/model/ready")
+    def model_ready():
+        return Response(status_code=200)
+
+    @app.get("/v2/models/model")
+    def metadata():
+        return meta
+
+    @app.post("/v2/models/model/infer")
+    async def infer(request: Request):
+        body = await request.body()
+        header_len = request.headers.get("inference-header-content-length")
+        head = json.loads(body[:int(header_len)] if header_len else body)
+        offset = int(header_len) if header_len else 0
+        inputs = {}
+        for spec in head["inputs"]:
+            dtype = _DTYPES[spec["datatype"]]
+            size = (spec.get("parameters") or {}).get("binary_data_size")
+            if size is not None:
+                arr = np.frombuffer(body[offset:offset + size], dtype=dtype)
+                offset += size
+            else:
+                arr = np.asarray(spec["data"], dtype=dtype)
+            inputs[spec["name"]] = arr.reshape(spec["shape"])
+        try:
+            outputs = host.infer(inputs)
+        except Exception as exc:  # noqa: BLE001 - the client gets the error, the server lives
+            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+        return {"model_name": "model", "id": head.get("id", ""),
+                "outputs": [{"name": n, "datatype": "FP32", "shape": list(a.shape),
+                             "data": a.ravel().tolist()} for n, a in outputs.items()]}
+    return app
+
+
+def main(argv: list[str]) -> None:
+    cell_path, cache_dir, port = argv
+    import uvicorn
+
+    from .model_host import HostedModel
+    app = make_app(HostedModel(cell_path, cache_dir))
+    uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

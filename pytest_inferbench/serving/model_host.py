@@ -1,0 +1,31 @@
+"""Load a cell's model inside a server process: the same runner the in-process path uses,
+called on each request's tensors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..models.cache import ArtifactCache
+from ..runtimes import runner_class
+from ..runtimes.base import LoadContext
+from ..spec import Cell
+
+
+class HostedModel:
+    def __init__(self, cell_path: str, cache_dir: str):
+        self.cell = Cell.model_validate(json.loads(open(cell_path).read()))
+        cell = self.cell
+        self.runner = runner_class(cell.runtime)()
+        self.context = LoadContext(cache=ArtifactCache(cache_dir), seed=cell.settings.seed,
+                                   options=cell.runtime_options, threads=cell.threads)
+        self.runner.load(cell.model, cell.device, cell.precision, self.context)
+        self.signature = self.context.signature
+        probe = self.signature.generate(1, seed=0)
+        self.output_shapes = [o.shape[1:] for o in self.runner.infer(probe)]
+        self.output_names = [f"output{i}" if i else "output" for i in range(len(self.output_shapes))]
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.runner.infer(inputs)
+        return dict(zip(self.output_names, outs))

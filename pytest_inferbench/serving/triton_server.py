@@ -1,0 +1,47 @@
+"""A Triton Inference Server (through NVIDIA PyTriton) serving one cell's model; run as
+`python -m pytest_inferbench.serving.triton_server CELL_JSON CACHE_DIR HTTP GRPC METRICS TOKEN`
+by the launcher. Triton's knobs come from the cell's `serving` mapping."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import numpy as np
+
+
+def main(argv: list[str]) -> None:
+    cell_path, cache_dir, http_port, grpc_port, metrics_port, token = argv
+    from pytriton.decorators import batch
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+
+    from .model_host import HostedModel
+
+    host = HostedModel(cell_path, cache_dir)
+    serving = host.cell.serving
+
+    @batch
+    def infer(**inputs):
+        return host.infer(inputs)
+
+    inputs = [Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=t.shape)
+              for t in host.signature.inputs]
+    outputs = [Tensor(name=n, dtype=np.float32, shape=s)
+               for n, s in zip(host.output_names, host.output_shapes)]
+    batcher = (DynamicBatcher(max_queue_delay_microseconds=int(serving.max_queue_delay * 1e6))
+               if serving.dynamic_batching else None)
+    config = ModelConfig(max_batch_size=serving.max_batch_size, batcher=batcher)
+    triton_config = TritonConfig(http_port=int(http_port), grpc_port=int(grpc_port),
+                                 metrics_port=int(metrics_port), http_address="127.0.0.1",
+                                 grpc_address="127.0.0.1")
+    security = TritonSecurityConfig(access_token=token)
+    with Triton(config=triton_config, security_config=security) as triton:
+        triton.bind(model_name="model", infer_func=[infer] * serving.instances, inputs=inputs,
+                    outputs=outputs, config=config, strict=False)
+        signal.signal(signal.SIGTERM, lambda *_: triton.stop())
+        triton.serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
