@@ -95,22 +95,22 @@ class Endpoint:
         if self.system not in ("triton", "endpoint"):
             return None
         try:
-            stats = self._client().get_inference_statistics(self.model, headers=self.headers,
-                                                            as_json=True) \
-                if self.protocol == "grpc" else \
-                self._client().get_inference_statistics(self.model, headers=self.headers)
+            stats = self._client().get_inference_statistics(self.model, headers=self.headers)
         except Exception:  # noqa: BLE001 - an endpoint may not expose statistics
             return None
+        keys = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+        if self.protocol == "grpc":        # a protobuf message
+            model = stats.model_stats[0]
+            inf = model.inference_stats
+            out = {k: (int(getattr(inf, k).count), int(getattr(inf, k).ns)) for k in keys}
+            return out | {"execution_count": int(model.execution_count),
+                          "inference_count": int(model.inference_count)}
         model = stats["model_stats"][0]
         inf = model["inference_stats"]
-
-        def get(key):
-            d = inf.get(key, {})
-            return int(d.get("count", 0)), int(d.get("ns", 0))
-        return {k: get(k) for k in ("success", "fail", "queue", "compute_input",
-                                    "compute_infer", "compute_output")} | {
-            "execution_count": int(model.get("execution_count", 0)),
-            "inference_count": int(model.get("inference_count", 0))}
+        out = {k: (int(inf.get(k, {}).get("count", 0)), int(inf.get(k, {}).get("ns", 0)))
+               for k in keys}
+        return out | {"execution_count": int(model.get("execution_count", 0)),
+                      "inference_count": int(model.get("inference_count", 0))}
 
     def async_sut(self, arrays: dict[str, np.ndarray]) -> "AsyncClientSUT":
         return AsyncClientSUT(self, arrays)

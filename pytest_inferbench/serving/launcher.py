@@ -72,7 +72,9 @@ class LaunchedServer:
             argv = ["-m", "pytest_inferbench.serving.triton_server", str(cell_file),
                     self.cache_dir, str(http), str(grpc), str(metrics), token]
             port = grpc if serving.protocol == "grpc" else http
-            headers = {"triton-access-token": token}
+            # Triton's restricted-API header; over gRPC it carries the protocol prefix
+            headers = {("triton-grpc-protocol-" if serving.protocol == "grpc" else "")
+                       + "triton-access-token": token}
         else:
             port = free_port()
             argv = ["-m", "pytest_inferbench.serving.http_server", str(cell_file),

@@ -4,8 +4,10 @@ by the launcher. Triton's knobs come from the cell's `serving` mapping."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import tempfile
 
 import numpy as np
 
@@ -36,7 +38,10 @@ def main(argv: list[str]) -> None:
                                  metrics_port=int(metrics_port), http_address="127.0.0.1",
                                  grpc_address="127.0.0.1")
     security = TritonSecurityConfig(access_token=token)
-    with Triton(config=triton_config, security_config=security) as triton:
+    # A short workspace path: PyTriton's backend talks over Unix sockets inside it, and a path
+    # under a deep $HOME (pytest's tmp dirs) can pass the 107-byte socket path limit.
+    workspace = os.path.join(tempfile.mkdtemp(prefix="ibt-", dir="/tmp"), "w")  # must not exist
+    with Triton(config=triton_config, security_config=security, workspace=workspace) as triton:
         triton.bind(model_name="model", infer_func=[infer] * serving.instances, inputs=inputs,
                     outputs=outputs, config=config, strict=False)
         signal.signal(signal.SIGTERM, lambda *_: triton.stop())
