@@ -16,7 +16,7 @@ def main(argv: list[str]) -> None:
     cell_path, cache_dir, http_port, grpc_port, metrics_port, token = argv
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+    from pytriton.triton import Triton, TritonConfig
 
     from .model_host import HostedModel
 
@@ -37,11 +37,15 @@ def main(argv: list[str]) -> None:
     triton_config = TritonConfig(http_port=int(http_port), grpc_port=int(grpc_port),
                                  metrics_port=int(metrics_port), http_address="127.0.0.1",
                                  grpc_address="127.0.0.1")
-    security = TritonSecurityConfig(access_token=token)
+    try:    # PyTriton >= 0.7 protects the statistics API with a token we choose
+        from pytriton.triton import TritonSecurityConfig
+        extra = {"security_config": TritonSecurityConfig(access_token=token)}
+    except ImportError:
+        extra = {}
     # A short workspace path: PyTriton's backend talks over Unix sockets inside it, and a path
     # under a deep $HOME (pytest's tmp dirs) can pass the 107-byte socket path limit.
     workspace = os.path.join(tempfile.mkdtemp(prefix="ibt-", dir="/tmp"), "w")  # must not exist
-    with Triton(config=triton_config, security_config=security, workspace=workspace) as triton:
+    with Triton(config=triton_config, workspace=workspace, **extra) as triton:
         triton.bind(model_name="model", infer_func=[infer] * serving.instances, inputs=inputs,
                     outputs=outputs, config=config, strict=False)
         signal.signal(signal.SIGTERM, lambda *_: triton.stop())
