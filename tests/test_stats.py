@@ -29,7 +29,7 @@ def test_rank_is_the_nearest_rank_definition(n, p):
     r = rank(n, p)
     # at least p% of the samples are at or below rank r, and fewer below r - 1
     assert r >= p / 100 * n - 1e-9 and (r - 1) < p / 100 * n + 1e-9
-    assert 1 <= r <= n
+    assert r >= 1 and r <= n
 
 
 @settings(max_examples=300, deadline=None)
@@ -53,7 +53,7 @@ def test_bound_ranks_have_the_stated_coverage(n, p, confidence):
     lower = binom.cdf((lo if lo else 0) - 1, n, q) if lo else 0.0
     assert upper - lower >= confidence - 1e-12
     if lo and hi:
-        assert 1 <= lo <= rank(n, p) <= hi <= n
+        assert lo >= 1 and lo <= rank(n, p) <= hi <= n
 
 
 def test_interval_covers_true_quantile_in_simulation():

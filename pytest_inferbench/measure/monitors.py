@@ -59,7 +59,7 @@ class ProcessMonitor:
         try:
             f = psutil.cpu_freq()
             freq = round(f.current, 1) if f and f.current else None
-        except (OSError, NotImplementedError, AttributeError):
+        except Exception:  # noqa: BLE001 - platforms where psutil cannot read the frequency
             pass
         return {
             "cpu_cores_used": round(used / wall, 3),
