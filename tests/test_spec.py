@@ -176,6 +176,18 @@ BAD = [
      3, ["max_duration", "shorter than min_duration"]),
     ("name: x\nbenchmarks:\n  - model: {path: m.pt}\n", 3, ["not found"]),
     ("", None, ["empty"]),
+    ("name: x\nbenchmarks:\n  - model: mlp-tiny\n    serving: {system: endpoint, url: 'h:1'}\n", 4,
+     ["needs `url` and `model`"]),
+    ("name: x\nbenchmarks:\n  - model: mlp-tiny\n    serving: {system: http, protocol: grpc}\n", 4,
+     ["`protocol` does not apply to serving system http"]),
+    ("name: x\nbenchmarks:\n  - model: mlp-tiny\n    serving: {system: trition}\n", 4,
+     ["did you mean 'triton'"]),
+    ("name: x\nbenchmarks:\n  - model: mlp-tiny\n    runtime: {name: torch, provider: cuda}\n", 4,
+     ["option 'provider' does not apply to runtime torch"]),
+    ("name: x\nbenchmarks:\n  - model: mlp-tiny\n    runtime: {name: onnxruntime, graph_optimization: max}\n",
+     4, ["graph_optimization", "'max'"]),
+    ("name: x\nbenchmarks:\n  - model: mlp-tiny\n    threads: {intra: 0}\n", 4,
+     ["benchmarks[0].threads.intra", "greater than or equal to 1"]),
 ]
 
 
