@@ -22,7 +22,7 @@ from .monitors import ProcessMonitor
 def _run_workload(fn, settings, workload, instances: int, progress, make_sut=None):
     """Dispatch to the scenario's load generator; returns Samples."""
     from ..workload import arrivals
-    from ..workload.closed_loop import DEFAULT_TARGET, _warmup
+    from ..workload.closed_loop import DEFAULT_TARGET
     from ..workload.concurrency import run_concurrency
     from ..workload.open_loop import InProcessSUT, run_open_loop
     scenario = workload.scenario
@@ -32,7 +32,6 @@ def _run_workload(fn, settings, workload, instances: int, progress, make_sut=Non
         def make_sut():
             return InProcessSUT(fn, instances)
     target = settings.target_percentile or DEFAULT_TARGET.get(scenario, 99.0)
-    warm_n, warm_s = _warmup(fn, settings.warmup)
     if scenario == "server":
         schedule = arrivals.schedule(workload.arrival, workload.rate, settings.max_duration,
                                      seed=settings.seed, burstiness=workload.burstiness,
@@ -48,7 +47,6 @@ def _run_workload(fn, settings, workload, instances: int, progress, make_sut=Non
         samples = search(make_sut, settings, workload, target)
     else:
         raise ValueError(f"unknown scenario {scenario}")
-    samples.warmup_queries, samples.warmup_s = warm_n, warm_s
     return samples
 
 
@@ -69,11 +67,16 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
     gc.disable()            # a collection pause inside the window would be the harness's fault
     gpu_stats = None
     try:
+        # warm up before the monitors start: their window is the measured one only
+        from ..workload.closed_loop import _warmup
+        warm_n, warm_s = _warmup(fn, settings.warmup)
+        measured = settings.model_copy(update={"warmup": 0})
         if gpu is not None:
             gpu.start()
         monitor.start()
         try:
-            samples = _run_workload(fn, settings, workload, instances, progress, make_sut)
+            samples = _run_workload(fn, measured, workload, instances, progress, make_sut)
+            samples.warmup_queries, samples.warmup_s = warm_n, warm_s
         finally:
             process = monitor.stop()
             if gpu is not None:
