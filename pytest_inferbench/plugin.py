@@ -170,7 +170,7 @@ def _reason(report) -> str | None:
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     if report.failed:
         text = report.longreprtext.strip()
-        return text.splitlines()[-1] if text else "failed"
+        return text[-4000:] if text else "failed"
     return None
 
 

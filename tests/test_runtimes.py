@@ -185,3 +185,32 @@ def test_device_fixture(pytester):
     else:
         result.assert_outcomes(passed=1, skipped=1)
         result.stdout.fnmatch_lines(["*device cuda: no CUDA device visible*"])
+
+
+def test_a_failed_conversion_fails_only_its_cell_with_the_converters_reason(pytester):
+    pytester.makepyfile(odd_models="""
+        import torch
+
+        class Eigh(torch.nn.Module):
+            def forward(self, x):
+                m = x.reshape(-1, 4, 4)
+                return torch.linalg.eigh(m @ m.transpose(1, 2)).eigenvalues
+
+        def make():
+            return Eigh(), {"x": [16]}
+        """)
+    pytester.makefile(".yaml", bench_conv=f"""
+        name: conv
+        defaults: {{{FAST}}}
+        benchmarks:
+          - {{model: "odd_models:make", runtime: [torch, onnxruntime]}}
+        """)
+    # a subprocess: the dynamo exporter loads torch._inductor, which cannot load twice
+    result = pytester.runpytest_subprocess("--infer-json", "run.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*ONNX export failed with both exporters*"])
+    by = results(pytester)
+    assert by["make[torch-cpu-fp32-bs1-offline]"]["status"] == "passed"
+    failed = by["make[onnxruntime-cpu-fp32-bs1-offline]"]
+    assert failed["status"] == "failed"
+    assert "'aten::linalg_eigh' to ONNX opset version 17 is not supported" in failed["reason"]

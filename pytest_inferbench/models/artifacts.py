@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import warnings
 from pathlib import Path
 
@@ -164,7 +165,8 @@ def export_onnx(module, signature: InputSignature, path: Path) -> None:
                               dynamic_shapes=tuple({0: batch} for _ in names), dynamo=True)
             return
         except Exception as exc:  # noqa: BLE001
-            errors.append(f"dynamo exporter: {type(exc).__name__}: {str(exc)[:500]}")
+            first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:300]
+            errors.append(f"dynamo exporter: {type(exc).__name__}: {first}")
     raise RuntimeError("ONNX export failed with both exporters:\n  " + "\n  ".join(errors))
 
 
