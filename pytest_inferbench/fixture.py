@@ -50,5 +50,9 @@ def make_bench(item, state):
         if not hasattr(item, "inferbench_results"):
             item.inferbench_results = []
         item.inferbench_results.append(result)
+        if result.status == "failed":    # errors or nothing measured: the test cannot pass
+            import pytest
+            pytest.fail(f"inferbench{f' {name}' if name else ''}: {result.reason}",
+                        pytrace=False)
         return result
     return bench

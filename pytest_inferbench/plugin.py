@@ -131,6 +131,8 @@ def _cell_test(request):
         if progress is not None:
             progress.clear()
     item.inferbench_results = [result]
+    if result.status == "failed":       # measured, but it did not hold: numbers kept, item fails
+        pytest.fail(result.reason or "failed", pytrace=False)
 
 
 def _skip_at_spec_line(reason: str):
@@ -210,8 +212,9 @@ class SessionState:
         from .results.model import Result
         for entry in payload:
             result = Result.model_validate(entry)
-            result.status = report.outcome
-            if report.outcome != "passed":
+            if result.status != "failed":   # a result may fail on its own (errors, n = 0)
+                result.status = report.outcome
+            if result.status != "passed":
                 result.reason = result.reason or _reason(report)
             self.results.append(result)
             self._writer().add(result.to_json())

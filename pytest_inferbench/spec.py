@@ -52,6 +52,8 @@ class Settings(BaseModel):
     ci_width: float = Field(0.05, gt=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
+    # share of failed queries (errors + timeouts) a cell may have and still pass
+    max_error_rate: float = Field(0.0, ge=0, lt=1)
 
     @field_validator("percentiles")
     @classmethod

@@ -74,9 +74,9 @@ def sleep_sut(seconds):
     return lambda: time.sleep(seconds)
 
 
-def run_server(fn, rate, seconds=2.0, arrival="constant", **workload):
+def run_server(fn, rate, seconds=2.0, arrival="constant", max_error_rate=0.0, **workload):
     settings = Settings(warmup=0, min_duration=seconds, max_duration=seconds, min_queries=1,
-                        ci_width=1e-12)
+                        ci_width=1e-12, max_error_rate=max_error_rate)
     return measure_callable(fn, settings, Workload(scenario="server", arrival=arrival,
                                                    rate=rate, **workload))
 
@@ -121,11 +121,16 @@ def test_errors_and_a_hanging_system_end_the_run():
             release.wait(5)          # hangs: the run must still end at the timeout
         time.sleep(0.0002)
     t = time.perf_counter()
-    r = run_server(flaky, 200, seconds=1.0, timeout="0.5s")
+    r = run_server(flaky, 200, seconds=1.0, timeout="0.5s", max_error_rate=0.05)
     release.set()
     assert time.perf_counter() - t < 4
     assert r.load["errors"] >= 10 and r.load["timeouts"] > 0
-    assert r.latency.n == r.load["completed"] - r.load["errors"]
+    assert r.latency.n == r.load["completed"]
+    assert r.errors["kinds"][0]["type"] == "RuntimeError"
+    assert r.errors["kinds"][0]["message"] == "HTTP 500"
+    assert r.errors["errors"] == r.load["errors"] and r.errors["timeouts"] == r.load["timeouts"]
+    # 10% errors and the hung queries: over the 5% allowed, so the result says failed, and why
+    assert r.status == "failed" and "RuntimeError: HTTP 500" in r.reason
 
 
 def test_concurrency_scenario_throughput():

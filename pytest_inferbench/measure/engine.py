@@ -19,7 +19,8 @@ from ..workload.closed_loop import SCENARIOS, Progress
 from .monitors import ProcessMonitor
 
 
-def _run_workload(fn, settings, workload, instances: int, progress, make_sut=None):
+def _run_workload(fn, settings, workload, instances: int, progress, make_sut=None,
+                  thread_init=None):
     """Dispatch to the scenario's load generator; returns Samples."""
     from ..workload import arrivals
     from ..workload.closed_loop import DEFAULT_TARGET
@@ -30,7 +31,7 @@ def _run_workload(fn, settings, workload, instances: int, progress, make_sut=Non
         return SCENARIOS[scenario](fn, settings, scenario, progress)
     if make_sut is None:
         def make_sut():
-            return InProcessSUT(fn, instances)
+            return InProcessSUT(fn, instances, thread_init)
     target = settings.target_percentile or DEFAULT_TARGET.get(scenario, 99.0)
     if scenario == "server":
         schedule = arrivals.schedule(workload.arrival, workload.rate, settings.max_duration,
@@ -40,7 +41,8 @@ def _run_workload(fn, settings, workload, instances: int, progress, make_sut=Non
                                 workload.timeout, workload.send_lag_bound, target, progress)
         samples.extra["target_rate"] = workload.rate
     elif scenario == "concurrency":
-        samples = run_concurrency(fn, settings, workload.concurrency, target, progress)
+        samples = run_concurrency(fn, settings, workload.concurrency, target, progress,
+                                  thread_init)
     elif scenario in ("ramp", "capacity"):
         from ..workload.search import run_capacity, run_ramp
         search = run_ramp if scenario == "ramp" else run_capacity
@@ -52,11 +54,15 @@ def _run_workload(fn, settings, workload, instances: int, progress, make_sut=Non
 
 def measure_callable(fn: Callable[[], object], settings, scenario="single_stream",
                      batch_size: int = 1, progress: Progress | None = None, gpu=None,
-                     instances: int = 1, make_sut=None) -> Result:
+                     instances: int = 1, make_sut=None, thread_init=None) -> Result:
     """Run the scenario on fn (one call = one query of batch_size samples) and summarise.
 
     scenario: a name, or a spec Workload (server and concurrency need its fields).
     gpu: an optional GpuMonitor, started and stopped around the measured window only.
+    thread_init: run first in every thread the scenario starts to call fn (thread-local
+    runtime state, e.g. torch's inference mode).
+    The result's status is "failed", with the reason, when no query succeeded or the share
+    of failed queries is over settings.max_error_rate.
     """
     from ..spec import Workload
     workload = scenario if isinstance(scenario, Workload) else Workload(scenario=scenario)
@@ -75,7 +81,8 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
             gpu.start()
         monitor.start()
         try:
-            samples = _run_workload(fn, measured, workload, instances, progress, make_sut)
+            samples = _run_workload(fn, measured, workload, instances, progress, make_sut,
+                                    thread_init)
             samples.warmup_queries, samples.warmup_s = warm_n, warm_s
         finally:
             process = monitor.stop()
@@ -97,7 +104,26 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
         if gpu_stats.get("energy_j") is not None and samples_done:
             gpu_stats["energy_per_sample_j"] = gpu_stats["energy_j"] / samples_done
         result.gpu = gpu_stats
+    judge_errors(result, samples.errors, settings.max_error_rate)
     return result
+
+
+def judge_errors(result: Result, errors, max_error_rate: float) -> None:
+    """Record failed queries in the result; fail it when nothing succeeded or too much failed.
+    A cell that measured nothing never passes."""
+    n = result.latency_ms.n
+    result.errors = errors.to_json(n)
+    first = errors.first()
+    if not n:
+        result.status = "failed"
+        result.reason = "measured no successful query" + (f"; first error: {first}"
+                                                           if first else "")
+    elif errors.failed and result.errors["error_rate"] > max_error_rate:
+        result.status = "failed"
+        result.reason = (f"{first} ({errors.failed} of {result.errors['attempted']} queries "
+                         f"failed: {errors.errors} errors, {errors.timeouts} timeouts; "
+                         f"{100 * result.errors['error_rate']:.3g}% > max_error_rate "
+                         f"{100 * max_error_rate:g}%)")
 
 
 def summarise(samples, settings, scenario, batch_size, process) -> Result:
@@ -128,7 +154,8 @@ def measure_runner(runner, inputs: dict[str, np.ndarray], settings, scenario,
     fn = runner.prepare(inputs)
     fn()                    # first call outside warm-up accounting: lazy init, allocation
     runner.synchronize()
-    result = measure_callable(fn, settings, scenario, batch_size, progress, gpu, instances)
+    result = measure_callable(fn, settings, scenario, batch_size, progress, gpu, instances,
+                              thread_init=getattr(runner, "enter_thread", None))
     result.runtime = runner.info()
     return result
 

@@ -97,6 +97,7 @@ class Result(_Open):
     slo: dict[str, Any] | None = None    # early-stopping verdict when the workload has an SLO
     valid: bool = True                   # False when the load generator fell behind
     serving: dict[str, Any] | None = None  # served cells: system, url, latency breakdown
+    errors: dict[str, Any] | None = None   # failed queries: counts, rate, first kinds
 
     @property
     def latency(self) -> Latency:

@@ -65,7 +65,8 @@ def _row(name: str, r: Result) -> dict:
         late = (r.load or {}).get("late_fraction")
         stop += " INVALID: generator fell behind" + (f" ({100 * late:.1f}% late)" if late else "")
     if r.status != "passed":
-        stop = f"{r.status.upper()} {stop}"
+        why = (r.reason or "").strip().splitlines()
+        stop = f"{r.status.upper()}: {why[0][:100] if why else stop}"
     return {
         "benchmark": name, "n": lat.n,
         "p50 ms": _fmt(p["p50"].value) if "p50" in p else "-",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import threading
 import time
 
 import numpy as np
@@ -40,6 +41,7 @@ class TorchRunnerBase(abc.ABC):
         context.signature = signature
         self._mode = torch.inference_mode()
         self._mode.__enter__()
+        self._thread_state = threading.local()
         self.first_call_s = None
 
     @abc.abstractmethod
@@ -96,6 +98,13 @@ class TorchRunnerBase(abc.ABC):
         fn()                             # first call: lazy init, compilation for torch_compile
         self.first_call_s = time.perf_counter() - t0
         return fn
+
+    def enter_thread(self) -> None:
+        """Run first in each thread a workload starts to call the prepared callable: inference
+        mode is thread-local, and a thread without it fails on the inference tensors."""
+        mode = self.torch.inference_mode()
+        mode.__enter__()
+        self._thread_state.mode = mode          # kept alive for the thread's lifetime
 
     def infer(self, inputs) -> list[np.ndarray]:
         return [o.float().cpu().numpy() for o in _flatten(self.module(*self._stage(inputs)))]

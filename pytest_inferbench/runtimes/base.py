@@ -30,6 +30,9 @@ class Runner(Protocol):
 
     def info(self) -> dict: ...
 
+    # Optional: `enter_thread()` runs first in every thread a workload starts to call the
+    # prepared callable (open-loop workers, concurrency clients), for thread-local state.
+
 
 class LoadContext:
     """What a runner may need besides the model: artifact cache, seeds, options, notes."""

@@ -165,9 +165,10 @@ class AsyncClientSUT:
         async def one(i):
             try:
                 await asyncio.wait_for(self.client.infer(ep.model, self.inputs), ep.timeout)
-                complete(i, True)
-            except Exception:  # noqa: BLE001 - errors and timeouts are counted per query
-                complete(i, False)
+            except Exception as exc:  # noqa: BLE001 - errors and timeouts are counted per query
+                complete(i, exc)
+            else:
+                complete(i)
 
         def run():
             asyncio.set_event_loop(self.loop)

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..measure.stats import relative_half_width, rank
+from .failures import ErrorLog
 
 # Default target percentile of the stopping rule per scenario (MLPerf single-stream reports p90;
 # offline's figure is throughput, which the median batch time tracks).
@@ -41,6 +42,7 @@ class Samples:
     warmup_queries: int
     warmup_s: float
     extra: dict = field(default_factory=dict)
+    errors: ErrorLog = field(default_factory=ErrorLog)
 
     @property
     def latencies_ns(self) -> np.ndarray:
@@ -77,7 +79,10 @@ def _warmup(fn, warmup) -> tuple[int, float]:
 
 def run_closed_loop(fn: Callable[[], object], settings, scenario: str,
                     progress: Progress | None = None) -> Samples:
-    """Call fn back to back until the stopping rule says stop; fn must return when done."""
+    """Call fn back to back until the stopping rule says stop; fn must return when done.
+
+    A query that raises is recorded in the error log and left out of the samples; the next
+    query starts a new chunk with its own clock reading, so no latency spans a failure."""
     target = settings.target_percentile or DEFAULT_TARGET.get(scenario, 50.0)
     warm_n, warm_s = _warmup(fn, settings.warmup)
 
@@ -96,6 +101,8 @@ def run_closed_loop(fn: Callable[[], object], settings, scenario: str,
     chunk = 1
     half_width = float("inf")
     reason = "max_duration"
+    errors = ErrorLog()
+    max_error_rate = settings.max_error_rate
 
     begin = clock()
     next_check = begin + min(min_ns, _CHECK_EVERY_NS)
@@ -105,10 +112,14 @@ def run_closed_loop(fn: Callable[[], object], settings, scenario: str,
         chunk_first.append(len(ends))
         c0 = clock()
         chunk_start.append(c0)
-        for _ in repeat(None, chunk):
-            fn()
-            add_end(clock())
-        now = ends[-1]
+        try:    # a try block costs nothing until something raises (Python >= 3.11)
+            for _ in repeat(None, chunk):
+                fn()
+                add_end(clock())
+        except Exception as exc:  # noqa: BLE001 - a failed query is a result, not a crash
+            errors.record(exc)
+            chunk = 1
+        now = ends[-1] if len(ends) > chunk_first[-1] else clock()
         # Grow the chunk until a chunk takes ~5 ms; fewer Python-level checks per query.
         if now - c0 < _CHUNK_TARGET_NS and chunk < 1 << 16:
             chunk *= 2
@@ -124,6 +135,13 @@ def run_closed_loop(fn: Callable[[], object], settings, scenario: str,
             continue
         # -- harness time from here on, excluded from the busy window
         t_check = clock()
+        if errors.budget_exceeded(n, max_error_rate):
+            reason = "errors"
+            break
+        if not n:
+            paused += clock() - t_check
+            next_check = clock() + _CHECK_EVERY_NS
+            continue
         lat = _latencies(ends, chunk_first, chunk_start)
         if elapsed >= min_ns and n >= settings.min_queries:
             half_width = relative_half_width(lat, target, settings.confidence)
@@ -136,7 +154,7 @@ def run_closed_loop(fn: Callable[[], object], settings, scenario: str,
         after = clock()
         paused += after - t_check
         next_check = after + _CHECK_EVERY_NS
-    end = ends[-1] if ends else clock()
+    end = max(ends[-1], c0) if ends else clock()
     ends_np = np.frombuffer(ends, dtype=np.int64).copy()
     starts_np = ends_np - _latencies(ends, chunk_first, chunk_start)
     if len(ends_np):  # report the interval of all the samples, not of the last check
@@ -144,7 +162,7 @@ def run_closed_loop(fn: Callable[[], object], settings, scenario: str,
     return Samples(starts_ns=starts_np, ends_ns=ends_np,
                    busy_ns=end - begin - paused, wall_ns=end - begin, stop_reason=reason,
                    target_percentile=target, ci_half_width_rel=half_width,
-                   warmup_queries=warm_n, warmup_s=warm_s)
+                   warmup_queries=warm_n, warmup_s=warm_s, errors=errors)
 
 
 SCENARIOS = {"offline": run_closed_loop, "single_stream": run_closed_loop}

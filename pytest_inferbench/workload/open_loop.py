@@ -7,7 +7,8 @@ is charged for every query that waited behind the stall (no coordinated omission
 `send_lag_bound`, the result is flagged invalid: the generator, not the system, fell behind.
 
 The system under test is reached through `issue(i)`, which must return at once; it reports
-completion by calling `complete(i, ok)`. For an in-process runner, `InProcessSUT` puts queries
+completion by calling `complete(i)`, or `complete(i, exc)` when the query failed (the
+exception is counted in the error log by kind; a timeout exception counts as a timeout). For an in-process runner, `InProcessSUT` puts queries
 on a FIFO served by `instances` worker threads (one model instance by default), so queueing
 under overload shows up in latency as it would in a server.
 """
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..measure.stats import rank, relative_half_width
 from .closed_loop import Samples
+from .failures import ErrorLog
 
 _CHECK_EVERY_NS = 250_000_000
 # The issuer waits with time.sleep, never by spinning: sleeping releases the GIL, spinning
@@ -33,35 +35,43 @@ _CHECK_EVERY_NS = 250_000_000
 class NullSUT:
     """Completes every query the moment it is issued: measures the load generator itself."""
 
-    def start(self, complete: Callable[[int, bool], None]) -> Callable[[int], None]:
-        return lambda i: complete(i, True)
+    def start(self, complete: Callable[..., None]) -> Callable[[int], None]:
+        return complete
 
     def stop(self) -> None:
         pass
 
 
 class InProcessSUT:
-    """A blocking callable served by worker threads from a FIFO queue."""
+    """A blocking callable served by worker threads from a FIFO queue.
 
-    def __init__(self, fn: Callable[[], object], instances: int = 1):
+    thread_init, when given, runs first in each worker thread: per-thread runtime state such
+    as torch's inference mode, which is thread-local."""
+
+    def __init__(self, fn: Callable[[], object], instances: int = 1,
+                 thread_init: Callable[[], None] | None = None):
         self.fn = fn
         self.instances = instances
+        self.thread_init = thread_init
 
-    def start(self, complete: Callable[[int, bool], None]) -> Callable[[int], None]:
+    def start(self, complete: Callable[..., None]) -> Callable[[int], None]:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = []
-        fn, q = self.fn, self._queue
+        fn, q, init = self.fn, self._queue, self.thread_init
 
         def worker():
+            if init is not None:
+                init()
             while True:
                 i = q.get()
                 if i is None:
                     return
                 try:
                     fn()
-                    complete(i, True)
-                except Exception:  # noqa: BLE001 - a failed query is counted, not fatal
-                    complete(i, False)
+                except Exception as exc:  # noqa: BLE001 - a failed query is counted, not fatal
+                    complete(i, exc)
+                else:
+                    complete(i)
         for n in range(self.instances):
             t = threading.Thread(target=worker, name=f"inferbench-sut-{n}", daemon=True)
             t.start()
@@ -88,10 +98,14 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
     ok = np.zeros(n, dtype=bool)
     completed = [0]
     lock = threading.Lock()
+    errors = ErrorLog()
 
-    def complete(i: int, success: bool) -> None:
+    def complete(i: int, error: BaseException | None = None) -> None:
         done[i] = clock()
-        ok[i] = success
+        if error is None:
+            ok[i] = True
+        else:
+            errors.record(error)
         with lock:
             completed[0] += 1
 
@@ -121,6 +135,9 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
                 finished = ok[:issued] & (done[:issued] > 0)
                 lat = (done[:issued] - begin - schedule_ns[:issued])[finished]
                 elapsed = sent[i] - begin
+                if errors.budget_exceeded(len(lat), settings.max_error_rate):
+                    reason = "errors"
+                    break
                 if (elapsed >= min_ns and len(lat) >= settings.min_queries
                         and relative_half_width(lat, target, settings.confidence)
                         <= settings.ci_width):
@@ -146,16 +163,19 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
     lat_end = done[:issued][good]
     lag = sent[:issued] - sched
     late = int(np.count_nonzero(lag > send_lag_bound_s * 1e9))
+    unanswered = int(issued - np.count_nonzero(finished))
+    errors.timeout(unanswered)
     samples = Samples(starts_ns=sched[good], ends_ns=lat_end,
                       busy_ns=max(int(done[:issued][finished].max() - begin), 1)
                       if finished.any() else 1,
                       wall_ns=end - begin, stop_reason=reason, target_percentile=target,
-                      ci_half_width_rel=float("inf"), warmup_queries=0, warmup_s=0.0)
+                      ci_half_width_rel=float("inf"), warmup_queries=0, warmup_s=0.0,
+                      errors=errors)
     samples.extra = {
         "issued": issued,
-        "completed": int(np.count_nonzero(finished)),
-        "errors": int(np.count_nonzero(finished & ~ok[:issued])),
-        "timeouts": int(issued - np.count_nonzero(finished)),
+        "completed": int(np.count_nonzero(good)),      # answered successfully
+        "errors": errors.errors,
+        "timeouts": errors.timeouts,
         # nominal rate vs the rate this (random) schedule asked for vs the rate actually sent
         "scheduled_rate": (issued - 1) / ((sched[-1] - sched[0]) / 1e9)
         if issued > 1 and sched[-1] > sched[0] else None,
