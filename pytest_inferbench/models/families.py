@@ -15,7 +15,7 @@ from .signature import InputSignature, TensorSpec
 
 
 class _Family(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     seed: int = 0
 
     def label(self) -> str:
