@@ -29,6 +29,11 @@ def pytest_addoption(parser):
                     help="where run files go (default: ini inferbench_runs_dir)")
     group.addoption("--infer-no-progress", action="store_true", default=False,
                     help="no live progress line while a cell runs")
+    group.addoption("--infer-html", metavar="PATH", default=None,
+                    help="write the HTML report here (default: the job's report.html, else "
+                         "reports/<job name or 'session'>.html under rootdir)")
+    group.addoption("--infer-no-html", action="store_true", default=False,
+                    help="do not write the HTML report")
     parser.addini("inferbench_spec_patterns", type="args",
                   default=["bench_*.yaml", "*.bench.yaml", "bench_*.yml", "*.bench.yml"],
                   help="file name patterns of benchmark specs to collect")
@@ -80,8 +85,9 @@ def pytest_collect_file(file_path: Path, parent):
 class SpecFile(pytest.File):
     def collect(self):
         job = self.config.stash.get(JOB_KEY, None)
+        from .serving.pool import group_by_server
         cells = load_spec(self.path, job=job, rootdir=self.config.rootpath)
-        for cell in cells:
+        for cell in group_by_server(cells):     # one server launch for cells that share it
             item = CellItem.from_parent(self, name=cell.id, callobj=_cell_test,
                                         originalname=cell.model_label)
             item.cell = cell
@@ -121,7 +127,7 @@ def _cell_test(request):
     state = request.config.stash[STATE_KEY]
     progress = state.progress_for(item)
     try:
-        result = run_cell(item.cell, state.cache, progress)
+        result = run_cell(item.cell, state.cache, progress, state.servers)
     except RuntimeUnavailable as exc:
         _skip_at_spec_line(str(exc))
     except Exception as exc:  # noqa: BLE001 - one cell failing must not hide the others
@@ -186,9 +192,13 @@ class SessionState:
         from .models.cache import ArtifactCache
         self.cache = ArtifactCache(Path(root, cache))
         self.is_worker = hasattr(config, "workerinput")
+        from .serving.pool import ServerPool
+        self.servers = ServerPool()         # launched servers, reused by consecutive cells
         self.results = []
         self.writer = None
         self.run_files: list[Path] = []
+        self.html_report: Path | None = None
+        self.html_error: str | None = None
 
     # -- progress (controller without xdist, terminal only, not under -q)
     def progress_for(self, item):
@@ -232,9 +242,45 @@ class SessionState:
         return self.writer
 
     def pytest_sessionfinish(self, session):
+        self.servers.close()
         if not self.is_worker and self.writer is not None:
             from .results.provenance import now_iso
             self.run_files = self.writer.finish(now_iso())
+            self._render_html()
+
+    def _html_path(self) -> Path | None:
+        """--infer-no-html > --infer-html > the job's report.html > reports/<name>.html."""
+        if self.config.getoption("--infer-no-html"):
+            return None
+        option = self.config.getoption("--infer-html")
+        if option:
+            return Path(self.config.invocation_params.dir, option)
+        job = self.config.stash.get(JOB_KEY, None)
+        name = job.name if job else "session"
+        configured = job.report.html if job and job.report else None
+        if configured is False:
+            return None
+        template = configured or "reports/{name}.html"
+        return Path(self.config.rootpath, template.replace("{name}", name))
+
+    def _render_html(self) -> None:
+        """The HTML report, from the run file already on disk: a failure here is a warning in
+        the summary, never a lost result."""
+        target = self._html_path()
+        if target is None or not self.run_files:
+            return
+        job = self.config.stash.get(JOB_KEY, None)
+        report = job.report if job else None
+        try:
+            from .report.render import render_report
+            self.html_report = render_report(
+                [self.run_files[0]], target, title=report.title if report else None,
+                cost=job.cost if job else None, slo=report.slo if report else None,
+                peak_flops=report.peak_flops if report else None,
+                peak_bandwidth=report.peak_bandwidth if report else None)
+        except Exception as exc:  # noqa: BLE001 - the run file is safe; say what went wrong
+            first = (str(exc).strip().splitlines() or [""])[0]
+            self.html_error = f"{type(exc).__name__}: {first}"
 
     def pytest_terminal_summary(self, terminalreporter):
         if self.is_worker or not self.results:
@@ -245,6 +291,12 @@ class SessionState:
         tr.write_line(summary_table(self.results, width=tr._tw.fullwidth))
         for path in self.run_files:
             tr.write_line(f"run file: {path}")
+        if self.html_report is not None:
+            tr.write_line(f"html report: {self.html_report}")
+        if self.html_error is not None:
+            tr.write_line(f"warning: the HTML report was not written ({self.html_error}); the "
+                          f"run file has every result: python -m pytest_inferbench report "
+                          f"{self.run_files[0] if self.run_files else 'RUN'}", yellow=True)
         workers = getattr(self.config.option, "numprocesses", None)
         if workers and getattr(self.config.option, "dist", "no") != "no":
             tr.write_line(f"note: {workers} xdist workers measured cells at the same time on this "

@@ -41,7 +41,7 @@ def _warmup(value):
 
 class Settings(BaseModel):
     """How long and how precisely to measure one cell."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     warmup: Annotated[Union[StrictInt, float], BeforeValidator(_warmup)] = 1.0
     min_duration: Duration = 5.0
     max_duration: Duration = 60.0
@@ -87,7 +87,7 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 class Workload(BaseModel):
     """What load the system under test sees. Lists in a workload mapping are sweeps."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     scenario: Literal[SCENARIOS]
     arrival: Literal[ARRIVALS] = "poisson"           # server: when queries are sent
     rate: float | None = Field(None, gt=0)            # server: queries/s; ramp/capacity: start
@@ -101,6 +101,8 @@ class Workload(BaseModel):
     slo: dict[str, Duration] | None = None            # e.g. {p99: 50ms}: a pass/fail verdict
     timeout: Duration = 2.0                           # per query (open loop: drain deadline)
     send_lag_bound: Duration = 0.001                  # sends later than this count as late
+    step_min_duration: Duration = 1.0                 # ramp/capacity: shortest step
+    step_max_duration: Duration | None = None         # ramp/capacity: longest (default: ample)
 
     @field_validator("slo")
     @classmethod
@@ -133,7 +135,7 @@ class Workload(BaseModel):
                 raise ValueError("the capacity scenario needs an `slo`, e.g. {p99: 50ms}")
             if self.arrival in ("trace",):
                 raise ValueError("the capacity scenario draws its own arrivals: not trace")
-        for name in ("rate", "trace", "concurrency", "step", "max_rate"):
+        for name in ("rate", "trace", "concurrency", "step", "max_rate", "step_max_duration"):
             if getattr(self, name) is not None and name not in _SCENARIO_FIELDS[self.scenario]:
                 raise ValueError(f"`{name}` does not apply to the {self.scenario} scenario")
         return self
@@ -162,14 +164,27 @@ class Workload(BaseModel):
 
 
 _SCENARIO_FIELDS = {"offline": (), "single_stream": (), "server": ("rate", "trace"),
-                    "concurrency": ("concurrency",), "ramp": ("rate", "step", "max_rate"),
-                    "capacity": ("rate",)}
+                    "concurrency": ("concurrency",),
+                    "ramp": ("rate", "step", "max_rate", "step_max_duration"),
+                    "capacity": ("rate", "max_rate", "step_max_duration")}
+
+
+class InputDecl(BaseModel):
+    """A tensor's per-sample shape (no batch axis), dtype, and integer range [0, high)."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    shape: tuple[Annotated[int, Field(ge=1)], ...]
+    dtype: str | None = None
+    high: int | None = Field(None, ge=1)
+
+
+def _input_decl(value):
+    return {"shape": value} if isinstance(value, (list, tuple)) else value
 
 
 class Serving(BaseModel):
     """Where the model runs: in the pytest process, behind a server the harness launches
     (Triton through PyTriton, or FastAPI on uvicorn), or behind an existing KServe v2 endpoint."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     system: Literal[SERVING_SYSTEMS] = "inprocess"
     instances: int = Field(1, ge=1)             # inprocess worker threads; triton instances
     protocol: Literal["http", "grpc"] = "http"  # triton, endpoint
@@ -178,6 +193,10 @@ class Serving(BaseModel):
     max_queue_delay: Duration = 0.0001          # triton dynamic batcher
     url: str | None = None                      # endpoint: "127.0.0.1:8000" or "http://..."
     model: str | None = None                    # endpoint: the served model's name
+    # endpoint: shapes for dynamic dimensions / integer ranges, as perf_analyzer's --shape
+    inputs: dict[str, Annotated[InputDecl, BeforeValidator(_input_decl)]] | None = None
+    data: str | None = None                     # endpoint: real inputs from a .npz or .json file
+    pin_cpus: bool = True                       # triton, http: server and generator on disjoint CPUs
 
     @model_validator(mode="after")
     def _fields_fit_the_system(self):
@@ -208,8 +227,8 @@ class Serving(BaseModel):
 
 _SERVING_FIELDS = {"inprocess": ("instances",),
                    "triton": ("instances", "protocol", "max_batch_size", "dynamic_batching",
-                              "max_queue_delay"),
-                   "http": (), "endpoint": ("protocol", "url", "model")}
+                              "max_queue_delay", "pin_cpus"),
+                   "http": ("pin_cpus",), "endpoint": ("protocol", "url", "model", "inputs", "data")}
 
 
 # Options a runtime mapping may carry, per runtime (`runtime: {name: onnxruntime, ...}`).
@@ -225,7 +244,7 @@ _OPTION_ALIASES = {"graph_optimization": "opt", "provider": "ep", "mode": "mode"
 
 class RuntimeSpec(BaseModel):
     """A runtime and its options; a plain name is {name: NAME} with every option at its default."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str
     include_copies: bool = False   # time host<->device copies of inputs/outputs with each query
     graph_optimization: Literal["disabled", "basic", "extended", "all"] | None = None
@@ -257,7 +276,7 @@ class RuntimeSpec(BaseModel):
 
 class Threads(BaseModel):
     """Thread counts for the runtime: `threads: 4` (intra-op) or {intra: 4, inter: 1}."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     intra: int | None = Field(None, ge=1)
     inter: int | None = Field(None, ge=1)
 
@@ -265,19 +284,8 @@ class Threads(BaseModel):
         return f"t{self.intra or 'auto'}" + (f"x{self.inter}" if self.inter else "")
 
 
-class InputDecl(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    shape: tuple[Annotated[int, Field(ge=1)], ...]
-    dtype: str | None = None
-    high: int | None = Field(None, ge=1)
-
-
-def _input_decl(value):
-    return {"shape": value} if isinstance(value, (list, tuple)) else value
-
-
 class _ExternalModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     inputs: dict[str, Annotated[InputDecl, BeforeValidator(_input_decl)]] | None = None
     dtype: str = "float32"
     name: str | None = None
@@ -323,7 +331,7 @@ AXIS_DEFAULTS = {"runtime": "onnxruntime", "device": "cpu", "precision": "fp32",
 _MAPPING_AXES = ("runtime", "threads", "workload", "serving")   # matched on the keys written
 _SHORTHAND = {"runtime": "name", "workload": "scenario", "serving": "system", "threads": "intra"}
 ENTRY_KEYS = AXES + SETTINGS_FIELDS + ("name", "include", "exclude", "marks")
-JOB_KEYS = ("name", "defaults", "benchmarks")
+JOB_KEYS = ("name", "defaults", "benchmarks", "report", "cost")
 SPEC_KEYS = ("name", "defaults", "benchmarks")
 
 
@@ -335,7 +343,7 @@ class Cell(BaseModel):
     spec_name: str
     entry: int
     line: int | None = None
-    model: ModelSpec
+    model: ModelSpec | None        # None: an endpoint benchmarked from its metadata alone
     model_label: str
     runtime: str
     runtime_options: dict[str, Any] = {}
@@ -351,6 +359,8 @@ class Cell(BaseModel):
     def params_label(self) -> str:
         runtime = RuntimeSpec(name=self.runtime, **self.runtime_options).label()
         parts = [runtime, self.device, self.precision, f"bs{self.batch_size}"]
+        if self.model is None:      # an endpoint without a source model: the server decides
+            parts = [f"bs{self.batch_size}"]
         if self.threads is not None:
             parts.append(self.threads.label())
         parts.append(self.workload.label())
@@ -399,7 +409,8 @@ class _Doc:
             msg = f"got '{bad}', {msg}{did_you_mean(bad, expected)}"
         else:
             msg = err["msg"].replace("Value error, ", "")
-            if "input" in err and not isinstance(err["input"], (dict, list)):
+            if ("input" in err and not isinstance(err["input"], (dict, list))
+                    and repr(err["input"]) not in msg):
                 msg += f" (got {err['input']!r})"
         return self.error(msg, full)
 
@@ -458,6 +469,7 @@ class _AxisResolver:
             for k in keys:
                 if not value[k]:
                     raise self.doc.error("an empty list leaves nothing to benchmark", path + (k,))
+            _check_matrix_size(self.doc, [len(value[k]) for k in keys], path)
             combos = itertools.product(*(value[k] for k in keys))
             return [self.resolve(axis, {**value, **dict(zip(keys, c))}, path) for c in combos]
         return [self.resolve(axis, value, path)]
@@ -469,6 +481,9 @@ class _AxisResolver:
             raise self.doc.error("expected a runtime name or a mapping with 'name' and options",
                                  path)
         name = value["name"]
+        if not isinstance(name, str):
+            raise self.doc.error(f"expected a runtime name ({', '.join(RUNTIMES)}), got {name!r}",
+                                 path + ("name",))
         if name not in RUNTIMES:
             where = path + ("name",) if len(value) > 1 else path
             raise self.doc.error(f"unknown runtime '{name}'{did_you_mean(name, RUNTIMES)}; "
@@ -506,12 +521,7 @@ class _AxisResolver:
         if not isinstance(value, dict):
             raise self.doc.error("expected a scenario name or a mapping with 'scenario'", path)
         if value.get("trace"):
-            trace = Path(str(value["trace"]))
-            if not trace.is_absolute():
-                trace = (self.base / trace).resolve()
-            if not trace.exists():
-                raise self.doc.error(f"trace file not found: {trace} (relative paths resolve "
-                                     f"against the spec file's directory)", path + ("trace",))
+            trace = self._file(value["trace"], "trace", path + ("trace",))
             value = {**value, "trace": str(trace)}
         return self.doc.validate(Workload, value, path)
 
@@ -520,6 +530,12 @@ class _AxisResolver:
             value = {"system": value}
         if not isinstance(value, dict):
             raise self.doc.error("expected a serving system name or a mapping with 'system'", path)
+        if value.get("data") is not None:
+            data = value["data"]
+            if not isinstance(data, str) or Path(data).suffix not in (".npz", ".json"):
+                raise self.doc.error(f"input data must be a .npz or .json file, got {data!r}",
+                                     path + ("data",))
+            value = {**value, "data": str(self._file(data, "input data", path + ("data",)))}
         return self.doc.validate(Serving, value, path)
 
     def _model(self, value, path):
@@ -530,19 +546,17 @@ class _AxisResolver:
             raise self.doc.error("expected a preset name, a file path, 'package.module:function' "
                                  "or a mapping", path)
         if "family" in value:
-            if value["family"] not in FAMILIES:
-                fam = value["family"]
+            fam = value["family"]
+            if not isinstance(fam, str):
+                raise self.doc.error(f"expected a model family name ({', '.join(FAMILIES)}), "
+                                     f"got {fam!r}", path + ("family",))
+            if fam not in FAMILIES:
                 raise self.doc.error(f"unknown model family '{fam}'{did_you_mean(fam, FAMILIES)}; "
                                      f"expected one of: {', '.join(FAMILIES)}", path + ("family",))
             spec = self.doc.validate(FAMILIES[value["family"]], value, path)
         elif "path" in value:
             value = dict(value)
-            p = Path(str(value["path"]))
-            if not p.is_absolute():
-                p = (self.base / p).resolve()
-            if not p.exists():
-                raise self.doc.error(f"model file not found: {p} (relative paths resolve against "
-                                     f"the spec file's directory)", path)
+            p = self._file(value["path"], "model", path)
             value["path"] = str(p)
             if "format" not in value:
                 value["format"] = "onnx" if p.suffix == ".onnx" else "torchscript"
@@ -555,6 +569,25 @@ class _AxisResolver:
         else:
             raise self.doc.error("a model mapping needs one of 'family', 'path' or 'factory'", path)
         return spec, label
+
+    def _file(self, value, what, path) -> Path:
+        """An existing file named in the spec; a relative path starts at the spec's directory."""
+        if not isinstance(value, str):
+            raise self.doc.error(f"expected a path to a {what} file, got {value!r}", path)
+        p = Path(value)
+        try:
+            if not p.is_absolute():
+                p = (self.base / p).resolve()
+            found, is_dir = p.exists(), p.is_dir()
+        except (OSError, ValueError) as exc:   # a NUL character, a name too long for the OS
+            raise self.doc.error(f"cannot use {value!r} as a {what} file path: "
+                                 f"{getattr(exc, 'strerror', None) or exc}", path) from None
+        if not found:
+            raise self.doc.error(f"{what} file not found: {p} (relative paths resolve against "
+                                 f"the spec file's directory)", path)
+        if is_dir:
+            raise self.doc.error(f"{p} is a directory; expected a {what} file", path)
+        return p
 
     def _model_from_string(self, value, path):
         if value in PRESETS:
@@ -614,6 +647,27 @@ def _check_keys(doc: _Doc, mapping, allowed, path, what):
                             f"{', '.join(allowed)}", path + (key,))
 
 
+def _check_name(doc: _Doc, name, path):
+    if isinstance(name, (dict, list)):
+        raise doc.error("expected a name (text), not a " +
+                        ("mapping" if isinstance(name, dict) else "list"), path)
+    return name
+
+
+# A cell is measured for seconds at least, so a bigger matrix is a mistake (or an alias bomb)
+# and would take long even to expand.
+MAX_CELLS = 10_000
+
+
+def _check_matrix_size(doc: _Doc, sizes, path):
+    total = 1
+    for n in sizes:
+        total *= n
+    if total > MAX_CELLS:
+        raise doc.error(f"this sweep makes {total} cells; a spec may have at most {MAX_CELLS}",
+                        path)
+
+
 def _check_defaults(doc: _Doc, defaults, path) -> dict:
     if defaults is None:
         return {}
@@ -622,7 +676,7 @@ def _check_defaults(doc: _Doc, defaults, path) -> dict:
     # Validate field by field so each error points at its own line.
     # Validate field by field so each error points at its own line; the min/max order is
     # checked per cell, after every level has been merged.
-    unordered = {"min_duration": {"max_duration": float("inf")}, "max_duration": {"min_duration": 0}}
+    unordered = {"min_duration": {"max_duration": 1e18}, "max_duration": {"min_duration": 0}}
     for key, value in settings.items():
         try:
             Settings.model_validate({key: value, **unordered.get(key, {})})
@@ -640,12 +694,13 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
     doc = ctx.doc
     path = ("benchmarks", index)
     _check_keys(doc, entry, ENTRY_KEYS, path, "a benchmark entry")
-    if "model" not in entry:
-        raise doc.error("each benchmark needs a 'model'", path)
-
     written = {a for a in AXES if a in entry}
     values: dict[str, list] = {}
     for axis in AXES:
+        if axis == "model" and "model" not in entry:
+            # only an existing endpoint can do without a source model (checked per cell below)
+            values[axis] = [(None, None)]
+            continue
         raw = entry[axis] if axis in entry else ctx.defaults.get(axis, AXIS_DEFAULTS.get(axis))
         apath = path + (axis,) if axis in entry else ("defaults", axis)
         items = _as_list(raw)
@@ -657,6 +712,7 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
             vals.extend(ctx.axes.expand(axis, item, ipath))
         values[axis] = vals
 
+    _check_matrix_size(doc, [len(values[a]) for a in AXES], path)
     combos = [dict(zip(AXES, c)) for c in itertools.product(*(values[a] for a in AXES))]
     combos = [(c, {}) for c in combos]
 
@@ -701,17 +757,28 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
     inline = {k: v for k, v in entry.items() if k in SETTINGS_FIELDS}
     marks = tuple(_as_list(entry.get("marks") or []))
     for m in marks:
-        if not isinstance(m, str) or not m.isidentifier():
-            raise doc.error(f"a mark must be a Python identifier, got {m!r}", path + ("marks",))
-    name = entry.get("name")
+        if not isinstance(m, str) or not m.isidentifier() or m.startswith("_"):
+            raise doc.error(f"a mark must be a Python identifier not starting with '_', "
+                            f"got {m!r}", path + ("marks",))
+    name = _check_name(doc, entry.get("name"), path + ("name",))
     cells = []
     for combo, extra in combos:
         merged = {k: v for k, v in ctx.defaults.items() if k in SETTINGS_FIELDS}
         merged.update(inline)
         merged.update(extra)
         settings = doc.validate(Settings, merged, path)
+        if combo["workload"].scenario in ("ramp", "capacity"):
+            from .workload.search import plan_problem
+            problem = plan_problem(settings, combo["workload"])
+            if problem:
+                raise doc.error(problem, path + ("workload",) if "workload" in entry else path)
         model_spec, _ = combo["model"]
-        label = str(name) if name else _model_label(combo["model"])
+        if model_spec is None and combo["serving"].system != "endpoint":
+            raise doc.error("each benchmark needs a 'model' (only `serving: {system: endpoint}` "
+                            "can do without one: it reads the inputs from the server's "
+                            "metadata)", path)
+        label = str(name) if name else (combo["serving"].model if model_spec is None
+                                          else _model_label(combo["model"]))
         cell = dict(spec=ctx.spec_rel, spec_name=ctx.spec_name, entry=index,
                     line=line_for(doc.lines, path), model=model_spec, model_label=label,
                     runtime=combo["runtime"].name, runtime_options=combo["runtime"].options(),
@@ -755,6 +822,37 @@ def _condition(ctx: _Context, mapping, path, allow_settings):
 
 # ----------------------------------------------------------------------------- public API
 
+class ReportSection(BaseModel):
+    """The job file's `report` section: where the HTML report goes and what it shows."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    html: str | Literal[False] | None = None   # path relative to rootdir, "{name}": the job's
+    title: str | None = None                   # name; false: no report
+    slo: dict[str, Duration] | None = None     # best configuration under it, e.g. {p99: 50ms}
+    peak_flops: dict[str, Annotated[float, Field(gt=0)]] | None = None      # FLOP/s, roofline
+    peak_bandwidth: dict[str, Annotated[float, Field(gt=0)]] | None = None  # bytes/s
+
+    @field_validator("slo")
+    @classmethod
+    def _one_percentile(cls, value):
+        if value is None:
+            return value
+        if len(value) != 1:
+            raise ValueError("give one latency bound, e.g. {p99: 50ms}")
+        (key,) = value
+        m = _SLO_KEY.match(key)
+        if not m or not 0 < float(m.group(1)) < 100:
+            raise ValueError(f"SLO key '{key}' should name a percentile, e.g. p99 or p99.9")
+        return value
+
+
+class CostSection(BaseModel):
+    """The job file's `cost` section: prices per device-hour, keyed by device type (`cuda`),
+    device (`cuda:1`) or host label."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    per_hour: dict[str, Annotated[float, Field(ge=0)]]
+    currency: str = "$"
+
+
 class Job(BaseModel):
     """The --infer-config file: job-wide defaults, plus its own benchmarks if any."""
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -762,6 +860,8 @@ class Job(BaseModel):
     name: str
     defaults: dict[str, Any] = {}
     has_benchmarks: bool = False
+    report: ReportSection | None = None
+    cost: CostSection | None = None
 
 
 def load_job(path: str | Path) -> Job:
@@ -772,8 +872,13 @@ def load_job(path: str | Path) -> Job:
     data = doc.data if doc.data is not None else {}
     _check_keys(doc, data, JOB_KEYS, (), "the top level of a job file")
     defaults = _check_defaults(doc, data.get("defaults"), ("defaults",))
-    return Job(path=str(path), name=str(data.get("name") or path.stem), defaults=defaults,
-               has_benchmarks=bool(data.get("benchmarks")))
+    name = _check_name(doc, data.get("name"), ("name",))
+    report = (doc.validate(ReportSection, data["report"], ("report",))
+              if data.get("report") is not None else None)
+    cost = doc.validate(CostSection, data["cost"], ("cost",)) if data.get("cost") is not None \
+        else None
+    return Job(path=str(path), name=str(name or path.stem), defaults=defaults,
+               has_benchmarks=bool(data.get("benchmarks")), report=report, cost=cost)
 
 
 def load_spec(path: str | Path, job: Job | None = None, rootdir: str | Path | None = None
@@ -784,8 +889,9 @@ def load_spec(path: str | Path, job: Job | None = None, rootdir: str | Path | No
     data = doc.data
     if data is None:
         raise doc.error("the file is empty; expected 'name' and 'benchmarks'")
-    _check_keys(doc, data, SPEC_KEYS, (), "the top level of a spec file")
     is_job = job is not None and Path(job.path) == path
+    # the job file is collected as a spec too: its report/cost sections are the job's
+    _check_keys(doc, data, JOB_KEYS if is_job else SPEC_KEYS, (), "the top level of a spec file")
     spec_defaults = _check_defaults(doc, data.get("defaults"), ("defaults",))
     defaults = {**(job.defaults if job else {}), **spec_defaults}
     benchmarks = data.get("benchmarks")
@@ -797,10 +903,12 @@ def load_spec(path: str | Path, job: Job | None = None, rootdir: str | Path | No
         rel = str(path.relative_to(Path(rootdir).resolve())) if rootdir else str(path)
     except ValueError:
         rel = str(path)
-    ctx = _Context(doc, defaults, rel, str(data.get("name") or path.stem))
+    name = _check_name(doc, data.get("name"), ("name",))
+    ctx = _Context(doc, defaults, rel, str(name or path.stem))
     raw_cells = []
     for index, entry in enumerate(benchmarks):
         raw_cells.extend(_expand_entry(ctx, entry, index))
+        _check_matrix_size(doc, [len(raw_cells)], ("benchmarks", index))
     cells, seen = [], {}
     for raw in raw_cells:
         probe = Cell.model_construct(**raw)

@@ -75,6 +75,81 @@ benchmarks:
         assert result.serving["system"] == "endpoint"
 
 
+def test_endpoint_without_a_source_model(triton, tmp_path):
+    """What perf_analyzer needs is all we need: a URL and a model name; inputs come from the
+    server's metadata, and the result says the outputs were not checked."""
+    import numpy as np
+    np.savez(tmp_path / "real.npz", x=np.ones(32, dtype=np.float32))     # one sample
+    found = cells(tmp_path, f"""
+name: e
+defaults: {{{SETTINGS}}}
+benchmarks:
+  - batch_size: 2
+    workload: [single_stream, {{scenario: server, rate: 50}}]
+    serving: {{system: endpoint, url: "{triton.url}", model: model}}
+  - name: real
+    serving: {{system: endpoint, url: "{triton.url}", model: model, data: real.npz}}
+""")
+    assert sorted(found) == ["model[bs2-server-poisson50-endpoint(http,model)]",
+                             "model[bs2-single_stream-endpoint(http,model)]",
+                             "real[bs1-offline-endpoint(http,model)]"]
+    for cell in found.values():
+        result = run_cell(cell, ArtifactCache(tmp_path / "cache"))
+        assert result.status == "passed" and result.latency.n > 0, result.reason
+        assert result.model["check"] == {"ok": None, "done": False, "reason":
+                                         "no source model: the server's outputs were not checked"}
+        assert result.errors["errors"] == 0
+    assert result.model["inputs_source"].endswith("real.npz")
+    assert result.model["inputs"] == {"x": {"shape": [1, 32], "dtype": "float32"}}
+
+
+def test_endpoint_errors_carry_the_servers_message(triton, tmp_path):
+    (unknown,) = cells(tmp_path, f"""
+name: e
+defaults: {{{SETTINGS}}}
+benchmarks:
+  - serving: {{system: endpoint, url: "{triton.url}", model: nosuchmodel}}
+""").values()
+    with pytest.raises(RuntimeError, match="unknown model.*nosuchmodel|nosuchmodel.*unknown"):
+        run_cell(unknown, ArtifactCache(tmp_path / "cache"))
+    (bad_shape,) = cells(tmp_path, f"""
+name: e
+defaults: {{{SETTINGS}}}
+benchmarks:
+  - serving: {{system: endpoint, url: "{triton.url}", model: model, inputs: {{x: [3, 3]}}}}
+""").values()
+    with pytest.raises(ValueError, match=r"serving.inputs.x.shape \[3, 3\] does not fit"):
+        run_cell(bad_shape, ArtifactCache(tmp_path / "cache"))
+
+
+def test_consecutive_cells_reuse_one_server(pytester):
+    pytester.makefile(".yaml", bench_reuse=f"""
+        name: reuse
+        defaults: {{{SETTINGS}}}
+        benchmarks:
+          - model: mlp-tiny
+            workload: [single_stream, {{scenario: server, rate: 50}}]
+            serving: [http, triton]
+          - model: mlp-tiny
+            serving: inprocess
+        """)
+    result = pytester.runpytest_subprocess("--infer-json", "run.json", "-p", "no:cacheprovider",
+                                           "-v")
+    result.assert_outcomes(passed=5)
+    doc = json.loads((pytester.path / "run.json").read_text())
+    order = [(r["cell"]["serving"]["system"], r["scenario"]) for r in doc["results"]]
+    # cells sharing a server run together: each server launched once, then reused
+    assert order == [("http", "single_stream"), ("http", "server"),
+                     ("triton", "single_stream"), ("triton", "server"),
+                     ("inprocess", "offline")]
+    served = [r["serving"] for r in doc["results"][:4]]
+    assert [s["reused"] for s in served] == [False, True, False, True]
+    assert served[0]["launch_s"] > 0 and served[2]["launch_s"] > 0
+    assert served[1]["launch_s"] == served[0]["launch_s"]       # the same launch
+    for r in doc["results"][:4]:
+        assert r["model"]["check"]["ok"] and r["latency_ms"]["n"] > 0
+
+
 def test_a_dead_endpoint_fails_fast(tmp_path):
     (cell,) = cells(tmp_path, f"""
 name: e
@@ -84,7 +159,7 @@ benchmarks:
     serving: {{system: endpoint, url: "127.0.0.1:9", model: model}}
 """).values()
     t = time.monotonic()
-    with pytest.raises(RuntimeError, match="is not ready"):
+    with pytest.raises(RuntimeError, match="cannot reach a KServe v2 server at 127.0.0.1:9"):
         run_cell(cell, ArtifactCache(tmp_path / "cache"))
     assert time.monotonic() - t < 30
 

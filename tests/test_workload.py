@@ -84,9 +84,36 @@ def run_server(fn, rate, seconds=2.0, arrival="constant", max_error_rate=0.0, **
 def test_achieved_rate_matches_target():
     r = run_server(sleep_sut(0.0005), 400)
     assert r.load["achieved_rate"] == pytest.approx(400, rel=0.01)
-    assert r.valid and r.load["late_fraction"] <= 0.01 and r.load["errors"] == 0
+    assert r.load["errors"] == 0 and r.errors["attempted"] == r.load["issued"]
+    assert r.valid == (not r.load["invalid_reasons"])
     p = run_server(sleep_sut(0.0005), 400, arrival="poisson")
     assert p.load["achieved_rate"] == pytest.approx(p.load["scheduled_rate"], rel=0.01)
+
+
+def test_validity_is_judged_by_the_effect_of_the_lag():
+    """Late sends make latency worse, not better: a run is invalid only when the lag is a
+    material share of the latency reported, or the rate sent departs from the schedule."""
+    from pytest_inferbench.workload.failures import ErrorLog
+    from pytest_inferbench.workload.open_loop import _samples
+    ms = 1_000_000
+    sched = np.arange(1000, dtype=np.int64) * 10 * ms               # 100/s for 10 s
+    ok = np.ones(1000, dtype=bool)
+
+    def judge(lag_ns, latency_ns):
+        sent = sched + lag_ns
+        return _samples(sched, sent, sched + latency_ns, ok, 0, sched[-1] + ms, "schedule_end",
+                        99, ErrorLog(), 0.001, 0.95).extra
+    # 3% of sends 2 ms late, against 100 ms latencies: late sends counted, the run is valid
+    lag = np.where(np.arange(1000) % 33 == 0, 2 * ms, 50_000)
+    e = judge(lag, np.full(1000, 100 * ms))
+    assert e["late_fraction"] > 0.01 and e["valid"] and e["invalid_reasons"] == []
+    # the same lag against 5 ms latencies is 40% of what is reported: invalid, and says why
+    e = judge(lag, np.full(1000, 5 * ms))
+    assert not e["valid"] and "send lag p99 2 ms is 40% of latency p99 5 ms" in \
+        e["invalid_reasons"][0]
+    # a generator that drifts behind its schedule (5% slower): invalid for the rate
+    e = judge((np.arange(1000) * 0.5 * ms).astype(np.int64), np.full(1000, 900 * ms))
+    assert not e["valid"] and "against a schedule of 100.0/s" in e["invalid_reasons"][-1]
 
 
 def test_stall_shows_in_p99_no_coordinated_omission():
@@ -142,22 +169,6 @@ def test_concurrency_scenario_throughput():
     assert r.load["concurrency"] == 4 and r.latency.p50 == pytest.approx(2.0, rel=0.15)
 
 
-def test_capacity_and_ramp_find_the_limit():
-    settings = Settings(warmup=0, min_duration=0.3, max_duration=2.0, min_queries=10)
-    cap = measure_callable(sleep_sut(0.0005), settings,
-                           Workload(scenario="capacity", rate=400, slo={"p99": "10ms"}))
-    steps = cap.load["steps"]
-    # one instance at ~0.5-0.6 ms a query saturates below 2000/s: the search must stop below
-    assert cap.load["max_rate"] is not None and 400 <= cap.load["max_rate"] < 2000
-    assert any(not s["ok"] for s in steps) and all(s["ok"] for s in steps
-                                                     if s["rate"] <= cap.load["max_rate"])
-    ramp = measure_callable(sleep_sut(0.0005), settings,
-                            Workload(scenario="ramp", rate=400, step=400, max_rate=4000,
-                                     slo={"p99": "10ms"}))
-    assert ramp.load["knee_rate"] is not None and ramp.load["knee_rate"] < 2000
-    assert ramp.load["stop_reason"] in ("slo_not_met", "throughput_flat", "invalid_or_timeouts")
-
-
 # ------------------------------------------------------------------ spec and plugin
 
 @pytest.mark.parametrize("workload,needle", [
@@ -202,6 +213,6 @@ def test_server_cells_from_yaml(pytester):
     for r in server:
         assert r["load"]["target_rate"] in (100, 200) and r["load"]["issued"] > 0
         assert r["slo"]["verdict"] in ("pass", "undetermined") and r["slo"]["bound_ms"] == 50
-        # valid unless >1% of sends were late (on 2 busy cores ONNX Runtime's spinning threads
-        # can delay the generator: that is then reported, not hidden)
-        assert r["valid"] == (r["load"]["late_fraction"] <= 0.01)
+        # valid unless the generator's lag is a material share of the latency (on 2 busy
+        # cores that can happen: it is then reported with the reason, not hidden)
+        assert r["valid"] == (not r["load"]["invalid_reasons"])

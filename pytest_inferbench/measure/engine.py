@@ -105,6 +105,9 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
             gpu_stats["energy_per_sample_j"] = gpu_stats["energy_j"] / samples_done
         result.gpu = gpu_stats
     judge_errors(result, samples.errors, settings.max_error_rate)
+    failure = samples.extra.get("search_failure")
+    if failure and result.status != "failed":
+        result.status, result.reason = "failed", failure
     return result
 
 
@@ -160,12 +163,13 @@ def measure_runner(runner, inputs: dict[str, np.ndarray], settings, scenario,
     return result
 
 
-def run_served_cell(cell, cache, progress: Progress | None = None) -> Result:
-    """A cell behind a server: launch it (or reach the endpoint), check its outputs against
-    the source model, measure through tritonclient, and split latency with Triton's stats."""
-    from ..models.check import TOLERANCE, compare, reference_outputs
+def run_served_cell(cell, cache, progress: Progress | None = None, servers=None) -> Result:
+    """A cell behind a server: launch it (or reuse the pool's, or reach the endpoint), check
+    its outputs against the source model, measure through tritonclient, and split latency
+    with Triton's statistics."""
     from ..runtimes.base import RuntimeUnavailable, require
-    from ..serving.client import Endpoint, breakdown
+    from ..serving.client import Endpoint
+    from ..serving.pool import ServerPool
     serving = cell.serving
     require("tritonclient", "pip install 'pytest-inferbench[serve]'")
     if serving.system == "triton":
@@ -176,64 +180,107 @@ def run_served_cell(cell, cache, progress: Progress | None = None) -> Result:
                                      f"max_batch_size {serving.max_batch_size}")
     if serving.system == "http":
         require("fastapi", "pip install 'pytest-inferbench[serve]'")
+    from ..serving.affinity import pinned
+    launched = {"reused": False, "launch_s": None, "cpu_affinity": None}
+    own_pool = None
     if serving.system == "endpoint":
-        import contextlib
         url = serving.url.split("://", 1)[-1].rstrip("/")
-        server = contextlib.nullcontext(Endpoint(url, serving.model, serving.protocol,
-                                                 "endpoint", timeout=cell.workload.timeout))
+        endpoint = Endpoint(url, serving.model, serving.protocol, "endpoint",
+                            timeout=cell.workload.timeout)
+        problem = endpoint.problem()
+        if problem:
+            raise RuntimeError(f"endpoint {serving.url}: {problem}")
     else:
-        from ..serving.launcher import LaunchedServer
-        server = LaunchedServer(cell, cache.root)
-    context = LoadContext(cache=cache, seed=cell.settings.seed)
-    with server as endpoint:
-        if serving.system == "endpoint" and not endpoint.ready():
-            raise RuntimeError(f"endpoint {serving.url} (model {serving.model}) is not ready")
-        signature = endpoint.signature()
-        inputs = signature.generate(cell.batch_size, seed=cell.settings.seed)
+        if servers is None:     # called alone: a server for this cell only
+            servers = own_pool = ServerPool()
+        server, reused = servers.get(cell, cache.root)
+        endpoint = server.endpoint(cell.workload.timeout)
+        launched = {"reused": reused, "launch_s": round(server.launch_s, 3)
+                    if server.launch_s is not None else None,
+                    "cpu_affinity": server.affinity}
+    try:
+        # the generator keeps off the launched server's CPUs while it measures
+        with pinned((launched["cpu_affinity"] or {}).get("client")):
+            result = _measure_served(cell, cache, endpoint, progress)
+    except BaseException:
+        if servers is not None:
+            servers.close()     # a server a cell failed on is in an unknown state
+        raise
+    finally:
+        if own_pool is not None:
+            own_pool.close()
+    if result.status == "failed" and servers is not None:
+        servers.close()
+    result.serving.update(launched)
+    return result
+
+
+def _measure_served(cell, cache, endpoint, progress) -> Result:
+    from ..models.check import TOLERANCE, OutputMismatch, compare, reference_outputs
+    from ..serving import inputs as endpoint_inputs
+    from ..serving.client import breakdown
+    serving = cell.serving
+    seed = cell.settings.seed
+    meta = endpoint.inputs_metadata()
+    signature = endpoint_inputs.signature_from_metadata(meta, serving.inputs, cell.batch_size)
+    if serving.data:
+        inputs = endpoint_inputs.load_data(serving.data, signature, meta, cell.batch_size)
+    else:
+        inputs = endpoint_inputs.generate(signature, meta, cell.batch_size, seed)
+    if cell.model is None:
+        check = {"ok": None, "done": False,
+                 "reason": "no source model: the server's outputs were not checked"}
+    else:
         # the same outputs as the source model, once per cell, before measuring
-        check_in = signature.generate(min(cell.batch_size, 16), seed=cell.settings.seed)
+        context = LoadContext(cache=cache, seed=seed)
+        check_in = signature.generate(min(cell.batch_size, 16), seed=seed)
         ref_in = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
                   for k, v in check_in.items()}
         check = compare(endpoint.infer(check_in), reference_outputs(cell.model, ref_in, context),
                         TOLERANCE[cell.precision])
         check["reference"] = "source model fp32 cpu, through the server"
         if not check["ok"]:
-            from ..models.check import OutputMismatch
             raise OutputMismatch(f"server outputs disagree with the source model: max relative "
                                  f"error {check.get('max_rel_err')} > {check['tolerance']}")
-        fn = endpoint.blocking_fn(inputs)
-        fn()
-        # warm up before reading the server's counters, so they cover the measured queries only
-        from ..workload.closed_loop import _warmup
-        _warmup(fn, cell.settings.warmup)
-        settings = cell.settings.model_copy(update={"warmup": 0})
-        before = endpoint.statistics()
-        result = measure_callable(fn, settings, cell.workload, cell.batch_size, progress,
-                                  make_sut=lambda: endpoint.async_sut(inputs))
-        after = endpoint.statistics()
+    fn = endpoint.blocking_fn(inputs)
+    fn()
+    # warm up before reading the server's counters, so they cover the measured queries only
+    from ..workload.closed_loop import _warmup
+    _warmup(fn, cell.settings.warmup)
+    settings = cell.settings.model_copy(update={"warmup": 0})
+    before = endpoint.statistics()
+    result = measure_callable(fn, settings, cell.workload, cell.batch_size, progress,
+                              make_sut=lambda: endpoint.async_sut(inputs))
+    after = endpoint.statistics()
     result.serving = {"system": serving.system, "protocol": serving.protocol,
                       "url": endpoint.url,
                       "breakdown": breakdown(before, after, result.latency_ms.mean)}
     result.model = {"label": cell.model_label, "check": check,
-                    "inputs": {t.name: {"shape": [cell.batch_size, *t.shape], "dtype": t.dtype}
-                               for t in signature.inputs}}
-    result.runtime = {"name": cell.runtime, "served_by": serving.label()}
+                    "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
+                               for k, v in inputs.items()},
+                    "inputs_source": serving.data or "generated"}
+    result.runtime = {"name": cell.runtime if cell.model is not None else None,
+                      "served_by": serving.label()}
     return result
 
 
-def run_cell(cell, cache, progress: Progress | None = None) -> Result:
+def run_cell(cell, cache, progress: Progress | None = None, servers=None) -> Result:
     """Measure one cell. Raises RuntimeUnavailable (-> skip) or any error (-> failed).
 
     The runner's outputs are checked against the source model (once per artifact) before any
     time is spent measuring: numbers for a model that computes something else are worthless.
+    servers: a ServerPool to reuse launched servers across consecutive cells (the session's).
     """
+    if servers is not None:
+        servers.release_unless(cell)      # no idle server beside another cell's measurement
     if cell.serving.system != "inprocess":
-        return run_served_cell(cell, cache, progress)
+        return run_served_cell(cell, cache, progress, servers)
     from ..models.check import check_cell
     from .gpu_monitor import GpuMonitor
     runner = runner_class(cell.runtime)()
+    threads, threads_note = _threads_for(cell)
     context = LoadContext(cache=cache, seed=cell.settings.seed, options=cell.runtime_options,
-                          threads=cell.threads)
+                          threads=threads)
     try:
         runner.load(cell.model, cell.device, cell.precision, context)
         check = check_cell(cell, runner, context, cache.root)
@@ -243,7 +290,27 @@ def run_cell(cell, cache, progress: Progress | None = None) -> Result:
                                 cell.batch_size, progress, gpu, cell.serving.instances)
     finally:
         runner.close()
+    if threads_note:
+        result.runtime["threads_note"] = threads_note
     result.model = {"label": cell.model_label, **context.model_info, "check": check,
                     "inputs": {t.name: {"shape": [cell.batch_size, *t.shape], "dtype": t.dtype}
                                for t in context.signature.inputs}}
     return result
+
+
+OPEN_LOOP = ("server", "ramp", "capacity")
+
+
+def _threads_for(cell):
+    """In-process open-loop cells leave the load generator a core: unless the spec sets the
+    threads, the runtime gets one intra-op thread fewer than the cores this process may use."""
+    if cell.threads is not None or cell.workload.scenario not in OPEN_LOOP \
+            or not cell.device == "cpu":
+        return cell.threads, None
+    from ..serving.affinity import available
+    from ..spec import Threads
+    cores = len(available())
+    if cores < 2:
+        return None, None
+    return Threads(intra=cores - 1), (f"intra-op threads {cores - 1} of {cores} cores: one "
+                                      f"is left to the open-loop generator")

@@ -37,6 +37,23 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+# Other processes using more than this share of the host's CPUs during the window make the
+# host "contended": neither latency nor capacity is then the system's own.
+CONTENDED_SHARE = 0.10
+
+
+def _tree_cpu_seconds(proc: psutil.Process) -> dict[int, float]:
+    """CPU seconds of this process and each descendant (launched servers and their helpers)."""
+    out = {}
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+    return out
+
+
 class ProcessMonitor:
     def __init__(self):
         self._proc = psutil.Process(os.getpid())
@@ -44,6 +61,7 @@ class ProcessMonitor:
     def start(self) -> None:
         self._window_peak = _reset_peak_rss()
         self._cpu0 = self._proc.cpu_times()
+        self._tree0 = _tree_cpu_seconds(self._proc)
         self._sys0 = psutil.cpu_times()
         self._t0 = time.perf_counter()
 
@@ -55,6 +73,11 @@ class ProcessMonitor:
         sys_busy = sum(sys1) - sys1.idle - getattr(sys1, "iowait", 0.0)
         sys_busy0 = sum(self._sys0) - self._sys0.idle - getattr(self._sys0, "iowait", 0.0)
         sys_total = sum(sys1) - sum(self._sys0)
+        tree1 = _tree_cpu_seconds(self._proc)
+        ours = sum(t - self._tree0.get(pid, 0.0) for pid, t in tree1.items())
+        ncpu = psutil.cpu_count() or 1
+        # system busy time is in CPU-seconds over all CPUs; the window is wall seconds
+        other = max(0.0, (sys_busy - sys_busy0) - ours) / wall if sys_total > 0 else None
         freq = None
         try:
             f = psutil.cpu_freq()
@@ -68,4 +91,7 @@ class ProcessMonitor:
             "peak_rss_mb": round(_peak_rss_bytes() / 2**20, 1),
             "peak_rss_scope": "window" if self._window_peak else "process",
             "cpu_freq_mhz": freq,
+            "tree_cpu_cores_used": round(ours / wall, 3),   # with launched servers
+            "other_cpu_cores": round(other, 3) if other is not None else None,
+            "host_contended": bool(other is not None and other > CONTENDED_SHARE * ncpu),
         }

@@ -59,11 +59,17 @@ def _row(name: str, r: Result) -> dict:
     stop = r.stop.reason or "-"
     if r.stop.ci_half_width_rel is not None:
         stop += f" ±{100 * r.stop.ci_half_width_rel:.1f}%"
+    search = _search_row(name, r)
+    if search is not None:
+        return search
     if r.slo:
         stop += f" slo p{r.slo['percentile']:g}<={r.slo['bound_ms']:g}ms: {r.slo['verdict']}"
     if not r.valid:
-        late = (r.load or {}).get("late_fraction")
-        stop += " INVALID: generator fell behind" + (f" ({100 * late:.1f}% late)" if late else "")
+        why = (r.load or {}).get("invalid_reasons") or ["generator fell behind"]
+        stop += f" INVALID: {why[0]}"
+    other = (r.process or {}).get("other_cpu_cores")
+    if (r.process or {}).get("host_contended"):
+        stop += f" HOST BUSY ({other:.2f} cores used by other processes)"
     if r.status != "passed":
         why = (r.reason or "").strip().splitlines()
         stop = f"{r.status.upper()}: {why[0][:100] if why else stop}"
@@ -78,3 +84,34 @@ def _row(name: str, r: Result) -> dict:
         "rss MB": _fmt(r.process.get("peak_rss_mb")),
         "stop": stop,
     }
+
+
+def _search_row(name: str, r: Result) -> dict | None:
+    """A capacity search's headline is the capacity and its bracket; a ramp's, its knee.
+    One step's percentiles would read as the answer, so they are not shown."""
+    load = r.load or {}
+    if "max_rate" in load or "knee_rate" in load:
+        steps = load.get("steps") or []
+        if "max_rate" in load:
+            b = load.get("bracket") or {}
+            what = (f"capacity {_fmt(load['max_rate'])}/s" if load["max_rate"] is not None
+                    else "capacity: none proven")
+            what += (f" (passed {_fmt(b.get('passed'))}, failed {_fmt(b.get('failed'))}"
+                     f"{' confirmed' if b.get('failure_confirmed') else ''})")
+        else:
+            what = (f"knee {_fmt(load['knee_rate'])}/s" if load["knee_rate"] is not None
+                    else "knee: none found")
+        slo = (r.cell or {}).get("workload", {}).get("slo")
+        if slo:
+            what += " for " + ", ".join(f"{k}<={1e3 * float(v):g}ms" for k, v in slo.items())
+        what += f"; {len(steps)} steps, stop: {load.get('search_stop')}"
+        if r.status != "passed":
+            why = (r.reason or "").strip().splitlines()
+            what = f"{r.status.upper()}: {why[0][:100] if why else what}"
+        rate = load.get("max_rate", load.get("knee_rate"))
+        return {"benchmark": name, "n": r.latency_ms.n, "p50 ms": "", "p99 ms": "",
+                "mean ms": "", "queries/s": _fmt(rate), "samples/s":
+                _fmt(rate * r.batch_size) if rate else "-",
+                "cores": _fmt((r.process or {}).get("cpu_cores_used"), 2),
+                "rss MB": _fmt((r.process or {}).get("peak_rss_mb")), "stop": what}
+    return None

@@ -9,10 +9,8 @@ import threading
 
 import numpy as np
 
-from ..models.signature import InputSignature, TensorSpec
-
-_TO_NP = {"FP32": "float32", "FP16": "float16", "FP64": "float64", "INT64": "int64",
-          "INT32": "int32", "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
+from ..models.signature import InputSignature
+from .inputs import signature_from_metadata
 
 
 def _modules(protocol: str):
@@ -62,13 +60,33 @@ class Endpoint:
         except Exception:  # noqa: BLE001 - not up yet
             return False
 
-    def signature(self) -> InputSignature:
+    def problem(self) -> str | None:
+        """None when the model is ready; else what is wrong, in the server's own words."""
+        try:
+            c = self._client()
+            if not c.is_server_live():
+                return f"server at {self.url} is not live"
+        except Exception as exc:  # noqa: BLE001 - refused, DNS, TLS...
+            return f"cannot reach a KServe v2 server at {self.url} over {self.protocol}: " \
+                   f"{_server_message(exc)}"
+        try:
+            c.get_model_metadata(self.model)
+        except Exception as exc:  # noqa: BLE001 - unknown model and the like
+            return f"server at {self.url}: {_server_message(exc)}"
+        if not c.is_model_ready(self.model):
+            return f"server at {self.url}: model '{self.model}' is not ready"
+        return None
+
+    def inputs_metadata(self) -> list[dict]:
         meta = self._client().get_model_metadata(self.model)
-        inputs = meta["inputs"] if isinstance(meta, dict) else [
-            {"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in meta.inputs]
-        return InputSignature(inputs=tuple(
-            TensorSpec(name=i["name"], shape=tuple(int(d) for d in i["shape"][1:]),
-                       dtype=_TO_NP[i["datatype"]]) for i in inputs))
+        if isinstance(meta, dict):
+            return meta["inputs"]
+        return [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)}
+                for i in meta.inputs]
+
+    def signature(self) -> InputSignature:
+        """Per-sample signature of a model with a dynamic batch axis (launched servers)."""
+        return signature_from_metadata(self.inputs_metadata(), None, 1)
 
     def infer(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
         kw = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
@@ -114,6 +132,12 @@ class Endpoint:
 
     def async_sut(self, arrays: dict[str, np.ndarray]) -> "AsyncClientSUT":
         return AsyncClientSUT(self, arrays)
+
+
+def _server_message(exc: BaseException) -> str:
+    """tritonclient's InferenceServerException carries the server's message in .message()."""
+    message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
+    return " ".join(str(message).split()) or type(exc).__name__
 
 
 def breakdown(before: dict | None, after: dict | None, client_mean_ms: float | None) -> dict | None:

@@ -60,6 +60,9 @@ class LaunchedServer:
         self.cache_dir = str(cache_dir)
         self.ready_timeout = ready_timeout
         self.proc = None
+        self.launch_s = None
+        from .affinity import split
+        self.affinity = split() if cell.serving.pin_cpus else None
         self.tmp = tempfile.TemporaryDirectory(prefix="inferbench-server-")
 
     def __enter__(self) -> Endpoint:
@@ -82,18 +85,32 @@ class LaunchedServer:
             headers = {}
         self.log = Path(self.tmp.name, "server.log")
         with open(self.log, "w") as out:
+            cpus = self.affinity["server"] if self.affinity else None
             self.proc = subprocess.Popen([sys.executable, *argv], stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                         # the server and everything it starts stay on its CPUs
+                                         preexec_fn=(lambda: os.sched_setaffinity(0, cpus))
+                                         if cpus else None,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
         _LIVE.add(self.proc)
-        endpoint = Endpoint(f"127.0.0.1:{port}", "model", serving.protocol, serving.system,
-                            headers, timeout=self.cell.workload.timeout)
+        self._address = (f"127.0.0.1:{port}", serving.protocol, serving.system, headers)
+        endpoint = self.endpoint(self.cell.workload.timeout)
+        t0 = time.monotonic()
         try:
             self._wait_ready(endpoint)
         except BaseException:
             self.__exit__(None, None, None)
             raise
+        self.launch_s = time.monotonic() - t0
         return endpoint
+
+    def endpoint(self, timeout: float) -> Endpoint:
+        """A client of this server with the given per-request timeout (one per cell)."""
+        url, protocol, system, headers = self._address
+        return Endpoint(url, "model", protocol, system, headers, timeout=timeout)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def _wait_ready(self, endpoint: Endpoint) -> None:
         deadline = time.monotonic() + self.ready_timeout

@@ -18,8 +18,15 @@ class HostedModel:
         self.cell = Cell.model_validate(json.loads(open(cell_path).read()))
         cell = self.cell
         self.runner = runner_class(cell.runtime)()
+        threads = cell.threads
+        if threads is None and cell.device == "cpu":
+            # as many intra-op threads as the cores this server was given (see affinity.py)
+            import os
+
+            from ..spec import Threads
+            threads = Threads(intra=len(os.sched_getaffinity(0)))
         self.context = LoadContext(cache=ArtifactCache(cache_dir), seed=cell.settings.seed,
-                                   options=cell.runtime_options, threads=cell.threads)
+                                   options=cell.runtime_options, threads=threads)
         self.runner.load(cell.model, cell.device, cell.precision, self.context)
         self.signature = self.context.signature
         probe = self.signature.generate(1, seed=0)

@@ -2,9 +2,11 @@
 earlier ones have returned, as independent clients would send them.
 
 Latency runs from each query's *scheduled* send time to its completion, so a stalled system
-is charged for every query that waited behind the stall (no coordinated omission). Send lag
-(actual send minus scheduled) is recorded apart; when more than 1% of sends are later than
-`send_lag_bound`, the result is flagged invalid: the generator, not the system, fell behind.
+is charged for every query that waited behind the stall (no coordinated omission). A late send
+therefore makes latency worse, never better. Send lag (actual send minus scheduled) is
+recorded apart, with the share of sends later than `send_lag_bound`; the run is flagged
+invalid, with the reason, when the lag is a material share of the latency it reports (lag p99
+over 10% of latency p99) or the rate sent departs from the schedule (by over 2%).
 
 The system under test is reached through `issue(i)`, which must return at once; it reports
 completion by calling `complete(i)`, or `complete(i, exc)` when the query failed (the
@@ -28,6 +30,21 @@ from .closed_loop import Samples
 from .failures import ErrorLog
 
 _CHECK_EVERY_NS = 250_000_000
+_PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30
+
+
+def _set_timer_slack(ns: int | None) -> int | None:
+    """Linux lets a sleep end up to the thread's timer slack (50 us by default) late; the
+    issuer asks for 1 us. Returns the previous slack, None where this is not available."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        before = libc.prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)
+        if ns is not None and before >= 0:
+            libc.prctl(_PR_SET_TIMERSLACK, ns, 0, 0, 0)
+        return before if before >= 0 else None
+    except (OSError, AttributeError):
+        return None
 # The issuer waits with time.sleep, never by spinning: sleeping releases the GIL, spinning
 # would starve the worker threads that run the queries.
 
@@ -88,9 +105,19 @@ class InProcessSUT:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
+# A run is invalid when the generator, not the system, shaped what it reports: its send lag
+# p99 over this share of the latency p99, or the rate it sent off the schedule by this much.
+MAX_LAG_SHARE = 0.10
+MAX_RATE_DEPARTURE = 0.02
+
+
 def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
                   send_lag_bound_s: float = 0.001, target: float = 99.0,
-                  progress=None) -> Samples:
+                  progress=None, decide=None, min_s: float | None = None) -> Samples:
+    """Send the schedule open loop; stop at its end, at max_duration, when the stopping rule
+    (or `decide(latencies_ns, waiting_ns)`: latencies of answered queries and the time
+    unanswered ones have waited so far; True = stop) says so, or when errors exceed the
+    budget. min_s overrides settings.min_duration as the earliest stop."""
     n = len(schedule_ns)
     clock = time.perf_counter_ns
     sent = np.zeros(n, dtype=np.int64)
@@ -112,7 +139,8 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
     issue = sut.start(complete)
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(0.0002)   # hand the GIL between issuer and workers promptly
-    min_ns = int(settings.min_duration * 1e9)
+    old_slack = _set_timer_slack(1000)
+    min_ns = int((settings.min_duration if min_s is None else min_s) * 1e9)
     max_ns = int(settings.max_duration * 1e9)
     reason = "schedule_end"
     begin = clock() + 2_000_000
@@ -132,20 +160,11 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
             issue(i)
             issued = i + 1
             if sent[i] >= next_check:
-                finished = ok[:issued] & (done[:issued] > 0)
-                lat = (done[:issued] - begin - schedule_ns[:issued])[finished]
-                elapsed = sent[i] - begin
-                if errors.budget_exceeded(len(lat), settings.max_error_rate):
-                    reason = "errors"
+                reason = _check(issued, ok, done, begin, schedule_ns, sent[i], min_ns,
+                                settings, errors, target, progress, decide)
+                if reason:
                     break
-                if (elapsed >= min_ns and len(lat) >= settings.min_queries
-                        and relative_half_width(lat, target, settings.confidence)
-                        <= settings.ci_width):
-                    reason = "ci_converged"
-                    break
-                if progress is not None and len(lat):
-                    k = rank(len(lat), 99) - 1
-                    progress(elapsed / 1e9, len(lat), float(np.partition(lat, k)[k]) / 1e6)
+                reason = "schedule_end"
                 # time spent here shows up as send lag of the next queries: kept short
                 next_check = clock() + _CHECK_EVERY_NS
         issue_end = clock()
@@ -154,39 +173,84 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
             sleep(0.001)
     finally:
         sys.setswitchinterval(old_switch)
+        if old_slack is not None:
+            _set_timer_slack(old_slack)
         sut.stop()
     end = clock()
     done, ok = done.copy(), ok.copy()   # a straggler completing now must not change the result
-    sched = schedule_ns[:issued] + begin
-    finished = done[:issued] > 0
-    good = finished & ok[:issued]
-    lat_end = done[:issued][good]
-    lag = sent[:issued] - sched
+    return _samples(schedule_ns[:issued] + begin, sent[:issued], done[:issued], ok[:issued],
+                    begin, end, reason, target, errors, send_lag_bound_s, settings.confidence)
+
+
+def _check(issued, ok, done, begin, schedule_ns, now, min_ns, settings, errors, target,
+           progress, decide) -> str | None:
+    """The stopping rule, between two sends; returns why to stop, or None."""
+    answered = done[:issued] > 0
+    finished = ok[:issued] & answered
+    lat = (done[:issued] - begin - schedule_ns[:issued])[finished]
+    elapsed = now - begin
+    if errors.budget_exceeded(len(lat), settings.max_error_rate):
+        return "errors"
+    if elapsed >= min_ns:
+        if decide is not None:
+            waiting = (now - begin - schedule_ns[:issued])[~answered]
+            if decide(lat, waiting):
+                return "verdict"
+        elif (len(lat) >= settings.min_queries
+              and relative_half_width(lat, target, settings.confidence) <= settings.ci_width):
+            return "ci_converged"
+    if progress is not None and len(lat):
+        k = rank(len(lat), 99) - 1
+        progress(elapsed / 1e9, len(lat), float(np.partition(lat, k)[k]) / 1e6)
+    return None
+
+
+def _samples(sched, sent, done, ok, begin, end, reason, target, errors,
+             send_lag_bound_s, confidence) -> Samples:
+    issued = len(sched)
+    finished = done > 0
+    good = finished & ok
+    lag = sent - sched
     late = int(np.count_nonzero(lag > send_lag_bound_s * 1e9))
-    unanswered = int(issued - np.count_nonzero(finished))
-    errors.timeout(unanswered)
-    samples = Samples(starts_ns=sched[good], ends_ns=lat_end,
-                      busy_ns=max(int(done[:issued][finished].max() - begin), 1)
+    errors.timeout(int(issued - np.count_nonzero(finished)))
+    lat = done[good] - sched[good]
+    samples = Samples(starts_ns=sched[good], ends_ns=done[good],
+                      busy_ns=max(int(done[finished].max() - begin), 1)
                       if finished.any() else 1,
                       wall_ns=end - begin, stop_reason=reason, target_percentile=target,
-                      ci_half_width_rel=float("inf"), warmup_queries=0, warmup_s=0.0,
-                      errors=errors)
+                      ci_half_width_rel=relative_half_width(lat, target, confidence) if len(lat)
+                      else float("inf"), warmup_queries=0, warmup_s=0.0, errors=errors)
+    # nominal rate vs the rate this (random) schedule asked for vs the rate actually sent
+    scheduled_rate = ((issued - 1) / ((sched[-1] - sched[0]) / 1e9)
+                      if issued > 1 and sched[-1] > sched[0] else None)
+    achieved_rate = ((issued - 1) / ((sent[-1] - sent[0]) / 1e9)
+                     if issued > 1 and sent[-1] > sent[0] else None)
+    lag_p99 = float(np.percentile(lag, 99)) / 1e6 if issued else None
+    lat_p99 = float(np.percentile(lat, 99)) / 1e6 if len(lat) else None
+    problems = []
+    if lag_p99 is not None and lat_p99 and lag_p99 > MAX_LAG_SHARE * lat_p99:
+        problems.append(f"send lag p99 {lag_p99:.3g} ms is {100 * lag_p99 / lat_p99:.0f}% of "
+                        f"latency p99 {lat_p99:.3g} ms (limit {100 * MAX_LAG_SHARE:g}%)")
+    if scheduled_rate and achieved_rate and \
+            abs(achieved_rate / scheduled_rate - 1) > MAX_RATE_DEPARTURE:
+        problems.append(f"sent {achieved_rate:,.1f}/s against a schedule of "
+                        f"{scheduled_rate:,.1f}/s (limit ±{100 * MAX_RATE_DEPARTURE:g}%)")
+    if not issued:
+        problems.append("no query was sent")
     samples.extra = {
         "issued": issued,
         "completed": int(np.count_nonzero(good)),      # answered successfully
         "errors": errors.errors,
         "timeouts": errors.timeouts,
-        # nominal rate vs the rate this (random) schedule asked for vs the rate actually sent
-        "scheduled_rate": (issued - 1) / ((sched[-1] - sched[0]) / 1e9)
-        if issued > 1 and sched[-1] > sched[0] else None,
-        "achieved_rate": (issued - 1) / ((sent[issued - 1] - sent[0]) / 1e9)
-        if issued > 1 and sent[issued - 1] > sent[0] else None,
+        "scheduled_rate": scheduled_rate,
+        "achieved_rate": achieved_rate,
         "send_lag_ms": {"p50": float(np.percentile(lag, 50)) / 1e6 if issued else None,
-                        "p99": float(np.percentile(lag, 99)) / 1e6 if issued else None,
+                        "p99": lag_p99,
                         "max": float(lag.max()) / 1e6 if issued else None},
         "late_sends": late,
         "late_fraction": late / issued if issued else 0.0,
         "send_lag_bound_ms": send_lag_bound_s * 1e3,
-        "valid": (late / issued <= 0.01) if issued else False,
+        "valid": not problems,
+        "invalid_reasons": problems,
     }
     return samples

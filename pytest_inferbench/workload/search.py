@@ -1,93 +1,244 @@
 """Rate searches built from open-loop server runs: `ramp` (InferBench's progressive mode) and
-`capacity` (the highest rate that meets the SLO). Each step is a full server run, long enough
-for LoadGen's early-stopping rule to prove the SLO at that rate (between min_duration and
-max_duration), judged by that rule; an undetermined step counts as not meeting the SLO (it
-could not be proven)."""
+`capacity` (the highest rate that meets the SLO).
+
+Each step is an open-loop run at one rate that lasts until LoadGen's early-stopping rule
+decides the SLO (proven met, or proven missed), at least `step_min_duration` (so a backlog
+has time to show) and at most `step_max_duration`. Queries still unanswered count as over the
+bound once they have waited longer than it. A step still undecided at its limit is run once
+more and judged on both runs together; only then is it "undetermined", which ends a search
+without counting as a failure of the system. The capacity search doubles the rate until a
+step fails, runs that failing rate again to confirm it (one unlucky step on a shared host must
+not end the search), then bisects between the last rate proven to pass and the first proven
+to fail, to within 5%. Its result is that bracket.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import binom
 
 from ..measure.early_stopping import min_passing_queries, verdict
 from . import arrivals
 from .open_loop import run_open_loop
 
 MAX_STEPS = 24
+SATURATED = 0.95                # ramp: a step whose completions fall below 95% of what was sent
+BISECT_TO = 0.05                # stop bisecting when (fail - pass) / pass is within 5%
+CONFIDENCE = 0.99               # LoadGen's early-stopping confidence
 
 
-def _step_seconds(settings, workload, rate) -> float:
-    """Long enough for a verdict with no query over the bound (plus 30% for Poisson
-    variation), within min_duration and max_duration."""
+def queries_for_verdict(percentile: float) -> int:
+    """Queries a pass verdict needs with none over the bound (459 for p99 at 99%)."""
+    return min_passing_queries(0, percentile / 100.0, CONFIDENCE)
+
+
+def step_limits(workload, rate: float) -> tuple[float, float]:
+    """(min, max) seconds of a step at `rate`. The default maximum gives room for a verdict
+    with a few queries over the bound: twice the time the no-overlatency verdict needs."""
+    lo = workload.step_min_duration
+    if workload.step_max_duration is not None:
+        return lo, max(lo, workload.step_max_duration)
     slo = workload.slo_target()
-    need = min_passing_queries(0, slo[0] / 100) * 1.3 if slo else settings.min_queries
-    return min(max(settings.min_duration, need / rate), settings.max_duration)
+    need = queries_for_verdict(slo[0]) if slo else 100
+    return lo, max(lo, 2.0 * need / rate + 1.0)
 
 
-def _step(make_sut, settings, workload, rate, target):
-    seconds = _step_seconds(settings, workload, rate)
-    step_settings = settings.model_copy(update={"min_duration": seconds, "max_duration": seconds})
-    sched = arrivals.schedule(workload.arrival, rate, seconds, seed=settings.seed,
+def plan_problem(settings, workload) -> str | None:
+    """Why the limits cannot produce a verdict at the starting rate, or None (checked when
+    the spec is loaded, so that a search never runs for nothing)."""
+    slo = workload.slo_target()
+    if slo is None:
+        return None
+    rate = workload.rate or DEFAULT_START
+    need = queries_for_verdict(slo[0])
+    _, hi = step_limits(workload, rate)
+    if rate * hi < need:
+        return (f"at the starting rate {rate:g}/s a step of at most {hi:g}s sends about "
+                f"{rate * hi:.0f} queries, and a p{slo[0]:g} verdict needs at least {need}: "
+                f"raise step_max_duration to {need / rate * 1.5:.3g}s or start at a rate "
+                f"of at least {need / hi * 1.5:.3g}/s")
+    if settings.max_duration < need / rate:
+        return (f"max_duration {settings.max_duration:g}s bounds the whole search, and its "
+                f"first step at {rate:g}/s needs at least {need / rate:.3g}s for a "
+                f"p{slo[0]:g} verdict ({need} queries): raise max_duration (e.g. "
+                f"{max(60, need / rate * 10):.0f}s) or the starting rate")
+    return None
+
+
+DEFAULT_START = 10.0
+
+
+def _decider(workload):
+    """Stop a step once the SLO verdict is proven either way."""
+    slo = workload.slo_target()
+    if slo is None:
+        return None
+    p, bound_ns = slo[0] / 100.0, int(slo[1] * 1e9)
+
+    def decide(lat_ns, waiting_ns) -> bool:
+        over = int(np.count_nonzero(lat_ns > bound_ns)) + int(np.count_nonzero(waiting_ns
+                                                                             > bound_ns))
+        within = len(lat_ns) - int(np.count_nonzero(lat_ns > bound_ns))
+        return _proven(within, over, p) is not None
+    return decide
+
+
+def _proven(within: int, over: int, p: float) -> str | None:
+    """'pass' when early stopping proves the percentile within the bound, 'fail' when the
+    number over it is implausible for a system that meets it (binomial tail < 1%)."""
+    if within >= min_passing_queries(over, p, CONFIDENCE):
+        return "pass"
+    n = within + over
+    if over and binom.sf(over - 1, n, 1.0 - p) < 1.0 - CONFIDENCE:
+        return "fail"
+    return None
+
+
+def _run(make_sut, settings, workload, rate, target, seconds, min_s, seed):
+    sched = arrivals.schedule(workload.arrival, rate, seconds, seed=seed,
                               burstiness=workload.burstiness, on_s=workload.on,
                               off_s=workload.off)
-    samples = run_open_loop(make_sut(), sched, step_settings, workload.timeout,
-                            workload.send_lag_bound, target)
-    lat = samples.latencies_ns
-    row = {"rate": rate, "achieved_rate": samples.extra["achieved_rate"],
-           "seconds": seconds, "completed_per_s": len(lat) / seconds,
-           "p99_ms": float(np.percentile(lat, 99)) / 1e6 if len(lat) else None,
-           "valid": samples.extra["valid"], "errors": samples.extra["errors"],
-           "timeouts": samples.extra["timeouts"]}
+    step_settings = settings.model_copy(update={"max_duration": seconds})
+    return run_open_loop(make_sut(), sched, step_settings, workload.timeout,
+                         workload.send_lag_bound, target, decide=_decider(workload),
+                         min_s=min_s)
+
+
+def _step(make_sut, settings, workload, rate, target, seed_offset=0):
+    """One rate: run until decided; an undecided run is extended once (judged together)."""
+    lo, hi = step_limits(workload, rate)
+    seed = settings.seed + seed_offset
+    runs = [_run(make_sut, settings, workload, rate, target, hi, lo, seed)]
     slo = workload.slo_target()
+    lat = runs[0].latencies_ns
+    timeouts = runs[0].extra["timeouts"]
     if slo is not None:
-        v = verdict(lat, int(slo[1] * 1e9), slo[0])
-        row["verdict"] = v["verdict"]
-        row["ok"] = v["verdict"] == "pass" and samples.extra["valid"] and not row["timeouts"]
+        state = _judge(lat, timeouts, slo)
+        if state == "undetermined":
+            runs.append(_run(make_sut, settings, workload, rate, target, hi, lo, seed + 1000))
+            lat = np.concatenate([lat, runs[1].latencies_ns])
+            timeouts += runs[1].extra["timeouts"]
+            state = _judge(lat, timeouts, slo)
+    extra = [r.extra for r in runs]
+    seconds = sum(r.wall_ns for r in runs) / 1e9
+    row = {"rate": rate, "runs": len(runs),
+           "achieved_rate": extra[-1]["achieved_rate"], "seconds": round(seconds, 3),
+           "completed": int(len(lat)), "completed_per_s": len(lat) / seconds if seconds else 0,
+           "p99_ms": float(np.percentile(lat, 99)) / 1e6 if len(lat) else None,
+           "valid": all(e["valid"] for e in extra),
+           "invalid_reasons": [m for e in extra for m in e["invalid_reasons"]],
+           "send_lag_p99_ms": max((e["send_lag_ms"]["p99"] or 0) for e in extra),
+           "errors": sum(e["errors"] for e in extra), "timeouts": timeouts}
+    if slo is not None:
+        row["verdict"] = state
+    elif row["errors"] or row["timeouts"]:
+        row["verdict"] = "fail"
     else:
-        row["ok"] = samples.extra["valid"] and not row["timeouts"]
-    return samples, row
+        row["verdict"] = "pass"
+    if row["verdict"] == "pass" and row["errors"]:
+        row["verdict"] = "fail"
+    # Latency is charged from the scheduled send, so a lagging generator can only make a step
+    # look worse: a pass stands; a fail may be the generator's, and the row says so.
+    row["generator_limited"] = row["verdict"] == "fail" and not row["valid"]
+    return runs[-1], row
+
+
+def _judge(lat_ns, timeouts, slo) -> str:
+    v = verdict(lat_ns, int(slo[1] * 1e9), slo[0], CONFIDENCE)
+    within = v["queries"] - v["overlatency"]
+    return _proven(within, v["overlatency"] + timeouts, slo[0] / 100.0) or "undetermined"
+
+
+def _budget_left(steps, settings) -> bool:
+    return sum(s["seconds"] for s in steps) < settings.max_duration
 
 
 def run_capacity(make_sut, settings, workload, target):
-    """Exponential search up from `rate`, then bisection to within 5%."""
-    rate = workload.rate or 10.0
-    steps, best, best_samples, fail = [], None, None, None
-    while len(steps) < MAX_STEPS:
+    """Double from `rate` until a step fails (confirmed by a second run), then bisect."""
+    rate = workload.rate or DEFAULT_START
+    steps, passed, failed, best, why = [], None, None, None, None
+    confirmed_fail = False
+    while len(steps) < MAX_STEPS and _budget_left(steps, settings):
         samples, row = _step(make_sut, settings, workload, rate, target)
         steps.append(row)
-        if not row["ok"]:
-            fail = rate
+        if row["verdict"] == "fail":
+            _, again = _step(make_sut, settings, workload, rate, target, seed_offset=1)
+            again["confirming"] = rate
+            steps.append(again)
+            if again["verdict"] == "fail":
+                failed, confirmed_fail = rate, True
+                break
+            row = again         # a noisy first run: the rate stands or is undetermined
+        if row["verdict"] != "pass":
+            why = f"undetermined at {rate:g}/s"
             break
-        best, best_samples = rate, samples
-        rate *= 2
-    lo, hi = best, fail
-    while lo is not None and hi is not None and (hi - lo) / lo > 0.05 and len(steps) < MAX_STEPS:
-        mid = (lo + hi) / 2
+        passed, best = rate, samples
+        if workload.max_rate is not None and rate >= workload.max_rate:
+            why = f"max_rate {workload.max_rate:g}/s passed"
+            break
+        rate = rate * 2 if workload.max_rate is None else min(rate * 2, workload.max_rate)
+    while (passed is not None and failed is not None and (failed - passed) / passed > BISECT_TO
+           and len(steps) < MAX_STEPS and _budget_left(steps, settings)):
+        mid = (passed + failed) / 2
         samples, row = _step(make_sut, settings, workload, mid, target)
         steps.append(row)
-        if row["ok"]:
-            lo, best, best_samples = mid, mid, samples
+        if row["verdict"] == "pass":
+            passed, best = mid, samples
+        elif row["verdict"] == "fail":
+            failed = mid
         else:
-            hi = mid
-    if best_samples is None:        # even the first rate failed: report that step
-        best_samples = samples
-    best_samples.extra.update(steps=steps, max_rate=best, stop_reason="capacity_found"
-                              if best is not None else "first_rate_failed")
-    best_samples.stop_reason = "capacity_search"
-    return best_samples
+            why = f"undetermined at {mid:g}/s"
+            break
+    if why is None:
+        if passed is not None and failed is not None and (failed - passed) / passed <= BISECT_TO:
+            why = "bracketed"
+        elif len(steps) >= MAX_STEPS:
+            why = f"{MAX_STEPS} steps"
+        elif not _budget_left(steps, settings):
+            why = f"max_duration {settings.max_duration:g}s"
+        elif passed is None:
+            why = f"first rate {workload.rate or DEFAULT_START:g}/s failed"
+    if failed is not None and any(st["generator_limited"] for st in steps
+                                  if st["rate"] == failed):
+        why += (f"; at {failed:g}/s the generator's send lag was a material share of latency: "
+                f"that failure may be the generator's, not the system's")
+    if best is None:
+        best = samples
+    best.extra.update(steps=steps, max_rate=passed,
+                      bracket={"passed": passed, "failed": failed,
+                               "failure_confirmed": confirmed_fail},
+                      search_stop=why)
+    best.stop_reason = "capacity_search"
+    if passed is None:
+        best.extra["search_failure"] = (
+            f"the capacity search proved no rate ({why}); steps: "
+            + ", ".join(f"{s['rate']:g}/s {s['verdict']}" for s in steps))
+    return best
 
 
 def run_ramp(make_sut, settings, workload, target):
-    """Raise the rate by `step` until the SLO fails or throughput stops growing (< 5%)."""
+    """Raise the rate by `step` until the SLO fails, the system stops keeping up with the
+    offered load (completions under 95% of the rate sent) or throughput stops growing (< 5%).
+    The knee is the last rate before that."""
     rate = workload.rate
     steps, knee, knee_samples, last_tp, why = [], None, None, None, "max_rate"
     while len(steps) < MAX_STEPS and (workload.max_rate is None or rate <= workload.max_rate):
+        if not _budget_left(steps, settings):
+            why = f"max_duration {settings.max_duration:g}s"
+            break
         samples, row = _step(make_sut, settings, workload, rate, target)
         steps.append(row)
-        if not row["ok"]:
-            why = ("slo_not_met" if row.get("verdict") not in (None, "pass")
-                   else "invalid_or_timeouts")
+        if row["verdict"] == "fail":
+            why = "slo_not_met" if workload.slo else "errors_or_timeouts"
+            break
+        if row["verdict"] != "pass":
+            why = f"undetermined at {rate:g}/s"
             break
         tp = row["completed_per_s"]
+        offered = row["achieved_rate"] or rate
+        if tp < SATURATED * offered:
+            why = "saturated"       # completions no longer follow the offered load
+            break
         if last_tp is not None and tp < last_tp * 1.05:
             why = "throughput_flat"
             break
@@ -95,6 +246,10 @@ def run_ramp(make_sut, settings, workload, target):
         rate += workload.step
     if knee_samples is None:
         knee_samples = samples
-    knee_samples.extra.update(steps=steps, knee_rate=knee, stop_reason=why)
+    knee_samples.extra.update(steps=steps, knee_rate=knee, search_stop=why)
     knee_samples.stop_reason = "ramp"
+    if knee is None:
+        knee_samples.extra["search_failure"] = (
+            f"the ramp found no good rate ({why}); steps: "
+            + ", ".join(f"{s['rate']:g}/s {s['verdict']}" for s in steps))
     return knee_samples

@@ -1,0 +1,102 @@
+"""Rate searches against a system of known capacity: k instances, a fixed service time."""
+
+import statistics
+import threading
+import time
+
+import pytest
+
+from pytest_inferbench.errors import SpecError
+from pytest_inferbench.measure.engine import measure_callable
+from pytest_inferbench.spec import Settings, Workload, load_spec
+from pytest_inferbench.workload.queueing import capacity_for_slo, sojourn_percentile
+
+K, SERVICE = 4, 0.010          # 4 instances of 10 ms: at most 400 queries/s
+
+
+def service_time() -> float:
+    """What time.sleep(SERVICE) really takes on this host (it oversleeps a little)."""
+    samples = []
+    for _ in range(30):
+        t = time.perf_counter()
+        time.sleep(SERVICE)
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def search(fn, scenario, **workload):
+    settings = Settings(warmup=0, max_duration=120, min_queries=50)
+    return measure_callable(fn, settings, Workload(scenario=scenario, **workload),
+                            instances=K)
+
+
+def test_queueing_reference():
+    # M/D/1 at half load: a query finds the server idle with probability 1 - rho = 0.5, so
+    # the time in system is exactly the service time below the median, and more above it
+    assert sojourn_percentile(50.0, 1, 0.01, 45) == pytest.approx(0.01, rel=1e-9)
+    assert sojourn_percentile(50.0, 1, 0.01, 60) > 0.0105
+    assert capacity_for_slo(4, 0.010, 0.050) < 400 < 4 / 0.009
+    assert capacity_for_slo(1, 0.010, 0.005) == 0.0
+
+
+def test_capacity_within_10_percent_of_theory_despite_one_bad_step():
+    """A stall of the whole system once, in the second step, fails that step; the search
+    confirms the failure before believing it, finds the rate stands, and goes on."""
+    s = service_time()
+    truth = capacity_for_slo(K, s, 0.050, 99)
+    state = {"calls": 0, "stall_until": 0.0}
+    lock = threading.Lock()
+
+    def system():
+        with lock:
+            state["calls"] += 1
+            if state["calls"] == 700:          # inside the 200/s step (the first has ~460)
+                state["stall_until"] = time.perf_counter() + 0.4
+            stall = state["stall_until"] - time.perf_counter()
+        time.sleep(SERVICE + max(0.0, stall))
+    r = search(system, "capacity", rate=100, slo={"p99": "50ms"})
+    steps = r.load["steps"]
+    assert r.status == "passed", r.reason
+    first_200 = next(i for i, st in enumerate(steps) if st["rate"] == 200)
+    assert steps[first_200]["verdict"] == "fail"                    # the stall
+    assert steps[first_200 + 1]["confirming"] == 200
+    assert steps[first_200 + 1]["verdict"] == "pass"                # not believed
+    found = r.load["max_rate"]
+    assert found == pytest.approx(truth, rel=0.10), (found, truth, steps)
+    b = r.load["bracket"]
+    assert b["passed"] == found and b["failed"] > found and b["failure_confirmed"]
+    assert (b["failed"] - b["passed"]) / b["passed"] <= 0.05
+
+
+def test_ramp_knee_is_the_throughput_limit():
+    r = search(lambda: time.sleep(SERVICE), "ramp", rate=100, step=100, max_rate=800)
+    limit = K / service_time()
+    assert r.load["knee_rate"] == pytest.approx(limit, rel=0.15), r.load["steps"]
+    assert r.load["search_stop"] in ("saturated", "throughput_flat")
+
+
+def test_a_search_that_proves_nothing_fails_the_cell():
+    r = search(lambda: time.sleep(SERVICE), "capacity", rate=100, slo={"p99": "5ms"})
+    assert r.load["max_rate"] is None
+    assert r.status == "failed" and "proved no rate" in r.reason
+    assert "first rate 100/s failed" in r.reason
+
+
+def test_limits_that_cannot_give_a_verdict_are_refused_up_front(write):
+    f = write("bench_c.yaml", """
+        name: c
+        benchmarks:
+          - model: mlp-tiny
+            workload: {scenario: capacity, rate: 100, slo: {p99: 5ms}, step_max_duration: 2s}
+        """)
+    with pytest.raises(SpecError, match=r"bench_c.yaml:4: .*a p99 verdict needs at least 459"):
+        load_spec(f)
+    f = write("bench_d.yaml", """
+        name: d
+        defaults: {min_duration: 1s, max_duration: 3s}
+        benchmarks:
+          - model: mlp-tiny
+            workload: {scenario: capacity, rate: 100, slo: {p99: 5ms}}
+        """)
+    with pytest.raises(SpecError, match=r"max_duration 3s bounds the whole search"):
+        load_spec(f)
