@@ -1,0 +1,609 @@
+"""The HTML trade-off report: one self-contained file from run files.
+
+    render_report([".inferbench/runs/a.json", "b.json"], "reports/nightly.html",
+                  title="Nightly", cost={"per_hour": {"cpu": 0.40}})
+
+The page is rendered from Jinja2 templates with autoescape on, embeds plotly.js once, and fetches
+nothing (a Content-Security-Policy in the page forbids every network request). Sections:
+summary (what ran, where, problems first, best configuration under the SLO), per model the
+trade-off charts, a roofline, a sortable and filterable table of every cell, skipped and failed
+cells with their reasons, provenance per run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from ..analysis.cost import with_cost
+from ..analysis.frame import Run, frame_from_runs, ok_rows, read_runs
+from ..analysis.pareto import pareto_frontier
+from ..analysis.roofline import roofline
+from ..analysis.scaling import batch_scaling
+from ..analysis.slo import best_under_slo
+from . import charts
+from .charts import fmt
+
+MAX_CHANGES_LISTED = 8            # slower cells listed under Problems; the rest in the table
+DEFAULT_SLO = (99.0, 50.0)          # p99 <= 50 ms when neither the caller nor the cells say
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class ReportError(ValueError):
+    """Nothing to render, or a setting the report cannot use."""
+
+
+def render_report(sources, out_path: str | Path | None = None, title: str | None = None,
+                  cost: Mapping | None = None, slo=None, peak_flops: Mapping | None = None,
+                  peak_bandwidth: Mapping | None = None) -> Path:
+    """Render run files (paths, directories, run documents) or frames from `load_results` into
+    one HTML file; returns its path (default `reports/<first run's name>.html`).
+
+    cost: `{"per_hour": {"cpu": 0.40, "cuda": 2.50}, "currency": "$"}` (or just the per_hour
+    mapping): prices per device-hour, keyed by host label, device or device type.
+    slo: `(percentile, bound_ms)`, `{"p99": "50ms"}` or `"p99<=50ms"`: the SLO the best
+    configuration is chosen under (default: the cells' own SLO when they share one, else
+    p99 <= 50 ms).
+    peak_flops / peak_bandwidth: per device (FLOP/s, bytes/s) for the roofline."""
+    df, runs = _frame(sources)
+    if not runs:
+        raise ReportError("no runs to report")
+    name = runs[0].get("name") or "session"
+    out = Path(out_path) if out_path else Path("reports", f"{_safe(name)}.html")
+    html_text = build_html(df, runs, title=title or f"Inference benchmark report: {name}",
+                           cost=cost, slo=slo, peak_flops=peak_flops,
+                           peak_bandwidth=peak_bandwidth)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(html_text, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"
+
+
+def _frame(sources) -> tuple[pd.DataFrame, list[dict]]:
+    if isinstance(sources, pd.DataFrame):
+        sources = [sources]
+    if isinstance(sources, (list, tuple)) and sources and all(
+            isinstance(s, pd.DataFrame) for s in sources):
+        frames, runs = [], []
+        for f in sources:
+            meta = list(f.attrs.get("runs") or [])
+            offset = len(runs)
+            f = f.copy()
+            if "run_index" in f:
+                f["run_index"] = f["run_index"] + offset
+            frames.append(f)
+            runs.extend(meta or [{"label": label, "run_id": label, "name": "session",
+                                  "provenance": {}} for label in f["run"].unique()])
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        df.attrs = {}
+        return df, runs
+    parsed: list[Run] = read_runs(sources)
+    df = frame_from_runs(parsed)
+    runs = list(df.attrs["runs"])
+    df.attrs = {}           # pandas deep-copies attrs on every operation: keep them apart
+    return df, runs
+
+
+# ----------------------------------------------------------------------------- settings
+
+def parse_slo(slo, df: pd.DataFrame | None = None) -> tuple[float, float, str]:
+    """(percentile, bound in ms, where it came from)."""
+    from ..units import parse_duration
+    if slo is None:
+        if df is not None and len(df) and df["slo_bound_ms"].notna().any():
+            pairs = df[["slo_percentile", "slo_bound_ms"]].dropna().drop_duplicates()
+            if len(pairs) == 1:
+                p, b = pairs.iloc[0]
+                return float(p), float(b), "the cells' own SLO"
+        return (*DEFAULT_SLO, "default (set report.slo in the job file)")
+    if isinstance(slo, str):
+        m = re.match(r"^\s*p(\d+(?:\.\d+)?)\s*(?:<=|=|:)\s*(\S+)\s*$", slo)
+        if not m:
+            raise ReportError(f"SLO {slo!r}: expected e.g. p99<=50ms")
+        return float(m.group(1)), parse_duration(m.group(2)) * 1e3, "given"
+    if isinstance(slo, Mapping):
+        if len(slo) != 1:
+            raise ReportError("give one SLO bound, e.g. {p99: 50ms}")
+        ((key, bound),) = slo.items()
+        if not str(key).startswith("p"):
+            raise ReportError(f"SLO key {key!r}: expected a percentile such as p99")
+        return float(str(key)[1:]), parse_duration(bound) * 1e3, "given"
+    p, bound_ms = slo
+    return float(p), float(bound_ms), "given"
+
+
+def _cost_settings(cost) -> tuple[dict, str]:
+    if not cost:
+        return {}, "$"
+    if hasattr(cost, "model_dump"):
+        cost = cost.model_dump()
+    if "per_hour" in cost:
+        return dict(cost.get("per_hour") or {}), str(cost.get("currency") or "$")
+    return dict(cost), "$"
+
+
+# ----------------------------------------------------------------------------- building
+
+def build_html(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo=None,
+               peak_flops=None, peak_bandwidth=None) -> str:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    context = build_context(df, runs, title, cost, slo, peak_flops, peak_bandwidth)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.policies["json.dumps_kwargs"] = {"sort_keys": False, "allow_nan": False}
+    env.filters["fmt"] = fmt
+    env.filters["pct"] = _pct
+    env.filters["sortkey"] = _sort_key
+    return env.get_template("report.html.j2").render(**context, plotly_js=_plotly_js())
+
+
+def _plotly_js():
+    from markupsafe import Markup
+    from plotly.offline import get_plotlyjs
+    js = get_plotlyjs()
+    # inside a <script> element, "</script" would end it; the bundle has none, but be sure
+    return Markup(js.replace("</script", "<\\/script"))
+
+
+def _pct(x, digits=1) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    return f"{100 * x:.{digits}f}%" if math.isfinite(x) else "-"
+
+
+def _sort_key(x) -> str:
+    """A data-sort attribute: numbers as numbers, missing as empty (sorted last)."""
+    if x is None:
+        return ""
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return repr(float(x)) if math.isfinite(x) else ""
+    return str(x)
+
+
+def _nan_none(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo=None,
+                  peak_flops=None, peak_bandwidth=None) -> dict:
+    per_hour, currency = _cost_settings(cost)
+    df = with_cost(df, per_hour)
+    several = len(runs) > 1
+    tags = {r["label"]: f"R{i + 1}" for i, r in enumerate(runs)}
+    df["run_tag"] = df["run"].map(tags).fillna("R?")
+    run_index = {r["label"]: i for i, r in enumerate(runs)}
+    percentile, bound_ms, slo_source = parse_slo(slo, df)
+    slo_text = f"p{percentile:g} ≤ {bound_ms:g} ms"
+
+    figures: list[dict] = []
+
+    def add(figure: dict, caption: str = "", wide: bool = False) -> str:
+        fid = f"chart-{len(figures) + 1}"
+        figures.append({"id": fid, "figure": figure, "caption": caption, "wide": wide})
+        return fid
+
+    measured = ok_rows(df, only_valid=False)
+    best = best_under_slo(df, bound_ms, percentile)
+    models = []
+    for model in df["model"].drop_duplicates():
+        models.append(_model_section(df, measured, model, several, run_index, per_hour,
+                                     currency, add, best))
+    rooflines, roofline_note = _roofline_section(measured, peak_flops, peak_bandwidth, add)
+    figure_map = {f["id"]: f for f in figures}
+    return {
+        "title": title,
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "version": _version(),
+        "runs": [_run_context(r, df, tags) for r in runs],
+        "several_runs": several,
+        "summary": _summary(df, runs),
+        "problems": _problems(df, several),
+        "changes": _changes(df) if several else [],
+        "slo_text": slo_text, "slo_source": slo_source,
+        "best": [_best_row(r, several, percentile) for _, r in best.iterrows()],
+        "glance": _glance(measured, several),
+        "models": models,
+        "figures": figure_map,
+        "figures_json": {f["id"]: f["figure"] for f in figures},
+        "rooflines": rooflines, "roofline_note": roofline_note,
+        "cost_given": bool(per_hour), "currency": currency,
+        "table": _table(df, several),
+        "not_run": _not_run(df, several),
+    }
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__
+
+
+def _run_context(run: dict, df: pd.DataFrame, tags: dict) -> dict:
+    prov = run.get("provenance") or {}
+    rows = df[df["run"] == run["label"]]
+    gpu = prov.get("gpu") if isinstance(prov.get("gpu"), Mapping) else {}
+    gpus = gpu.get("gpus") if isinstance(gpu.get("gpus"), list) else []
+    gpu_text = ", ".join(str(g.get("name", g)) if isinstance(g, Mapping) else str(g)
+                         for g in gpus) or ("none" if gpu else "-")
+    if gpu.get("driver"):
+        gpu_text += f" (driver {gpu['driver']})"
+    git = prov.get("git") if isinstance(prov.get("git"), Mapping) else None
+    commit = "-"
+    if git and git.get("commit"):
+        commit = str(git["commit"])[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+    versions = prov.get("versions") if isinstance(prov.get("versions"), Mapping) else {}
+    argv = prov.get("argv")
+    return {
+        "label": run["label"], "tag": tags.get(run["label"], "R?"),
+        "name": run.get("name"), "path": run.get("path") or "-",
+        "partial": bool(run.get("partial")),
+        "host": prov.get("host") or "-", "platform": prov.get("platform") or "-",
+        "cpu": f"{prov.get('cpu_model') or '-'} ({prov.get('cpu_count_physical') or '?'} cores, "
+               f"{prov.get('cpu_count_logical') or '?'} threads)",
+        "memory": f"{prov['memory_gb']} GiB" if prov.get("memory_gb") else "-",
+        "python": prov.get("python") or "-", "gpu": gpu_text,
+        "cuda_visible_devices": gpu.get("cuda_visible_devices"),
+        "commit": commit, "versions": sorted((str(k), str(v)) for k, v in versions.items()),
+        "argv": " ".join(str(a) for a in argv) if isinstance(argv, list) else (argv or "-"),
+        "start": prov.get("start_time") or "-", "end": prov.get("end_time") or "-",
+        "counts": {s: int((rows["status"] == s).sum()) for s in ("passed", "failed", "skipped")},
+        "cells": len(rows),
+    }
+
+
+def _summary(df: pd.DataFrame, runs: list[dict]) -> dict:
+    def uniq(col):
+        return [str(x) for x in df[col].dropna().drop_duplicates()] if col in df else []
+    verdicts = df["slo_verdict"].dropna().value_counts().to_dict()
+    return {
+        "cells": len(df),
+        "passed": int((df["status"] == "passed").sum()),
+        "failed": int((df["status"] == "failed").sum()),
+        "skipped": int((df["status"] == "skipped").sum()),
+        "invalid": int(((df["status"] == "passed") & ~df["valid"].astype(bool)).sum()),
+        "models": uniq("model"), "runtimes": uniq("runtime_label"), "devices": uniq("device"),
+        "precisions": uniq("precision"), "workloads": uniq("workload"),
+        "serving": uniq("serving_label"),
+        "batch_sizes": [str(b) for b in sorted(df["batch_size"].dropna().unique())],
+        "hosts": uniq("host"),
+        "slo_verdicts": {k: int(verdicts.get(k, 0)) for k in ("pass", "fail", "undetermined")
+                         if verdicts.get(k)},
+    }
+
+
+def _first_line(text, limit=220) -> str:
+    lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
+    line = lines[0] if lines else ""
+    # pytest's failure text often starts with a location line; prefer the message
+    for ln in lines:
+        if ": " in ln and not ln.startswith(("/", "File ")):
+            line = ln
+            break
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def _problems(df: pd.DataFrame, several: bool) -> list[dict]:
+    out = []
+
+    def who(r):
+        return (f"{r['run_tag']} " if several else "") + f"{r['model']} [{r['cell_label']}]"
+
+    for _, r in df.iterrows():
+        if r["status"] == "failed":
+            out.append({"level": "fail", "what": "failed", "cell": who(r),
+                        "detail": _first_line(r["reason"]) or "failed"})
+    for _, r in df.iterrows():
+        if r["status"] == "passed" and r["slo_verdict"] == "fail":
+            out.append({"level": "fail", "what": "SLO not met", "cell": who(r),
+                        "detail": f"p{r['slo_percentile']:g} bound {fmt(r['slo_bound_ms'])} ms: "
+                                  f"{int(r['slo_overlatency'] or 0)} of {int(r['slo_queries'] or 0)} "
+                                  f"queries over"})
+    for _, r in df.iterrows():
+        if r["status"] == "passed" and not r["valid"]:
+            out.append({"level": "warn", "what": "invalid measurement", "cell": who(r),
+                        "detail": r["validity_reasons"] or "flagged invalid"})
+        errs = (r["errors"] or 0) + (r["timeouts"] or 0) if r["errors"] == r["errors"] else 0
+        if r["status"] == "passed" and errs and errs == errs:
+            out.append({"level": "warn", "what": "query errors", "cell": who(r),
+                        "detail": f"{int(r['errors'] or 0)} errors, {int(r['timeouts'] or 0)} "
+                                  f"timeouts"})
+        if r["status"] == "passed" and r["slo_verdict"] == "undetermined":
+            out.append({"level": "warn", "what": "SLO undetermined", "cell": who(r),
+                        "detail": f"{int(r['slo_queries'] or 0)} queries were too few for a "
+                                  f"verdict at {_pct(r['slo_confidence'], 0)} confidence"})
+        if r["status"] == "passed" and r["host_contended"] is True:
+            out.append({"level": "warn", "what": "host busy", "cell": who(r),
+                        "detail": f"other processes used {fmt(r['other_cpu_cores'])} CPU cores "
+                                  f"during the measurement: its numbers are disturbed"})
+        if r["check_ok"] is False:
+            out.append({"level": "warn", "what": "output check", "cell": who(r),
+                        "detail": f"max relative error {fmt(r['max_rel_err'])}"})
+    if several:
+        slower = [c for c in _changes(df) if c["flag"] == "slower"]
+        for change in slower[:MAX_CHANGES_LISTED]:
+            out.append({"level": "warn", "what": f"slower in {change['to']}",
+                        "cell": change["cell"], "detail": change["text"]})
+        if len(slower) > MAX_CHANGES_LISTED:
+            out.append({"level": "warn", "what": "slower in a later run",
+                        "cell": f"{len(slower) - MAX_CHANGES_LISTED} more cell(s)",
+                        "detail": "see Changes between runs"})
+    skipped = int((df["status"] == "skipped").sum())
+    if skipped:
+        out.append({"level": "info", "what": "skipped", "cell": f"{skipped} cell(s)",
+                    "detail": "see Skipped and failed cells for the reasons"})
+    order = {"fail": 0, "warn": 1, "info": 2}
+    return sorted(out, key=lambda p: order[p["level"]])
+
+
+def _changes(df: pd.DataFrame) -> list[dict]:
+    """Cells measured in more than one run: the last run against the first, p50 and throughput.
+    Flagged only where the p50 confidence intervals do not overlap and the change is >= 5%."""
+    rows = ok_rows(df, only_valid=False)
+    out = []
+    for cid, group in rows.groupby("id", sort=False):
+        if group["run"].nunique() < 2:
+            continue
+        group = group.sort_values("run_index")
+        a, b = group.iloc[0], group.iloc[-1]
+        ratio = b["p50_ms"] / a["p50_ms"] if a["p50_ms"] else math.nan
+        tput = b["samples_per_s"] / a["samples_per_s"] if a["samples_per_s"] else math.nan
+        separate = (b["p50_lower_ms"] > a["p50_upper_ms"]) or (b["p50_upper_ms"] < a["p50_lower_ms"])
+        flag = ""
+        if separate and ratio == ratio and abs(ratio - 1) >= 0.05:
+            flag = "slower" if ratio > 1 else "faster"
+        out.append({"cell": f"{b['model']} [{b['cell_label']}]", "from": a["run_tag"],
+                    "to": b["run_tag"], "p50_a": a["p50_ms"], "p50_b": b["p50_ms"],
+                    "ratio": ratio, "tput_ratio": tput, "flag": flag,
+                    "change": _signed_pct(ratio),
+                    "text": f"p50 {fmt(a['p50_ms'])} → {fmt(b['p50_ms'])} ms "
+                            f"({_signed_pct(ratio)}, {a['run_tag']} → {b['run_tag']}); "
+                            f"confidence intervals do not overlap"})
+    out.sort(key=lambda c: -abs(math.log(c["ratio"])) if c["ratio"] and c["ratio"] == c["ratio"]
+             else 0)
+    return out
+
+
+def _signed_pct(ratio) -> str:
+    if ratio is None or ratio != ratio:
+        return "-"
+    return f"{100 * (ratio - 1):+.1f}%"
+
+
+def _best_row(r, several: bool, percentile: float) -> dict:
+    key = f"p{percentile:g}"
+    return {"model": r["model"], "device": r["device"], "config": r["cell_label"],
+            "run": r["run_tag"] if several else "", "samples_per_s": r["samples_per_s"],
+            "value": r.get(f"{key}_ms"), "upper": r.get(f"{key}_upper_ms"),
+            "verdict": r["slo_check"],
+            "confidence": r["slo_check_confidence"], "basis": r["slo_check_basis"],
+            "candidates": int(r["candidates"]), "hover": r["config"]}
+
+
+def _glance(measured: pd.DataFrame, several: bool) -> list[dict]:
+    out = []
+    for model, group in measured.groupby("model", sort=False):
+        tp = group.loc[group["samples_per_s"].idxmax()] if group["samples_per_s"].notna().any() \
+            else None
+        lat = group.loc[group["p99_ms"].idxmin()] if group["p99_ms"].notna().any() else None
+        tag = (lambda r: f" ({r['run_tag']})" if several else "")
+        out.append({"model": model, "anchor": _anchor(model), "cells": len(group),
+                    "best_tp": tp["samples_per_s"] if tp is not None else None,
+                    "best_tp_config": (tp["cell_label"] + tag(tp)) if tp is not None else "-",
+                    "best_p99": lat["p99_ms"] if lat is not None else None,
+                    "best_p99_config": (lat["cell_label"] + tag(lat)) if lat is not None else "-"})
+    return out
+
+
+def _anchor(model: str) -> str:
+    import hashlib
+    digest = hashlib.sha1(model.encode()).hexdigest()[:6]
+    return "model-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", model).strip("-")[:40] or "x") + \
+        f"-{digest}"
+
+
+def _model_section(df, measured, model, several, run_index, per_hour, currency, add, best):
+    all_rows = df[df["model"] == model]
+    rows = measured[measured["model"] == model].copy()
+    rows["cell_label"] = [c + (" (invalid)" if not v else "")
+                          for c, v in zip(rows["cell_label"], rows["valid"])]
+    section = {"name": model, "anchor": _anchor(model), "charts": [], "notes": [], "fits": [],
+               "frontier": [], "cells": len(all_rows), "measured": len(rows)}
+    if rows.empty:
+        section["notes"].append("No measured cells for this model (all skipped or failed).")
+        return section
+    series = charts.Series(rows, several)
+    frontier = pareto_frontier(rows, by=None)
+    section["frontier"] = [{"config": r["cell_label"], "run": r["run_tag"] if several else "",
+                            "samples_per_s": r["samples_per_s"], "p99": r["p99_ms"]}
+                           for _, r in frontier.iterrows()]
+    section["charts"].append(add(charts.tradeoff_chart(
+        rows, frontier, series, run_index, f"{model}: p99 latency vs throughput"),
+        "Each point is a cell (hover for its configuration); bars are the p99's confidence "
+        "interval; the dotted line joins the Pareto frontier (no other cell has both higher "
+        "throughput and lower p99)."))
+
+    fits = batch_scaling(rows)
+    if len(fits):
+        ids = charts.scaling_charts(rows, fits, series, model)
+        section["charts"].append(add(ids[0], "Measured throughput; hollow markers are the "
+                                              "fitted model's predictions for untested sizes."))
+        section["charts"].append(add(ids[1], "Mean latency per query; dashed: least-squares "
+                                              "fit latency = fixed + per-sample × batch."))
+        for _, f in fits.iterrows():
+            section["fits"].append({
+                "config": " · ".join(str(f[k]) for k in ("runtime_label", "device", "precision",
+                                                         "threads", "workload", "serving_label")
+                                     if k in f and f[k] is not None and f[k] == f[k]),
+                "run": next((t for t in rows[rows["run"] == f["run"]]["run_tag"]), "")
+                if several else "",
+                "fixed_ms": f["fixed_ms"], "per_sample_ms": f["per_sample_ms"],
+                "batch_sizes": ", ".join(str(b) for b in f["batch_sizes"]),
+                "loo_mean": f["loo_mean_rel_err"], "loo_max": f["loo_max_rel_err"],
+                "predict": _predictions(f["fit"])})
+    else:
+        section["notes"].append("Batch scaling: every configuration ran at a single batch size.")
+
+    latest = rows[rows["run_index"] == rows["run_index"].max()]
+    cdf, note = charts.cdf_chart(latest, series, model)
+    if cdf["data"]:
+        which = f" (the latest run, {latest['run_tag'].iloc[0]})" if several else ""
+        section["charts"].append(add(cdf, f"Latency distribution per cell{which}, {note}."))
+
+    if rows["serving_label"].nunique() > 1 or rows["queue_ms"].notna().any():
+        section["charts"].append(add(charts.serving_chart(rows, model, several),
+                                     "Mean latency per served cell; where Triton reported its "
+                                     "statistics, split into queue, compute and the rest "
+                                     "(client, network, serialisation)."))
+    else:
+        section["notes"].append("Serving systems: every cell ran "
+                                f"{rows['serving_label'].iloc[0]} (nothing to compare).")
+
+    if rows["cpu_cores_used"].notna().any() or rows["gpu_util_pct"].notna().any():
+        cores = None
+        hosts = {r.get("host") for r in rows.to_dict("records")}
+        section["charts"].append(add(charts.utilisation_chart(rows, model, several, cores),
+                                     "CPU cores kept busy over each cell's measured window "
+                                     "(kernel counters); GPU utilisation from NVML where "
+                                     "the cell ran on a GPU." + (
+                                         "" if len(hosts) <= 1 else " Cells ran on several hosts.")))
+
+    priced = rows[rows["cost_per_million"].notna()]
+    if len(priced):
+        front = pareto_frontier(priced, {"cost_per_million": "min", "p99_ms": "min"}, by=None)
+        section["charts"].append(add(charts.cost_chart(priced, front, series, run_index, model,
+                                                       currency),
+                                     "Cost per million inferences = price per device-hour / "
+                                     "(samples/s × 3600) × 10⁶, at the measured throughput; "
+                                     "the dotted line joins the cost/latency Pareto frontier."))
+    elif not per_hour:
+        section["notes"].append("Cost: no prices given (job file `cost: {per_hour: {cpu: 0.40}}` "
+                                "or `--cost cpu=0.40`).")
+    else:
+        section["notes"].append("Cost: no price matches these cells' devices or hosts.")
+    if rows["energy_per_inference_j"].notna().any():
+        section["charts"].append(add(charts.energy_chart(rows, model, several),
+                                     "GPU energy over the window (the whole GPU) divided by the "
+                                     "samples processed."))
+    else:
+        section["notes"].append("Energy: not measured (needs a GPU cell with the NVML monitor).")
+    return section
+
+
+def _predictions(fit) -> str:
+    measured = set(fit.batch_sizes)
+    top = max(measured)
+    sizes = [b for b in (2 ** k for k in range(0, 12)) if b <= 2 * top and b not in measured][-3:]
+    return ", ".join(f"bs{b}: {fmt(fit.predict(b))} ms, {fmt(fit.throughput(b))}/s"
+                     for b in sizes) or "-"
+
+
+def _roofline_section(measured, peak_flops, peak_bandwidth, add):
+    try:
+        roof = roofline(measured, peak_flops, peak_bandwidth)
+    except Exception as exc:  # noqa: BLE001 - the roofline is an extra; never lose the report
+        return [], f"Roofline unavailable: {type(exc).__name__}: {exc}"
+    if roof.empty:
+        return [], ("Roofline: no generated models among the measured cells (FLOPs are counted "
+                    "for the mlp, resnet and transformer families only).")
+    models = list(roof["model"].drop_duplicates())
+    colors = {m: charts.PALETTE[i % len(charts.PALETTE)] for i, m in enumerate(models)}
+    out = []
+    for device, group in roof.groupby("device", sort=False):
+        peak = group["peak_flops"].dropna()
+        caption = ("Achieved FLOP/s = FLOPs per sample × samples/s. FLOPs: matmul and conv, 2 "
+                   "per multiply-add (counted from the model's architecture); bytes: the "
+                   "weights at the cell's precision, read once per query (activations not "
+                   "counted). ")
+        caption += (f"Device peak {fmt(float(peak.iloc[0]) / 1e9)} GFLOP/s (from the job file)."
+                    if len(peak) else "Device peak unknown: set report.peak_flops in the job "
+                                      "file to draw the roof.")
+        best = group.loc[group["achieved_flops"].idxmax()]
+        out.append({"device": device, "chart": add(charts.roofline_chart(group, device, colors),
+                                                   caption),
+                    "best": f"{best['model']} [{best['cell_label']}]",
+                    "best_gflops": best["achieved_flops"] / 1e9,
+                    "best_fraction": best["fraction_of_peak"]})
+    return out, ""
+
+
+TABLE_COLUMNS = [
+    ("run", "run", False), ("model", "model", False), ("configuration", "cell_label", False),
+    ("status", "status", False), ("n", "n", True), ("p50 ms", "p50_ms", True),
+    ("p99 ms", "p99_ms", True), ("p99 CI", None, False), ("mean ms", "mean_ms", True),
+    ("samples/s", "samples_per_s", True), ("queries/s", "queries_per_s", True),
+    ("CPU cores", "cpu_cores_used", True), ("RSS MB", "peak_rss_mb", True),
+    ("GPU %", "gpu_util_pct", True), ("J/inf", "energy_per_inference_j", True),
+    ("cost/M", "cost_per_million", True), ("SLO", "slo_verdict", False),
+    ("stop", "stop_reason", False),
+]
+
+
+def _table(df: pd.DataFrame, several: bool) -> dict:
+    columns = [c for c in TABLE_COLUMNS if c[0] != "run" or several]
+    optional = {"gpu_util_pct", "energy_per_inference_j", "cost_per_million", "slo_verdict"}
+    columns = [c for c in columns if c[1] not in optional or df[c[1]].notna().any()]
+    rows = []
+    for _, r in df.iterrows():
+        cells = []
+        for label, col, numeric in columns:
+            cls = ""
+            if label == "p99 CI":
+                text = (f"[{fmt(r['p99_lower_ms'])}, {fmt(r['p99_upper_ms'])}]"
+                        if r["p99_ms"] == r["p99_ms"] else "-")
+                cells.append({"text": text, "sort": _sort_key(_nan_none(r["p99_upper_ms"])),
+                              "num": True, "cls": ""})
+                continue
+            value = r[col] if col == "run" else r.get(col)
+            if col == "run":
+                value = r["run_tag"]
+            if col == "stop_reason" and value:
+                if r["ci_half_width_rel"] == r["ci_half_width_rel"]:
+                    value = f"{value} ±{100 * r['ci_half_width_rel']:.1f}%"
+                if r["host_contended"] is True:
+                    value += " · host busy"
+                    cls = "warn-text"
+            if col != "stop_reason":
+                cls = ""
+            if col == "status":
+                cls = f"status-{value}"
+                if value == "passed" and not r["valid"]:
+                    value, cls = "invalid", "status-invalid"
+            if col == "slo_verdict" and value:
+                cls = f"slo-{value}"
+            value = _nan_none(value)
+            text = fmt(value) if numeric else ("-" if value is None else str(value))
+            cells.append({"text": text, "sort": _sort_key(value), "num": numeric, "cls": cls})
+        rows.append({"cells": cells, "title": r["config"], "status": r["status"]})
+    return {"columns": [{"label": c[0], "num": c[2]} for c in columns], "rows": rows,
+            "confidence": _confidence_label(df)}
+
+
+def _confidence_label(df) -> str:
+    conf = df["confidence"].dropna().unique() if "confidence" in df else []
+    return f"{100 * conf[0]:g}%" if len(conf) == 1 else "CI"
+
+
+def _not_run(df: pd.DataFrame, several: bool) -> list[dict]:
+    out = []
+    for _, r in df[df["status"] != "passed"].iterrows():
+        reason = str(r["reason"] or "").strip()
+        out.append({"run": r["run_tag"] if several else "", "model": r["model"],
+                    "config": r["cell_label"], "status": r["status"],
+                    "summary": _first_line(reason) or "-", "reason": reason,
+                    "long": len(reason) > len(_first_line(reason)) + 5, "id": r["id"]})
+    return out
+
