@@ -99,7 +99,7 @@ class SpecFile(pytest.File):
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, SpecError):
             return excinfo.value.render()
-        return super().repr_failure(excinfo, style)
+        return super().repr_failure(excinfo)
 
 
 class CellItem(pytest.Function):

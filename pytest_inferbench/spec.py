@@ -807,7 +807,14 @@ def _condition(ctx: _Context, mapping, path, allow_settings):
             # Partial mappings are allowed: fill the rest from defaults for validation only.
             base = {"workload": {"scenario": "offline"},
                     "runtime": {"name": "onnxruntime"}}.get(axis, {})
-            resolved = ctx.axes.resolve(axis, {**base, **value}, path + (axis,))
+            try:
+                resolved = ctx.axes.resolve(axis, {**base, **value}, path + (axis,))
+            except SpecError:
+                if allow_settings:      # an include may add a combination: it must be whole
+                    raise
+                # an exclude only matches on the keys written ({scenario: concurrency}), so a
+                # mapping that is not a whole value on its own is fine: check key by key
+                resolved = _partial(ctx.doc, _AXIS_MODELS[axis], value, path + (axis,))
         else:
             resolved = ctx.axes.resolve(axis, value, path + (axis,))
         cond[axis] = resolved
@@ -818,6 +825,30 @@ def _condition(ctx: _Context, mapping, path, allow_settings):
     if not cond and not allow_settings:
         raise ctx.doc.error("an exclude entry must name at least one axis", path)
     return cond, raw
+
+
+def _partial(doc, model_cls, value: dict, path):
+    """A model holding only the written fields, each validated alone (for exclude matching)."""
+    from pydantic import TypeAdapter
+    fields = {}
+    for key, raw in value.items():
+        field = model_cls.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            allowed = list(model_cls.model_fields)
+            raise doc.error(f"unknown key '{key}'{did_you_mean(key, allowed)}; expected one "
+                            f"of: {', '.join(allowed)}", path + (key,))
+        try:
+            kind = (Annotated[(field.annotation, *field.metadata)] if field.metadata
+                    else field.annotation)
+            fields[key] = TypeAdapter(kind).validate_python(raw)
+        except ValidationError as exc:
+            msg = exc.errors()[0]["msg"].replace("Value error, ", "")
+            raise doc.error(msg, path + (key,)) from None
+    return model_cls.model_construct(**fields)
+
+
+_AXIS_MODELS = {"workload": Workload, "runtime": RuntimeSpec, "serving": Serving,
+                "threads": Threads}
 
 
 # ----------------------------------------------------------------------------- public API

@@ -1,0 +1,54 @@
+"""Every runtime in every scenario: each cell must measure something and raise nothing.
+
+(A runtime whose thread-local state was set up only on the loading thread once made every
+open-loop and concurrency query fail, while the cell passed with n = 0.)"""
+
+import json
+
+import pytest
+
+SCENARIOS = """
+      - offline
+      - single_stream
+      - {scenario: server, rate: 200}
+      - {scenario: concurrency, concurrency: 2}
+      - {scenario: ramp, rate: 200, step: 200, max_rate: 400}
+      - {scenario: capacity, rate: 600, max_rate: 1200, slo: {p99: 100ms}}
+"""
+
+
+@pytest.mark.parametrize("runtime", ["torch", "torchscript", "torch_compile", "onnxruntime"])
+def test_every_runtime_in_every_scenario(pytester, runtime):
+    (pytester.path / "bench_matrix.yaml").write_text(f"""\
+name: matrix
+defaults: {{warmup: 5, min_duration: 0.2s, max_duration: 30s, min_queries: 20, ci_width: 0.5}}
+benchmarks:
+  - model: mlp-tiny
+    runtime: {runtime}
+    batch_size: 2
+    workload:{SCENARIOS.rstrip()}
+    serving: [inprocess, {{system: inprocess, instances: 2}}]
+    exclude:
+      - {{workload: {{scenario: offline}}, serving: {{instances: 2}}}}
+      - {{workload: {{scenario: single_stream}}, serving: {{instances: 2}}}}
+      - {{workload: {{scenario: concurrency}}, serving: {{instances: 2}}}}
+      - {{workload: {{scenario: ramp}}, serving: {{instances: 2}}}}
+""")
+    # a subprocess: torch.compile's state (and inductor's) must not leak between tests
+    result = pytester.runpytest_subprocess("--infer-json", "run.json", "-p", "no:cacheprovider")
+    doc = json.loads((pytester.path / "run.json").read_text())
+    rows = {r["id"].split("::")[1]: r for r in doc["results"]}
+    assert len(rows) == 8, sorted(rows)       # 6 scenarios, server and capacity also x2
+    for name, r in rows.items():
+        if r["status"] == "skipped":       # torch.compile without a working C++ toolchain
+            assert runtime == "torch_compile" and "torch.compile" in r["reason"], r["reason"]
+            continue
+        assert r["status"] == "passed", (name, r["reason"])
+        assert r["latency_ms"]["n"] > 0, name
+        assert r["errors"]["errors"] == 0 and r["errors"]["timeouts"] == 0, (name, r["errors"])
+        if r["scenario"] == "capacity":
+            assert r["load"]["max_rate"] is not None, (name, r["load"]["steps"])
+        if r["scenario"] == "ramp":
+            assert r["load"]["knee_rate"] is not None, (name, r["load"]["steps"])
+    result.assert_outcomes(**{k: v for k, v in result.parseoutcomes().items()
+                              if k in ("passed", "skipped")})
