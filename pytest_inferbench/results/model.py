@@ -93,6 +93,7 @@ class Result(_Open):
     model: dict[str, Any] = Field(default_factory=dict)
     runtime: dict[str, Any] = Field(default_factory=dict)
     gpu: dict[str, Any] | None = None    # GPU monitor over the window (cuda cells)
+    device_time: dict[str, Any] | None = None  # CUDA events: sampled spans, device ms, busy share
     load: dict[str, Any] | None = None   # open loop / concurrency: rates, send lag, errors
     slo: dict[str, Any] | None = None    # early-stopping verdict when the workload has an SLO
     valid: bool = True                   # False when the load generator fell behind

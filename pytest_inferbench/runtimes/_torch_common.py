@@ -7,6 +7,7 @@ import abc
 import functools
 import threading
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +20,11 @@ class TorchRunnerBase(abc.ABC):
     name = "torch"
 
     def load(self, model, device: str, precision: str, context: LoadContext) -> None:
+        graphs = bool(context.options.get("cuda_graphs"))
+        if graphs and not device.startswith("cuda"):
+            raise RuntimeUnavailable(f"cuda_graphs needs a CUDA device, not {device}: a CUDA "
+                                     f"graph replays captured device kernels (run the cell on "
+                                     f"device cuda, or drop cuda_graphs for {device})")
         torch = require("torch", "pip install torch==2.13.0 (CPU) or a CUDA build")
         check_cuda(device)
         if precision not in DTYPES:
@@ -33,6 +39,11 @@ class TorchRunnerBase(abc.ABC):
         self.device = torch.device(device)
         self.dtype = getattr(torch, DTYPES[precision])
         self.copies = bool(context.options.get("include_copies")) and self.device.type == "cuda"
+        self.graphs = graphs
+        self._graphs: dict[tuple, _Graph] = {}     # captured CUDA graphs by input shapes
+        self._graph_lock = threading.Lock()         # infer() from a server's threads
+        self.capture_s = None
+        self.device_timer = None
         self._threads_before = None
         if context.threads is not None:
             self._set_threads(context.threads)
@@ -72,9 +83,16 @@ class TorchRunnerBase(abc.ABC):
         return tensors
 
     def prepare(self, inputs):
+        """The per-query callable: the model on inputs staged on the device (or with timed
+        copies), synchronised; on CUDA wrapped by a DeviceTimer (self.device_timer), which
+        samples device time with CUDA events. With cuda_graphs, a query replays a graph
+        captured here (once per input shapes)."""
         torch = self.torch
         module = self.module
-        if self.copies:
+        cuda = self.device.type == "cuda"
+        if self.graphs:
+            launch, compute = self._graph_callables(inputs)
+        elif self.copies:
             host = list(inputs.values())
             device, dtype = self.device, self.dtype
 
@@ -82,22 +100,82 @@ class TorchRunnerBase(abc.ABC):
                 args = [torch.from_numpy(a).to(device, non_blocking=False) for a in host]
                 args = [a.to(dtype) if a.is_floating_point() else a for a in args]
                 return _to_host(module(*args))   # the copy back synchronises
-            fn = call_with_copies
-        elif self.device.type == "cuda":
-            call = functools.partial(module, *self._stage(inputs))
-            sync = functools.partial(torch.cuda.synchronize, self.device)
-
-            def call_synced():
-                out = call()
-                sync()
-                return out
-            fn = call_synced
+            launch = call_with_copies
+            compute = functools.partial(module, *self._stage(inputs))   # device-time probes
         else:
-            fn = functools.partial(module, *self._stage(inputs))
+            launch = compute = functools.partial(module, *self._stage(inputs))
+        if cuda:
+            from ..measure.device_timer import cuda_timer
+            # launch + synchronize per query; one query in ten also records two CUDA events
+            self.device_timer = cuda_timer(torch, self.device, launch, compute=compute,
+                                           launch_syncs=self.copies)
+            fn = self.device_timer.fn
+        else:
+            self.device_timer = None
+            fn = launch
         t0 = time.perf_counter()
         fn()                             # first call: lazy init, compilation for torch_compile
         self.first_call_s = time.perf_counter() - t0
         return fn
+
+    def _graph(self, tensors) -> "_Graph":
+        """The CUDA graph for inputs of these shapes and dtypes, with `tensors`' values in its
+        static inputs. Captured on first use as the PyTorch CUDA graphs docs do it: static
+        inputs on the device, three warm-up calls on a side stream (lazy initialisation,
+        cuDNN/cuBLAS choices, TorchScript's profiling runs happen outside the capture), then
+        the capture; later uses copy the values in."""
+        torch = self.torch
+        key = tuple((tuple(t.shape), t.dtype) for t in tensors)
+        entry = self._graphs.get(key)
+        if entry is not None:
+            with torch.inference_mode():     # the static inputs are inference tensors
+                for static, t in zip(entry.inputs, tensors):
+                    static.copy_(t)
+            return entry
+        t0 = time.perf_counter()
+        with torch.inference_mode(), torch.cuda.device(self.device):
+            static_inputs = [t.clone() for t in tensors]
+            current = torch.cuda.current_stream(self.device)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self.module(*static_inputs)
+            current.wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.module(*static_inputs)
+            torch.cuda.synchronize(self.device)
+        entry = _Graph(graph, static_inputs, _flatten(static_out), time.perf_counter() - t0)
+        self._graphs[key] = entry
+        return entry
+
+    def _graph_callables(self, inputs):
+        """(launch, compute) for cuda_graphs: launch replays the graph (with include_copies:
+        the host inputs copied into its static inputs first, converted on the device as the
+        eager path does, and its outputs copied back); compute replays it alone."""
+        torch = self.torch
+        entry = self._graph(self._stage(inputs))
+        self.capture_s = entry.capture_s
+        graph, static_inputs, static_out = entry.graph, entry.inputs, entry.outputs
+        if not self.copies:
+            return graph.replay, graph.replay
+        host = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs.values()]
+        # host dtype on the device (fp32 in, converted to the model's dtype on the device)
+        staging = [torch.empty(h.shape, dtype=h.dtype, device=self.device)
+                   if h.dtype != s.dtype else None for h, s in zip(host, static_inputs)]
+        pairs = list(zip(static_inputs, host, staging))
+
+        def replay_with_copies():
+            for static, h, stage in pairs:
+                if stage is None:
+                    static.copy_(h, non_blocking=False)
+                else:
+                    stage.copy_(h, non_blocking=False)
+                    static.copy_(stage)
+            graph.replay()
+            return [o.cpu() for o in static_out]   # the copy back synchronises
+        return replay_with_copies, graph.replay
 
     def enter_thread(self) -> None:
         """Run first in each thread a workload starts to call the prepared callable: inference
@@ -107,6 +185,14 @@ class TorchRunnerBase(abc.ABC):
         self._thread_state.mode = mode          # kept alive for the thread's lifetime
 
     def infer(self, inputs) -> list[np.ndarray]:
+        """Outputs for the numerical check. With cuda_graphs they are a graph's replayed
+        outputs (a graph captured for these shapes, e.g. the check's batch size)."""
+        if self.graphs:
+            with self._graph_lock:   # static buffers: one copy-in, replay, copy-out at a time
+                entry = self._graph(self._stage(inputs))
+                entry.graph.replay()
+                self.torch.cuda.synchronize(self.device)
+                return [o.float().cpu().numpy() for o in entry.outputs]
         return [o.float().cpu().numpy() for o in _flatten(self.module(*self._stage(inputs)))]
 
     def synchronize(self):
@@ -114,6 +200,8 @@ class TorchRunnerBase(abc.ABC):
             self.torch.cuda.synchronize(self.device)
 
     def close(self):
+        self.device_timer = None
+        self._graphs = {}                # frees the graphs' memory pools with their tensors
         mode = getattr(self, "_mode", None)
         if mode is not None:
             mode.__exit__(None, None, None)
@@ -129,9 +217,20 @@ class TorchRunnerBase(abc.ABC):
                "inter_op_threads": torch.get_num_interop_threads(),
                "include_copies": self.copies,
                "first_call_s": round(self.first_call_s, 4) if self.first_call_s else None}
+        if self.graphs:
+            out["cuda_graphs"] = True
+            out["capture_s"] = round(self.capture_s, 4) if self.capture_s is not None else None
+            out["graphs_captured"] = len(self._graphs)
         if self.device.type == "cuda":
             out["device_name"] = torch.cuda.get_device_name(self.device)
         return out
+
+
+class _Graph(NamedTuple):
+    graph: object           # torch.cuda.CUDAGraph
+    inputs: list            # static input tensors (copy new values in before a replay)
+    outputs: list           # static output tensors (a replay overwrites them)
+    capture_s: float        # warm-up and capture
 
 
 def _flatten(out):

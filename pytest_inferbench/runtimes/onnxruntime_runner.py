@@ -64,6 +64,13 @@ class OnnxRuntimeRunner:
         self.ort = ort
         self.session = ort.InferenceSession(path, sess_options=opts, providers=providers)
         self.on_gpu = provider != "cpu"
+        self.device_timer = None
+        if self.on_gpu:
+            from ..measure.device_timer import Unavailable
+            self.device_timer = Unavailable(
+                f"onnxruntime's Python API exposes neither the {_PROVIDERS[provider]}'s CUDA "
+                f"stream nor events on it, so only the wall-clock side is measured (the GPU "
+                f"monitor's utilisation is the device-side view)")
         self.copies = bool(context.options.get("include_copies"))
         self.level = level
         self.threads = threads
@@ -89,6 +96,7 @@ class OnnxRuntimeRunner:
         pass
 
     def close(self):
+        self.device_timer = None
         self.session = None
         self._binding = None
 
