@@ -233,13 +233,13 @@ _SERVING_FIELDS = {"inprocess": ("instances",),
 
 # Options a runtime mapping may carry, per runtime (`runtime: {name: onnxruntime, ...}`).
 RUNTIME_OPTIONS = {
-    "torch": ("include_copies",),
-    "torchscript": ("include_copies",),
+    "torch": ("include_copies", "cuda_graphs"),
+    "torchscript": ("include_copies", "cuda_graphs"),
     "torch_compile": ("include_copies", "mode"),
     "onnxruntime": ("include_copies", "graph_optimization", "provider"),
 }
 _OPTION_ALIASES = {"graph_optimization": "opt", "provider": "ep", "mode": "mode",
-                   "include_copies": "copies"}
+                   "include_copies": "copies", "cuda_graphs": "graphs"}
 
 
 class RuntimeSpec(BaseModel):
@@ -247,6 +247,7 @@ class RuntimeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str
     include_copies: bool = False   # time host<->device copies of inputs/outputs with each query
+    cuda_graphs: bool = False      # torch/torchscript on cuda: capture once, replay per query
     graph_optimization: Literal["disabled", "basic", "extended", "all"] | None = None
     provider: Literal["cpu", "cuda", "tensorrt"] | None = None
     mode: Literal["default", "reduce-overhead", "max-autotune",
@@ -257,8 +258,10 @@ class RuntimeSpec(BaseModel):
         allowed = RUNTIME_OPTIONS.get(self.name, ())
         for key in self.options():
             if key not in allowed:
+                hint = ("; torch.compile captures CUDA graphs itself with mode: reduce-overhead"
+                        if key == "cuda_graphs" and self.name == "torch_compile" else "")
                 raise ValueError(f"option '{key}' does not apply to runtime {self.name} (its "
-                                 f"options: {', '.join(allowed) or 'none'})")
+                                 f"options: {', '.join(allowed) or 'none'}){hint}")
         return self
 
     def options(self) -> dict:

@@ -54,13 +54,16 @@ def _run_workload(fn, settings, workload, instances: int, progress, make_sut=Non
 
 def measure_callable(fn: Callable[[], object], settings, scenario="single_stream",
                      batch_size: int = 1, progress: Progress | None = None, gpu=None,
-                     instances: int = 1, make_sut=None, thread_init=None) -> Result:
+                     instances: int = 1, make_sut=None, thread_init=None, timer=None) -> Result:
     """Run the scenario on fn (one call = one query of batch_size samples) and summarise.
 
     scenario: a name, or a spec Workload (server and concurrency need its fields).
     gpu: an optional GpuMonitor, started and stopped around the measured window only.
     thread_init: run first in every thread the scenario starts to call fn (thread-local
     runtime state, e.g. torch's inference mode).
+    timer: an optional DeviceTimer (measure/device_timer.py) that fn is the `fn` of: reset after
+    the warm-up, collected after the window (its probes run then, outside the window) into
+    result.device_time.
     The result's status is "failed", with the reason, when no query succeeded or the share
     of failed queries is over settings.max_error_rate.
     """
@@ -77,6 +80,8 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
         from ..workload.closed_loop import _warmup
         warm_n, warm_s = _warmup(fn, settings.warmup)
         measured = settings.model_copy(update={"warmup": 0})
+        if timer is not None:
+            timer.reset()       # device-time samples from the measured window only
         if gpu is not None:
             gpu.start()
         monitor.start()
@@ -104,6 +109,8 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
         if gpu_stats.get("energy_j") is not None and samples_done:
             gpu_stats["energy_per_sample_j"] = gpu_stats["energy_j"] / samples_done
         result.gpu = gpu_stats
+    if timer is not None:
+        result.device_time = timer.collect(result.latency_ms.n, result.duration_s, scenario)
     judge_errors(result, samples.errors, settings.max_error_rate)
     failure = samples.extra.get("search_failure")
     if failure and result.status != "failed":
@@ -158,7 +165,8 @@ def measure_runner(runner, inputs: dict[str, np.ndarray], settings, scenario,
     fn()                    # first call outside warm-up accounting: lazy init, allocation
     runner.synchronize()
     result = measure_callable(fn, settings, scenario, batch_size, progress, gpu, instances,
-                              thread_init=getattr(runner, "enter_thread", None))
+                              thread_init=getattr(runner, "enter_thread", None),
+                              timer=getattr(runner, "device_timer", None))
     result.runtime = runner.info()
     return result
 

@@ -67,6 +67,9 @@ def _row(name: str, r: Result) -> dict:
     if not r.valid:
         why = (r.load or {}).get("invalid_reasons") or ["generator fell behind"]
         stop += f" INVALID: {why[0]}"
+    device = r.device_time or {}
+    if device.get("launch_bound"):
+        stop += f" launch-bound (device busy {100 * device['busy_share']:.0f}%)"
     other = (r.process or {}).get("other_cpu_cores")
     if (r.process or {}).get("host_contended"):
         stop += f" HOST BUSY ({other:.2f} cores used by other processes)"
