@@ -99,20 +99,20 @@ def test_validity_is_judged_by_the_effect_of_the_lag():
     sched = np.arange(1000, dtype=np.int64) * 10 * ms               # 100/s for 10 s
     ok = np.ones(1000, dtype=bool)
 
-    def judge(lag_ns, latency_ns):
+    def judge(lag_ns, service_ns):
         sent = sched + lag_ns
-        return _samples(sched, sent, sched + latency_ns, ok, 0, sched[-1] + ms, "schedule_end",
+        return _samples(sched, sent, sent + service_ns, ok, 0, sched[-1] + ms, "schedule_end",
                         99, ErrorLog(), 0.001, 0.95).extra
     # 3% of sends 2 ms late, against 100 ms latencies: late sends counted, the run is valid
     lag = np.where(np.arange(1000) % 33 == 0, 2 * ms, 50_000)
     e = judge(lag, np.full(1000, 100 * ms))
     assert e["late_fraction"] > 0.01 and e["valid"] and e["invalid_reasons"] == []
-    # the same lag against 5 ms latencies is 40% of what is reported: invalid, and says why
+    assert e["lag_effect"] == pytest.approx(0.02, abs=0.001)      # p99 102 ms against 100
+    # the same lag against 5 ms latencies moves p99 from 5 to 7 ms: invalid, and says why
     e = judge(lag, np.full(1000, 5 * ms))
-    assert not e["valid"] and "send lag p99 2 ms is 40% of latency p99 5 ms" in \
-        e["invalid_reasons"][0]
+    assert not e["valid"] and "moved latency p99 from 5 to 7 ms (+40%" in e["invalid_reasons"][0]
     # a generator that drifts behind its schedule (5% slower): invalid for the rate
-    e = judge((np.arange(1000) * 0.5 * ms).astype(np.int64), np.full(1000, 900 * ms))
+    e = judge((np.arange(1000) * 0.5 * ms).astype(np.int64), np.full(1000, 9000 * ms))
     assert not e["valid"] and "against a schedule of 100.0/s" in e["invalid_reasons"][-1]
 
 

@@ -42,10 +42,27 @@ def _peak_rss_bytes() -> int:
 CONTENDED_SHARE = 0.10
 
 
+def _ours(proc: psutil.Process) -> list[psutil.Process]:
+    """This process, its descendants, and every process in the sessions its children lead: a
+    launched server runs in a session of its own, and daemons it starts (Triton's server and
+    backend stubs) are re-parented to init but stay in that session."""
+    tree = [proc, *proc.children(recursive=True)]
+    sessions = {p.pid for p in tree[1:]}
+    if sessions:
+        seen = {p.pid for p in tree}
+        for p in psutil.process_iter():
+            try:
+                if p.pid not in seen and os.getsid(p.pid) in sessions:
+                    tree.append(p)
+            except (psutil.Error, OSError):
+                pass
+    return tree
+
+
 def _tree_cpu_seconds(proc: psutil.Process) -> dict[int, float]:
-    """CPU seconds of this process and each descendant (launched servers and their helpers)."""
+    """CPU seconds of this process and the processes it started (launched servers, helpers)."""
     out = {}
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in _ours(proc):
         try:
             t = p.cpu_times()
             out[p.pid] = t.user + t.system

@@ -165,6 +165,9 @@ def breakdown(before: dict | None, after: dict | None, client_mean_ms: float | N
     return out
 
 
+_WARM_CONNECTIONS = 8
+
+
 class AsyncClientSUT:
     """Open-loop system under test over tritonclient's asyncio client, on its own event loop
     thread: issue(i) returns at once, each request has the endpoint's timeout."""
@@ -185,6 +188,12 @@ class AsyncClientSUT:
                 self.client = ep.aio.InferenceServerClient(ep.url, conn_limit=1000,
                                                            conn_timeout=ep.timeout)
             self.inputs = ep._inputs(ep.aio, self.arrays)
+            # open connections and warm the client's code paths before the first scheduled
+            # send: a cold client's first requests stall its thread (and the issuer) for ms
+            for _ in range(2):
+                await asyncio.gather(*(self.client.infer(ep.model, self.inputs)
+                                       for _ in range(_WARM_CONNECTIONS)),
+                                     return_exceptions=True)
 
         async def one(i):
             try:
