@@ -34,6 +34,7 @@ class Latency(_Open):
     max: float | None = None
     confidence: float = 0.95
     percentiles: dict[str, Percentile] = Field(default_factory=dict)
+    histogram: dict[str, list] | None = None   # {"edges_ms": [...], "counts": [...]}
 
     def __getattr__(self, name: str):
         # result.latency.p99 -> value in ms, for use in assertions
@@ -56,7 +57,23 @@ class Latency(_Open):
             pct[percentile_key(p)] = Percentile(value=value, lower=lo, upper=hi)
         return cls(n=len(ms), mean=float(ms.mean()), std=float(ms.std(ddof=1)) if len(ms) > 1
                    else 0.0, min=float(ms[0]), max=float(ms[-1]), confidence=confidence,
-                   percentiles=pct)
+                   percentiles=pct, histogram=log_histogram(ms))
+
+
+HISTOGRAM_GROWTH = 1.02    # each bin 2% wider than the last: any latency to within 2%
+
+
+def log_histogram(sorted_ms: np.ndarray) -> dict | None:
+    """The whole distribution in a few hundred numbers (for CDFs and rank tests on stored
+    runs): log-spaced bin edges from the minimum to the maximum, and the count in each."""
+    if not len(sorted_ms) or sorted_ms[0] <= 0:
+        return None
+    lo, hi = float(sorted_ms[0]), float(sorted_ms[-1])
+    bins = max(1, int(np.ceil(np.log(hi / lo) / np.log(HISTOGRAM_GROWTH))) if hi > lo else 1)
+    edges = lo * HISTOGRAM_GROWTH ** np.arange(bins + 1)
+    edges[-1] = max(edges[-1], hi)
+    counts = np.histogram(sorted_ms, bins=edges)[0]
+    return {"edges_ms": [float(f"{e:.6g}") for e in edges], "counts": counts.tolist()}
 
 
 def percentile_key(p: float) -> str:
