@@ -333,9 +333,78 @@ AXIS_DEFAULTS = {"runtime": "onnxruntime", "device": "cpu", "precision": "fp32",
                  "serving": {"system": "inprocess"}}
 _MAPPING_AXES = ("runtime", "threads", "workload", "serving")   # matched on the keys written
 _SHORTHAND = {"runtime": "name", "workload": "scenario", "serving": "system", "threads": "intra"}
-ENTRY_KEYS = AXES + SETTINGS_FIELDS + ("name", "include", "exclude", "marks")
-JOB_KEYS = ("name", "defaults", "benchmarks", "report", "cost")
-SPEC_KEYS = ("name", "defaults", "benchmarks")
+ENTRY_KEYS = AXES + SETTINGS_FIELDS + ("name", "include", "exclude", "marks", "gate", "ab")
+JOB_KEYS = ("name", "defaults", "benchmarks", "report", "cost", "gate", "baseline")
+SPEC_KEYS = ("name", "defaults", "benchmarks", "gate")
+
+
+class Gate(BaseModel):
+    """Regression thresholds (metric -> tolerated change, a positive fraction in the metric's
+    worse direction), the confidence of every verdict, and the between-run noise assumed where
+    none was learnt. Written flat: {p99: "+10%", throughput: "-5%", confidence: 0.95}; see
+    gate/thresholds.py."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    thresholds: dict[str, float]
+    confidence: float = 0.95
+    noise: float | None = None
+
+
+AB_SCENARIOS = ("offline", "single_stream")
+AB_BASELINE_KEYS = ("model", "runtime", "precision", "threads", "python", "git")
+
+
+class ABBaseline(BaseModel):
+    """What the baseline side of a paired A/B cell changes; the candidate is the cell as
+    written. Nothing changed: an A/A pair (a calibration of the noise)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: ModelSpec | None = None
+    model_label: str | None = None
+    runtime: str | None = None
+    runtime_options: dict[str, Any] | None = None
+    precision: str | None = None
+    threads: Threads | None = None
+    python: str | None = None      # another interpreter (venv): an execnet popen gateway
+    git: str | None = None         # a revision of the rootdir's repository (a worktree)
+
+    def label(self) -> str:
+        parts = []
+        if self.model is not None:
+            parts.append(f"model {self.model_label}")
+        if self.runtime is not None:
+            parts.append(f"runtime {RuntimeSpec(name=self.runtime, **(self.runtime_options or {})).label()}")
+        if self.precision is not None:
+            parts.append(f"precision {self.precision}")
+        if self.threads is not None:
+            parts.append(f"threads {self.threads.label()}")
+        if self.python is not None:
+            parts.append(f"python {self.python}")
+        if self.git is not None:
+            parts.append(f"git {self.git}")
+        return ", ".join(parts) or "the same cell (A/A)"
+
+
+class ABSpec(BaseModel):
+    """Paired mode: baseline and candidate measured interleaved in this session, `rounds`
+    rounds (more, up to `max_rounds`, while undecided), each side `slice` seconds a round in
+    sub-slices of `switch` seconds that alternate between the sides."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    rounds: int = Field(10, ge=3, le=10_000)
+    max_rounds: int | None = Field(None, ge=3, le=10_000)
+    slice: Duration = Field(0.5, gt=0)
+    switch: Duration = Field(0.01, gt=0)
+    baseline: ABBaseline = ABBaseline()
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.max_rounds is not None and self.max_rounds < self.rounds:
+            raise ValueError(f"max_rounds ({self.max_rounds}) is below rounds ({self.rounds})")
+        if self.switch > self.slice:
+            raise ValueError(f"switch ({self.switch:g}s) is longer than slice ({self.slice:g}s)")
+        return self
+
+    @property
+    def cap(self) -> int:
+        return self.max_rounds if self.max_rounds is not None else 4 * self.rounds
 
 
 class Cell(BaseModel):
@@ -358,6 +427,8 @@ class Cell(BaseModel):
     serving: Serving
     settings: Settings
     marks: tuple[str, ...] = ()
+    gate: Gate | None = None        # job < spec < entry gate, merged key by key
+    ab: ABSpec | None = None        # paired mode
 
     def params_label(self) -> str:
         runtime = RuntimeSpec(name=self.runtime, **self.runtime_options).label()
@@ -633,8 +704,10 @@ def _matches(combo: dict, cond: dict, cond_raw: dict) -> bool:
 
 
 class _Context:
-    def __init__(self, doc: _Doc, defaults: dict, spec_rel: str, spec_name: str):
+    def __init__(self, doc: _Doc, defaults: dict, spec_rel: str, spec_name: str,
+                 gate: "Gate | None" = None):
         self.doc = doc
+        self.gate = gate
         self.defaults = defaults          # merged settings + axis defaults (raw)
         self.spec_rel = spec_rel
         self.spec_name = spec_name
@@ -764,6 +837,8 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
             raise doc.error(f"a mark must be a Python identifier not starting with '_', "
                             f"got {m!r}", path + ("marks",))
     name = _check_name(doc, entry.get("name"), path + ("name",))
+    gate = _gate(doc, entry["gate"], path + ("gate",), ctx.gate) if "gate" in entry else ctx.gate
+    ab = _ab(ctx, entry["ab"], path + ("ab",)) if entry.get("ab") is not None else None
     cells = []
     for combo, extra in combos:
         merged = {k: v for k, v in ctx.defaults.items() if k in SETTINGS_FIELDS}
@@ -788,9 +863,66 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
                     device=combo["device"], precision=combo["precision"],
                     batch_size=combo["batch_size"], threads=combo["threads"],
                     workload=combo["workload"],
-                    serving=combo["serving"], settings=settings, marks=marks)
+                    serving=combo["serving"], settings=settings, marks=marks, gate=gate, ab=ab)
+        if ab is not None:
+            _check_ab_cell(doc, cell, path + ("ab",))
         cells.append(cell)
     return cells
+
+
+def _gate(doc: _Doc, raw, path, base: "Gate | None") -> "Gate":
+    """A written gate over a wider one (job < spec < entry; keys override, off removes)."""
+    from .gate.thresholds import GateConfig, GateError, parse_gate
+    if not isinstance(raw, dict):
+        raise doc.error("expected a mapping such as {p99: '+10%', throughput: '-5%'}", path)
+    try:
+        config = parse_gate(raw, GateConfig(**base.model_dump()) if base else None)
+    except GateError as exc:
+        raise doc.error(str(exc), path + ((exc.key,) if exc.key else ())) from None
+    return Gate(**config.to_json())
+
+
+def _ab(ctx: _Context, raw, path) -> ABSpec:
+    doc = ctx.doc
+    _check_keys(doc, raw, tuple(ABSpec.model_fields), path, "ab")
+    base = raw.get("baseline") or {}
+    bpath = path + ("baseline",)
+    _check_keys(doc, base, AB_BASELINE_KEYS, bpath, "ab.baseline")
+    resolved: dict[str, Any] = {}
+    if "model" in base:
+        model = ctx.axes.resolve("model", base["model"], bpath + ("model",))
+        resolved["model"], resolved["model_label"] = model[0], _model_label(model)
+    if "runtime" in base:
+        runtime = ctx.axes.resolve("runtime", base["runtime"], bpath + ("runtime",))
+        resolved["runtime"], resolved["runtime_options"] = runtime.name, runtime.options()
+    if "precision" in base:
+        resolved["precision"] = ctx.axes.resolve("precision", base["precision"],
+                                                 bpath + ("precision",))
+    if "threads" in base:
+        resolved["threads"] = ctx.axes.resolve("threads", base["threads"], bpath + ("threads",))
+    if "python" in base:
+        resolved["python"] = str(ctx.axes._file(base["python"], "python interpreter",
+                                                bpath + ("python",)))
+    if "git" in base:
+        rev = base["git"]
+        if not isinstance(rev, str) or not rev.strip() or rev.startswith("-"):
+            raise doc.error(f"expected a git revision (a commit, tag or branch), got {rev!r}",
+                            bpath + ("git",))
+        resolved["git"] = rev.strip()
+    if "python" in resolved and "git" in resolved:
+        raise doc.error("give python or git, not both", bpath)
+    fields = {k: v for k, v in raw.items() if k != "baseline"}
+    return doc.validate(ABSpec, {**fields, "baseline": ABBaseline(**resolved)}, path)
+
+
+def _check_ab_cell(doc: _Doc, cell: dict, path) -> None:
+    scenario = cell["workload"].scenario
+    if scenario not in AB_SCENARIOS:
+        raise doc.error(f"paired mode (ab) measures closed-loop scenarios "
+                        f"({', '.join(AB_SCENARIOS)}), not {scenario}", path)
+    if cell["serving"].system != "inprocess" or cell["serving"].instances != 1:
+        raise doc.error("paired mode (ab) measures in-process cells with one instance "
+                        "(serving systems are not interleaved yet)", path)
 
 
 def _condition(ctx: _Context, mapping, path, allow_settings):
@@ -813,8 +945,8 @@ def _condition(ctx: _Context, mapping, path, allow_settings):
             try:
                 resolved = ctx.axes.resolve(axis, {**base, **value}, path + (axis,))
             except SpecError:
-                if allow_settings:      # an include may add a combination: it must be whole
-                    raise
+                if allow_settings or axis not in ("workload", "serving"):
+                    raise       # an include may add a combination: it must be whole
                 # an exclude only matches on the keys written ({scenario: concurrency}), so a
                 # mapping that is not a whole value on its own is fine: check key by key
                 resolved = _partial(ctx.doc, _AXIS_MODELS[axis], value, path + (axis,))
@@ -887,6 +1019,14 @@ class CostSection(BaseModel):
     currency: str = "$"
 
 
+class BaselineSection(BaseModel):
+    """The job file's `baseline` section: compare against `latest`, a saved baseline's name or
+    a run file's path (relative to the job file); save this session under a name."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    compare: str | None = None
+    save: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 class Job(BaseModel):
     """The --infer-config file: job-wide defaults, plus its own benchmarks if any."""
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -896,6 +1036,8 @@ class Job(BaseModel):
     has_benchmarks: bool = False
     report: ReportSection | None = None
     cost: CostSection | None = None
+    gate: Gate | None = None
+    baseline: "BaselineSection | None" = None
 
 
 def load_job(path: str | Path) -> Job:
@@ -911,8 +1053,20 @@ def load_job(path: str | Path) -> Job:
               if data.get("report") is not None else None)
     cost = doc.validate(CostSection, data["cost"], ("cost",)) if data.get("cost") is not None \
         else None
+    gate = _gate(doc, data["gate"], ("gate",), None) if data.get("gate") is not None else None
+    baseline = (doc.validate(BaselineSection, data["baseline"], ("baseline",))
+                if data.get("baseline") is not None else None)
+    if baseline is not None and baseline.compare and _is_path(baseline.compare):
+        baseline = baseline.model_copy(update={"compare": str(
+            (path.parent / baseline.compare).resolve())})
     return Job(path=str(path), name=str(name or path.stem), defaults=defaults,
-               has_benchmarks=bool(data.get("benchmarks")), report=report, cost=cost)
+               has_benchmarks=bool(data.get("benchmarks")), report=report, cost=cost,
+               gate=gate, baseline=baseline)
+
+
+def _is_path(ref: str) -> bool:
+    """A baseline reference that names a file rather than a saved baseline or `latest`."""
+    return "/" in ref or ref.endswith((".json", ".jsonl"))
 
 
 def load_spec(path: str | Path, job: Job | None = None, rootdir: str | Path | None = None
@@ -938,7 +1092,10 @@ def load_spec(path: str | Path, job: Job | None = None, rootdir: str | Path | No
     except ValueError:
         rel = str(path)
     name = _check_name(doc, data.get("name"), ("name",))
-    ctx = _Context(doc, defaults, rel, str(name or path.stem))
+    gate = job.gate if job else None
+    if data.get("gate") is not None and not is_job:
+        gate = _gate(doc, data["gate"], ("gate",), gate)
+    ctx = _Context(doc, defaults, rel, str(name or path.stem), gate)
     raw_cells = []
     for index, entry in enumerate(benchmarks):
         raw_cells.extend(_expand_entry(ctx, entry, index))

@@ -36,7 +36,10 @@ def main(argv: list[str]) -> None:
     config = ModelConfig(max_batch_size=serving.max_batch_size, batcher=batcher)
     triton_config = TritonConfig(http_port=int(http_port), grpc_port=int(grpc_port),
                                  metrics_port=int(metrics_port), http_address="127.0.0.1",
-                                 grpc_address="127.0.0.1")
+                                 grpc_address="127.0.0.1",
+                                 # stopping must not wait for idle client connections (30 s by
+                                 # default): the harness stops a server only between cells
+                                 exit_timeout_secs=1)
     try:    # PyTriton >= 0.7 protects the statistics API with a token we choose
         from pytriton.triton import TritonSecurityConfig
         extra = {"security_config": TritonSecurityConfig(access_token=token)}
