@@ -85,6 +85,19 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
+def check_slo(value):
+    """An SLO is one latency bound on one percentile: {p99: 50ms}."""
+    if value is None:
+        return value
+    if len(value) != 1:
+        raise ValueError("give one latency bound, e.g. {p99: 50ms}")
+    (key,) = value
+    m = _SLO_KEY.match(key)
+    if not m or not 0 < float(m.group(1)) < 100:
+        raise ValueError(f"SLO key '{key}' should name a percentile, e.g. p99 or p99.9")
+    return value
+
+
 class Workload(BaseModel):
     """What load the system under test sees. Lists in a workload mapping are sweeps."""
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -107,15 +120,7 @@ class Workload(BaseModel):
     @field_validator("slo")
     @classmethod
     def _slo_keys(cls, value):
-        if value is None:
-            return value
-        if len(value) != 1:
-            raise ValueError("give one latency bound, e.g. {p99: 50ms}")
-        (key,) = value
-        m = _SLO_KEY.match(key)
-        if not m or not 0 < float(m.group(1)) < 100:
-            raise ValueError(f"SLO key '{key}' should name a percentile, e.g. p99 or p99.9")
-        return value
+        return check_slo(value)
 
     @model_validator(mode="after")
     def _fields_fit_the_scenario(self):
@@ -1000,15 +1005,7 @@ class ReportSection(BaseModel):
     @field_validator("slo")
     @classmethod
     def _one_percentile(cls, value):
-        if value is None:
-            return value
-        if len(value) != 1:
-            raise ValueError("give one latency bound, e.g. {p99: 50ms}")
-        (key,) = value
-        m = _SLO_KEY.match(key)
-        if not m or not 0 < float(m.group(1)) < 100:
-            raise ValueError(f"SLO key '{key}' should name a percentile, e.g. p99 or p99.9")
-        return value
+        return check_slo(value)
 
 
 class CostSection(BaseModel):
