@@ -149,6 +149,10 @@ def _judge(lat_ns, timeouts, slo) -> str:
     return _proven(within, v["overlatency"] + timeouts, slo[0] / 100.0) or "undetermined"
 
 
+def _steps_text(steps) -> str:
+    return ", ".join(f"{s['rate']:g}/s {s['verdict']}" for s in steps)
+
+
 def _budget_left(steps, settings) -> bool:
     return sum(s["seconds"] for s in steps) < settings.max_duration
 
@@ -210,9 +214,8 @@ def run_capacity(make_sut, settings, workload, target):
                       search_stop=why)
     best.stop_reason = "capacity_search"
     if passed is None:
-        best.extra["search_failure"] = (
-            f"the capacity search proved no rate ({why}); steps: "
-            + ", ".join(f"{s['rate']:g}/s {s['verdict']}" for s in steps))
+        best.extra["search_failure"] = (f"the capacity search proved no rate ({why}); "
+                                        f"steps: {_steps_text(steps)}")
     return best
 
 
@@ -249,7 +252,6 @@ def run_ramp(make_sut, settings, workload, target):
     knee_samples.extra.update(steps=steps, knee_rate=knee, search_stop=why)
     knee_samples.stop_reason = "ramp"
     if knee is None:
-        knee_samples.extra["search_failure"] = (
-            f"the ramp found no good rate ({why}); steps: "
-            + ", ".join(f"{s['rate']:g}/s {s['verdict']}" for s in steps))
+        knee_samples.extra["search_failure"] = (f"the ramp found no good rate ({why}); "
+                                                f"steps: {_steps_text(steps)}")
     return knee_samples
