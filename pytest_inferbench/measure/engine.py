@@ -46,7 +46,7 @@ def _run_workload(fn, settings, workload, instances: int, progress, make_sut=Non
     elif scenario in ("ramp", "capacity"):
         from ..workload.search import run_capacity, run_ramp
         search = run_ramp if scenario == "ramp" else run_capacity
-        samples = search(make_sut, settings, workload, target)
+        samples = search(make_sut, settings, workload, target, progress)
     else:
         raise ValueError(f"unknown scenario {scenario}")
     return samples
@@ -272,13 +272,22 @@ def _measure_served(cell, cache, endpoint, progress) -> Result:
     return result
 
 
-def run_cell(cell, cache, progress: Progress | None = None, servers=None) -> Result:
+def run_cell(cell, cache, progress: Progress | None = None, servers=None,
+             paired_cells: int = 1, rootdir=None) -> Result:
     """Measure one cell. Raises RuntimeUnavailable (-> skip) or any error (-> failed).
 
     The runner's outputs are checked against the source model (once per artifact) before any
     time is spent measuring: numbers for a model that computes something else are worthless.
     servers: a ServerPool to reuse launched servers across consecutive cells (the session's).
+    A cell with `ab` is measured in paired mode (measure/paired.py) against its baseline;
+    paired_cells: how many such cells the session judges; rootdir: where a git baseline's
+    repository is.
     """
+    if getattr(cell, "ab", None) is not None:
+        from .paired import run_paired_cell
+        if servers is not None:
+            servers.release_unless(cell)
+        return run_paired_cell(cell, cache, progress, cells=paired_cells, rootdir=rootdir)
     if servers is not None:
         servers.release_unless(cell)      # no idle server beside another cell's measurement
     if cell.serving.system != "inprocess":

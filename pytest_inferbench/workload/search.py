@@ -94,28 +94,29 @@ def _proven(within: int, over: int, p: float) -> str | None:
     return None
 
 
-def _run(make_sut, settings, workload, rate, target, seconds, min_s, seed):
+def _run(make_sut, settings, workload, rate, target, seconds, min_s, seed, progress=None):
     sched = arrivals.schedule(workload.arrival, rate, seconds, seed=seed,
                               burstiness=workload.burstiness, on_s=workload.on,
                               off_s=workload.off)
     step_settings = settings.model_copy(update={"max_duration": seconds})
     return run_open_loop(make_sut(), sched, step_settings, workload.timeout,
-                         workload.send_lag_bound, target, decide=_decider(workload),
-                         min_s=min_s)
+                         workload.send_lag_bound, target, progress=progress,
+                         decide=_decider(workload), min_s=min_s)
 
 
-def _step(make_sut, settings, workload, rate, target, seed_offset=0):
+def _step(make_sut, settings, workload, rate, target, seed_offset=0, progress=None):
     """One rate: run until decided; an undecided run is extended once (judged together)."""
     lo, hi = step_limits(workload, rate)
     seed = settings.seed + seed_offset
-    runs = [_run(make_sut, settings, workload, rate, target, hi, lo, seed)]
+    runs = [_run(make_sut, settings, workload, rate, target, hi, lo, seed, progress)]
     slo = workload.slo_target()
     lat = runs[0].latencies_ns
     timeouts = runs[0].extra["timeouts"]
     if slo is not None:
         state = _judge(lat, timeouts, slo)
         if state == "undetermined":
-            runs.append(_run(make_sut, settings, workload, rate, target, hi, lo, seed + 1000))
+            runs.append(_run(make_sut, settings, workload, rate, target, hi, lo, seed + 1000,
+                             progress))
             lat = np.concatenate([lat, runs[1].latencies_ns])
             timeouts += runs[1].extra["timeouts"]
             state = _judge(lat, timeouts, slo)
@@ -157,16 +158,17 @@ def _budget_left(steps, settings) -> bool:
     return sum(s["seconds"] for s in steps) < settings.max_duration
 
 
-def run_capacity(make_sut, settings, workload, target):
+def run_capacity(make_sut, settings, workload, target, progress=None):
     """Double from `rate` until a step fails (confirmed by a second run), then bisect."""
     rate = workload.rate or DEFAULT_START
     steps, passed, failed, best, why = [], None, None, None, None
     confirmed_fail = False
     while len(steps) < MAX_STEPS and _budget_left(steps, settings):
-        samples, row = _step(make_sut, settings, workload, rate, target)
+        samples, row = _step(make_sut, settings, workload, rate, target, progress=progress)
         steps.append(row)
         if row["verdict"] == "fail":
-            _, again = _step(make_sut, settings, workload, rate, target, seed_offset=1)
+            _, again = _step(make_sut, settings, workload, rate, target, seed_offset=1,
+                             progress=progress)
             again["confirming"] = rate
             steps.append(again)
             if again["verdict"] == "fail":
@@ -184,7 +186,7 @@ def run_capacity(make_sut, settings, workload, target):
     while (passed is not None and failed is not None and (failed - passed) / passed > BISECT_TO
            and len(steps) < MAX_STEPS and _budget_left(steps, settings)):
         mid = (passed + failed) / 2
-        samples, row = _step(make_sut, settings, workload, mid, target)
+        samples, row = _step(make_sut, settings, workload, mid, target, progress=progress)
         steps.append(row)
         if row["verdict"] == "pass":
             passed, best = mid, samples
@@ -219,7 +221,7 @@ def run_capacity(make_sut, settings, workload, target):
     return best
 
 
-def run_ramp(make_sut, settings, workload, target):
+def run_ramp(make_sut, settings, workload, target, progress=None):
     """Raise the rate by `step` until the SLO fails, the system stops keeping up with the
     offered load (completions under 95% of the rate sent) or throughput stops growing (< 5%).
     The knee is the last rate before that."""
@@ -229,7 +231,7 @@ def run_ramp(make_sut, settings, workload, target):
         if not _budget_left(steps, settings):
             why = f"max_duration {settings.max_duration:g}s"
             break
-        samples, row = _step(make_sut, settings, workload, rate, target)
+        samples, row = _step(make_sut, settings, workload, rate, target, progress=progress)
         steps.append(row)
         if row["verdict"] == "fail":
             why = "slo_not_met" if workload.slo else "errors_or_timeouts"
