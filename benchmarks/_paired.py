@@ -37,63 +37,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-RESAMPLES = 10_000
-SEED = 0
+# The statistics live in the package (the plugin's paired A/B cells use them too).
+from pytest_inferbench.gate.stats import (RESAMPLES, SEED, Estimate,  # noqa: E402,F401
+                                          bootstrap_mean_ci, ratio_estimate)
 
 
-# ----------------------------------------------------------------------------- statistics
-
-@dataclass(frozen=True)
-class Estimate:
-    """Geometric-mean ratio of paired slices with its bootstrap CI."""
-    ratio: float
-    lo: float
-    hi: float
-    median: float
-    n: int
-    confidence: float = 0.95
-
-    def interval(self, digits: int = 3) -> str:
-        return f"[{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
-
-
-def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95,
-                      resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
-    """Percentile-bootstrap CI of the mean of `values` (resampling the values themselves)."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1 or len(x) == 0:
-        raise ValueError("need at least one value")
-    if np.ptp(x) == 0:          # every resample has the same mean: the CI is that value
-        return float(x[0]), float(x[0])
-    rng = np.random.default_rng(seed)
-    n = len(x)
-    means = np.empty(resamples)
-    step = max(1, 2_000_000 // n)       # bounded memory: ~16 MB of indices at a time
-    for s in range(0, resamples, step):
-        k = min(step, resamples - s)
-        means[s:s + k] = x[rng.integers(0, n, size=(k, n))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
-def ratio_estimate(ratios: Sequence[float], confidence: float = 0.95,
-                   resamples: int = RESAMPLES, seed: int = SEED) -> Estimate:
-    """Geometric mean of per-pair ratios and its percentile-bootstrap CI over pairs."""
-    r = np.asarray(ratios, dtype=np.float64)
-    if len(r) == 0:
-        raise ValueError("no pairs")
-    if not np.all(np.isfinite(r)) or np.any(r <= 0):
-        bad = r[~(np.isfinite(r) & (r > 0))]
-        raise ValueError(f"ratios must be finite and positive, got {bad}")
-    logs = np.log(r)
-    if np.ptp(logs) == 0:
-        c = float(r[0])
-        return Estimate(c, c, c, c, len(r), confidence)
-    lo, hi = bootstrap_mean_ci(logs, confidence, resamples, seed)
-    return Estimate(ratio=math.exp(float(logs.mean())), lo=math.exp(lo), hi=math.exp(hi),
-                    median=float(np.median(r)), n=len(r), confidence=confidence)
-
+# ----------------------------------------------------------------------------- verdicts
 
 @dataclass(frozen=True)
 class Target:

@@ -2,6 +2,8 @@
 
     python -m pytest_inferbench report RUN... [-o report.html] [--title T] [--config job.yaml]
                                        [--cost cpu=0.40] [--slo p99<=50ms] [--peak-flops cpu=1e11]
+    python -m pytest_inferbench compare BASE NEW [--gate p99=+10%,throughput=-5%]
+                                        [--confidence 0.95] [--force] [--json PATH]
 
 A command is one function that adds its subparser (`_add_<name>`) and one that runs it; add a new
 one (e.g. `compare`) to COMMANDS. A user's mistake (a missing file, a file that is not a run
@@ -105,9 +107,89 @@ def _run_report(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- compare
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="compare a run with a baseline and gate on regressions",
+                       description="The verdicts a session with --infer-baseline gives, from "
+                                   "run files, without rerunning: exit 0 (no regression), 1 (a "
+                                   "regression), 2 (bad input).")
+    p.add_argument("base", metavar="BASE",
+                   help="the baseline: a run file, a saved baseline's name, or 'latest' (the "
+                        "newest run file in the runs directory other than NEW)")
+    p.add_argument("new", metavar="NEW",
+                   help="the run to judge: a run file, a baseline name, or 'latest'")
+    p.add_argument("--gate", metavar="METRIC=CHANGE,...", default=None,
+                   help="thresholds for every cell, e.g. p99=+10%%,throughput=-5%% (default: "
+                        "each cell's gate from the spec, else p50=+5%%,throughput=-5%%)")
+    p.add_argument("--confidence", type=float, default=None,
+                   help="confidence of every verdict (default: the gate's, 0.95)")
+    p.add_argument("--force", action="store_true",
+                   help="gate even when the runs' hardware or library versions differ")
+    p.add_argument("--runs-dir", default=".inferbench/runs", metavar="DIR",
+                   help="where 'latest' looks (default .inferbench/runs)")
+    p.add_argument("--baselines-dir", default=".inferbench/baselines", metavar="DIR",
+                   help="where baseline names are looked up (default .inferbench/baselines)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the comparison here")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args) -> int:
+    import json
+
+    from .gate.compare import compare_runs, render_text
+    from .gate.thresholds import GateError, parse_gate
+    from .results.baselines import BaselineError, resolve
+    from .results.store import RunFileError, load_run
+    gate = None
+    try:
+        if args.gate:
+            gate = parse_gate(args.gate)
+    except GateError as exc:
+        raise UsageError(f"--gate: {exc}") from None
+    if args.confidence is not None and not 0.5 <= args.confidence < 1:
+        raise UsageError(f"--confidence: expected a number in [0.5, 1), got {args.confidence}")
+
+    def find(ref: str, exclude=()) -> Path:
+        try:
+            path = resolve(ref, runs_dir=Path(args.runs_dir), baselines_dir=Path(args.baselines_dir),
+                           base=Path.cwd(), exclude=exclude)
+        except BaselineError as exc:
+            raise UsageError(str(exc)) from None
+        if path is None:
+            raise UsageError(f"{ref}: no run file in {args.runs_dir}" if ref == "latest" else
+                             f"{ref}: no baseline of that name in {args.baselines_dir} (and no "
+                             f"such file)")
+        return path
+
+    new_path = find(args.new)
+    base_path = find(args.base, exclude=[new_path])
+    docs = []
+    for path in (base_path, new_path):
+        try:
+            doc = load_run(path)
+        except RunFileError as exc:
+            raise UsageError(str(exc)) from None
+        except (ValueError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UsageError(f"{path}: not a readable run file ({first})") from None
+        doc["path"] = str(path)
+        docs.append(doc)
+    base_label = (docs[0].get("baseline") or {}).get("name") or str(base_path)
+    comparison = compare_runs(docs[0], docs[1], gate, args.force, base_label=base_label,
+                              new_label=str(new_path), confidence=args.confidence)
+    print(render_text(comparison))
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(comparison, indent=1))
+        except OSError as exc:
+            raise UsageError(f"--json: cannot write {args.json}: {exc.strerror or exc}") from None
+    return 1 if comparison["failed"] else 0
+
+
 # ----------------------------------------------------------------------------- main
 
-COMMANDS = [_add_report]
+COMMANDS = [_add_report, _add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -205,6 +205,12 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
                                      currency, add, best))
     rooflines, roofline_note = _roofline_section(measured, peak_flops, peak_bandwidth, add)
     figure_map = {f["id"]: f for f in figures}
+    comparison = _comparison(runs, tags)
+    problems = _problems(df, several)
+    if comparison is not None:      # the gate's verdicts replace the simple change flags
+        problems = sorted(comparison["problems"] + [p for p in problems
+                                                    if not p["what"].startswith("slower")],
+                          key=lambda p: {"fail": 0, "warn": 1, "info": 2}[p["level"]])
     return {
         "title": title,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -212,8 +218,9 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
         "runs": [_run_context(r, df, tags) for r in runs],
         "several_runs": several,
         "summary": _summary(df, runs),
-        "problems": _problems(df, several),
-        "changes": _changes(df) if several else [],
+        "problems": problems,
+        "comparison": comparison,
+        "changes": _changes(df) if several and comparison is None else [],
         "slo_text": slo_text, "slo_source": slo_source,
         "best": [_best_row(r, several, percentile) for _, r in best.iterrows()],
         "glance": _glance(measured, several),
@@ -375,6 +382,50 @@ def _changes(df: pd.DataFrame) -> list[dict]:
     out.sort(key=lambda c: -abs(math.log(c["ratio"])) if c["ratio"] and c["ratio"] == c["ratio"]
              else 0)
     return out
+
+
+def _comparison(runs: list[dict], tags: dict) -> dict | None:
+    """The verdicts of the last run that was compared with a baseline (or has paired cells):
+    rows for the table, and problems for the summary."""
+    found = next(((r, r["comparison"]) for r in reversed(runs) if r.get("comparison")), None)
+    if found is None:
+        return None
+    run, c = found
+    from ..gate.compare import headline
+    rows, problems = [], []
+    for e in c.get("verdicts") or []:
+        for m in e.get("metrics") or []:
+            rows.append({"verdict": e.get("verdict"), "metric_verdict": m.get("verdict"),
+                         "cell": e.get("cell"), "mode": e.get("mode"), "metric": m.get("metric"),
+                         "threshold": m.get("threshold"), "change": _signed_pct(m.get("ratio")),
+                         "ratio": m.get("ratio"),
+                         "interval": (f"{_signed_pct(m['lo'])} .. {_signed_pct(m['hi'])}"
+                                      if m.get("lo") and m.get("hi") else "-"),
+                         "reason": m.get("reason") or ""})
+        if e.get("verdict") == "regression":
+            worst = [m["reason"] for m in e.get("metrics") or [] if m.get("verdict") == "regression"]
+            gated = e.get("mode") == "paired" or (c.get("gated") and c.get("enabled", True))
+            problems.append({"level": "fail" if gated else "warn",
+                             "what": f"regression ({e.get('mode')})" + ("" if gated
+                                                                          else ", not gated"),
+                             "cell": e.get("cell"), "detail": "; ".join(worst)})
+        elif e.get("verdict") == "undetermined":
+            why = [m["reason"] for m in e.get("metrics") or [] if m.get("verdict") == "undetermined"]
+            problems.append({"level": "warn", "what": f"undetermined ({e.get('mode')})",
+                             "cell": e.get("cell"), "detail": "; ".join(why)})
+    for m in c.get("mismatch") or []:
+        problems.append({"level": "warn", "what": "differs from the baseline", "cell": m["what"],
+                         "detail": f"{m['baseline']} → {m['new']}"
+                                   + (": verdicts not gated" if not c.get("gated") else "")})
+    order = {"regression": 0, "undetermined": 1, "improvement": 2, "no change": 3}
+    rows.sort(key=lambda r: (order.get(r["verdict"], 4), r["cell"] or ""))
+    base = c.get("baseline") or {}
+    return {"headline": headline(c), "run": tags.get(run["label"], ""), "rows": rows,
+            "problems": problems, "failed": bool(c.get("failed")),
+            "regressions": (c.get("counts") or {}).get("regression", 0),
+            "baseline": base.get("label"), "baseline_path": base.get("path"),
+            "only_in_baseline": c.get("only_in_baseline") or [],
+            "only_in_new": c.get("only_in_new") or []}
 
 
 def _signed_pct(ratio) -> str:

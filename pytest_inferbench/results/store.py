@@ -42,10 +42,12 @@ class RunWriter:
         with open(self.journal, "a") as fh:
             fh.write(json.dumps(result) + "\n")
 
-    def finish(self, end_time: str) -> list[Path]:
+    def finish(self, end_time: str, extra: dict | None = None) -> list[Path]:
+        """Write the run file (and the --infer-json copy); `extra`: top-level keys beside the
+        results (e.g. "repeats", "comparison")."""
         self.provenance["end_time"] = end_time
         doc = {"format": FORMAT, "version": VERSION, "name": self.name,
-               "provenance": self.provenance, "results": self.results}
+               "provenance": self.provenance, "results": self.results, **(extra or {})}
         written = []
         for target in filter(None, (self.path, self.extra_path)):
             target.parent.mkdir(parents=True, exist_ok=True)

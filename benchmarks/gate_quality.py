@@ -1,0 +1,281 @@
+"""How good is the gate? A/A runs and injected slowdowns, in both modes, on this machine.
+
+    python benchmarks/gate_quality.py                      # 10 A/A + 3 per slowdown, ~5 min
+    python benchmarks/gate_quality.py --aa 4 --per-slowdown 1   # a quick look
+
+The suite: two CPU cells of a torch model whose work is a chain of 20 identical layers
+(matmul + tanh, width 256), offline at batch 8 and single-stream at batch 1, one intra-op
+thread. A slowdown of 5%, 10% or 20% is injected by running 21, 22 or 24 layers: the work
+scaled by a known factor (the fixed per-query overhead dilutes it slightly, which the paired
+estimates show).
+
+Gate for both modes: p50 "+5%", throughput "-5%" at 95% confidence. A verdict of regression
+needs the whole interval beyond 5%, so a real 10% or 20% slowdown is what must be caught;
+5% sits on the threshold and is reported, not targeted.
+
+Stored mode: a baseline saved by one pytest session with --infer-repeat 5 (the A/A noise
+learnt from 5 round-robin repeats), then separate pytest sessions compared with it
+(--infer-baseline), each cell a trial: 10 sessions unchanged (A/A), and sessions with each
+slowdown.
+Paired mode: each trial is one cell measured with `ab` against the unchanged model in the
+same process (rounds 10, up to 40 while undecided, 0.1 s per side per round in 10 ms
+sub-slices), through the same engine the plugin uses, judged alone (a session judging many
+paired cells corrects for them, which only makes it stricter).
+
+Targets: no false positive (A/A "regression") in either mode; paired mode catches every 10%
+and 20% slowdown; stored mode never passes ("no change") a slowdown of 10% or 20% that it
+cannot resolve: it says "undetermined".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _paired import table  # noqa: E402
+
+MODELS = '''
+import os
+import torch
+
+class Work(torch.nn.Module):
+    """A chain of identical layers: the work is proportional to `reps`."""
+    def __init__(self, reps, width=256):
+        super().__init__()
+        self.reps = reps
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(width, width, generator=g) / width ** 0.5,
+                                    requires_grad=False)
+    def forward(self, x):
+        for _ in range(self.reps):
+            x = torch.tanh(x @ self.w)
+        return x
+
+BASE = 20
+def _make(factor):
+    return Work(round(BASE * factor)), {"x": [256]}
+def current():
+    return _make(float(os.environ.get("GQ_FACTOR", "1")))
+def base():
+    return _make(1.0)
+def slow5():
+    return _make(1.05)
+def slow10():
+    return _make(1.10)
+def slow20():
+    return _make(1.20)
+'''
+
+SETTINGS = "warmup: 0.2s, min_duration: 0.5s, max_duration: 1s, min_queries: 100"
+GATE = '{p50: "+5%", throughput: "-5%"}'
+CELLS = (("8", "offline"), ("1", "single_stream"))
+SLOWDOWNS = {0.05: "slow5", 0.10: "slow10", 0.20: "slow20"}
+VERDICTS = ("regression", "undetermined", "no change", "improvement")
+
+
+def stored_suite() -> str:
+    lines = ["name: gq", f"defaults: {{{SETTINGS}}}", "benchmarks:"]
+    for cell in CELLS:
+        lines += ["  - model: \"gq_models:current\"", "    runtime: torch", "    threads: 1",
+                  f"    batch_size: {cell[0]}", f"    workload: {cell[1]}", f"    gate: {GATE}"]
+    return "\n".join(lines) + "\n"
+
+
+def paired_suite(candidate: str, rounds: int, max_rounds: int, slice_s: float) -> str:
+    lines = ["name: gqp", f"defaults: {{{SETTINGS}}}", "benchmarks:"]
+    for cell in CELLS:
+        lines += [f"  - model: \"gq_models:{candidate}\"", "    runtime: torch", "    threads: 1",
+                  f"    gate: {GATE}",
+                  f"    ab: {{rounds: {rounds}, max_rounds: {max_rounds}, slice: {slice_s}s, "
+                  f"baseline: {{model: \"gq_models:base\"}}}}",
+                  f"    batch_size: {cell[0]}", f"    workload: {cell[1]}"]
+    return "\n".join(lines) + "\n"
+
+
+def _session(work: Path, factor: float, *args) -> dict:
+    env = {**os.environ, "GQ_FACTOR": str(factor),
+           "PYTHONPATH": os.pathsep.join([str(work), os.environ.get("PYTHONPATH", "")])}
+    out = work / "run.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--infer-no-html",
+           "--infer-no-progress", "--infer-json", str(out), "bench_gq.yaml", *args]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    if not out.exists():
+        raise RuntimeError(f"session failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
+                           f"\n{proc.stderr[-2000:]}")
+    doc = json.loads(out.read_text())
+    doc["returncode"] = proc.returncode
+    return doc
+
+
+def _cell_of(entry: dict) -> str:
+    return "offline-bs8" if "offline" in entry["cell"] else "single_stream-bs1"
+
+
+def stored_mode(work: Path, n_aa: int, per: int, repeats: int, log) -> dict:
+    (work / "bench_gq.yaml").write_text(stored_suite())
+    t0 = time.perf_counter()
+    _session(work, 1.0, "--infer-save", "gq", "--infer-repeat", str(repeats))
+    baseline = json.loads((work / ".inferbench/baselines/gq.json").read_text())
+    learnt = {cell: {m: v for m, v in noise.items() if m in ("p50", "throughput")}
+              for cell, noise in baseline["baseline"]["noise"].items()}
+    log(f"stored: baseline saved with {repeats} repeats; learnt A/A sd: "
+        + "; ".join(f"{c.split('::')[-1]}: p50 ±{100 * n['p50']['sd']:.1f}%, throughput "
+                    f"±{100 * n['throughput']['sd']:.1f}%" for c, n in learnt.items()))
+    trials = []
+    plan = [(0.0, n_aa)] + [(s, per) for s in SLOWDOWNS]
+    for slowdown, count in plan:
+        for i in range(count):
+            doc = _session(work, 1.0 + slowdown, "--infer-baseline", "gq")
+            comparison = doc["comparison"]
+            for e in comparison["verdicts"]:
+                p50 = next(m for m in e["metrics"] if m["metric"] == "p50")
+                trials.append({"slowdown": slowdown, "verdict": e["verdict"],
+                               "cell": _cell_of(e), "ratio": p50["ratio"],
+                               "exit": doc["returncode"]})
+            log(f"stored: slowdown {slowdown:.0%} #{i + 1}: " + ", ".join(
+                f"{t['cell']} {t['verdict']} (p50 x{t['ratio']:.3f})" for t in trials[-2:]))
+    return {"trials": trials, "seconds": time.perf_counter() - t0, "learnt": learnt}
+
+
+def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
+                slice_s: float, log) -> dict:
+    from pytest_inferbench.measure.engine import run_cell
+    from pytest_inferbench.models.cache import ArtifactCache
+    from pytest_inferbench.spec import load_spec
+    sys.path.insert(0, str(work))
+    cache = ArtifactCache(work / ".inferbench/cache")
+    trials = []
+    t0 = time.perf_counter()
+    plan = [(0.0, n_aa)] + [(s, per) for s in SLOWDOWNS]
+    for slowdown, count in plan:
+        candidate = SLOWDOWNS.get(slowdown, "base")
+        spec = work / "bench_gqp.yaml"
+        spec.write_text(paired_suite(candidate, rounds, max_rounds, slice_s))
+        for i in range(count):
+            for cell in load_spec(spec):
+                result = run_cell(cell, cache)
+                ab = result.ab
+                p50 = next(m for m in ab["metrics"] if m["metric"] == "p50")
+                trials.append({"slowdown": slowdown, "verdict": ab["verdict"],
+                               "cell": "offline-bs8" if cell.batch_size == 8
+                               else "single_stream-bs1",
+                               "ratio": p50["ratio"], "rounds": ab["rounds"],
+                               "round_sd": p50.get("round_sd")})
+            log(f"paired: slowdown {slowdown:.0%} #{i + 1}: " + ", ".join(
+                f"{t['cell']} {t['verdict']} (p50 x{t['ratio']:.3f}, {t['rounds']} rounds)"
+                for t in trials[-2:]))
+    return {"trials": trials, "seconds": time.perf_counter() - t0}
+
+
+def _rows(mode: str, result: dict) -> list:
+    rows = []
+    trials = result["trials"]
+    for slowdown in (0.0, *SLOWDOWNS):
+        ts = [t for t in trials if t["slowdown"] == slowdown]
+        if not ts:
+            continue
+        counts = {v: sum(1 for t in ts if t["verdict"] == v) for v in VERDICTS}
+        ratios = [t["ratio"] for t in ts if t["ratio"]]
+        what = "A/A" if slowdown == 0 else f"+{slowdown:.0%}"
+        if slowdown == 0:
+            rate = f"FP {counts['regression']}/{len(ts)}"
+        else:
+            rate = f"detected {counts['regression']}/{len(ts)}"
+        spread = (f"x{min(ratios):.3f} .. x{max(ratios):.3f}" if ratios else "-")
+        extra = ""
+        if mode == "paired":
+            rounds = [t["rounds"] for t in ts]
+            extra = f"{min(rounds)}-{max(rounds)}"
+        rows.append([mode, what, len(ts), rate, counts["regression"], counts["undetermined"],
+                     counts["no change"], counts["improvement"], spread, extra])
+    return rows
+
+
+def _targets(stored: dict | None, paired: dict | None) -> list[str]:
+    out = []
+    if stored:
+        t = stored["trials"]
+        fp = sum(1 for x in t if x["slowdown"] == 0 and x["verdict"] == "regression")
+        wrong_pass = sum(1 for x in t if x["slowdown"] >= 0.10 and x["verdict"] == "no change")
+        out.append(f"stored: false positives {fp} (target 0) -> {'met' if fp == 0 else 'NOT MET'}")
+        out.append(f"stored: 10%/20% slowdowns passed as 'no change' {wrong_pass} (target 0) -> "
+                   f"{'met' if wrong_pass == 0 else 'NOT MET'}")
+    if paired:
+        t = paired["trials"]
+        fp = sum(1 for x in t if x["slowdown"] == 0 and x["verdict"] == "regression")
+        big = [x for x in t if x["slowdown"] >= 0.10]
+        caught = sum(1 for x in big if x["verdict"] == "regression")
+        out.append(f"paired: false positives {fp} (target 0) -> {'met' if fp == 0 else 'NOT MET'}")
+        out.append(f"paired: 10%/20% slowdowns caught {caught}/{len(big)} (target all) -> "
+                   f"{'met' if caught == len(big) else 'NOT MET'}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--aa", type=int, default=10, help="A/A runs per mode (default 10)")
+    ap.add_argument("--per-slowdown", type=int, default=3,
+                    help="runs per injected slowdown per mode (default 3)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="repeats of the stored baseline's session (default 5)")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--max-rounds", type=int, default=40)
+    ap.add_argument("--slice", type=float, default=0.1, help="seconds per side per round")
+    ap.add_argument("--mode", choices=("both", "stored", "paired"), default="both")
+    ap.add_argument("--json", default=None, help="write every trial here")
+    args = ap.parse_args(argv)
+
+    def log(text):
+        print(text, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="gate-quality-") as tmp:
+        work = Path(tmp)
+        (work / "gq_models.py").write_text(MODELS)
+        stored = paired = None
+        if args.mode in ("both", "paired"):
+            paired = paired_mode(work, args.aa, args.per_slowdown, args.rounds, args.max_rounds,
+                                 args.slice, log)
+        if args.mode in ("both", "stored"):
+            stored = stored_mode(work, args.aa, args.per_slowdown, args.repeats, log)
+    rows = []
+    if paired:
+        rows += _rows("paired", paired)
+    if stored:
+        rows += _rows("stored", stored)
+    print()
+    print("Gate p50 +5%, throughput -5% at 95% confidence; each trial is one cell of the two "
+          "(offline bs8, single-stream bs1)")
+    print(table(["mode", "change", "trials", "rate", "regression", "undetermined", "no change",
+                 "improvement", "p50 ratio range", "rounds"], rows, left=2))
+    if stored:
+        print("stored: A/A noise learnt from the baseline's repeats (run-to-run sd): " + "; ".join(
+            f"{c.split('::')[-1]} p50 ±{100 * n['p50']['sd']:.1f}% throughput "
+            f"±{100 * n['throughput']['sd']:.1f}%" for c, n in stored["learnt"].items()))
+    if paired:
+        aa = [t for t in paired["trials"] if t["slowdown"] == 0]
+        sds = [t["round_sd"] for t in aa if t.get("round_sd") is not None]
+        if sds:
+            print(f"paired: A/A round-to-round sd of the p50 ratio {100 * min(sds):.1f}% .. "
+                  f"{100 * max(sds):.1f}% (median {100 * sorted(sds)[len(sds) // 2]:.1f}%)")
+    for line in _targets(stored, paired):
+        print(line)
+    secs = (stored or {}).get("seconds", 0) + (paired or {}).get("seconds", 0)
+    print(f"time: {secs:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"stored": stored, "paired": paired}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

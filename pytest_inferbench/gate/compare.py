@@ -1,0 +1,366 @@
+"""A new run against a stored baseline: match cells, judge each gated metric, say what could
+not be judged and why, and whether the comparison may gate at all.
+
+    comparison = compare_runs(base_doc, new_doc, gate=None, force=False, base_label="nightly")
+    print(render_text(comparison))
+    comparison["failed"]        # True: a regression, and the comparison gates
+
+Cells match by their resolved configuration (model, runtime and options, device, precision,
+batch size, threads, workload, serving), not by file, line or name, so moving an entry keeps
+its history. Repeats of a cell (--infer-repeat N, results carrying `repeat`) are the runs of
+that cell on one side: they give the A/A noise (gate/stats.py, stored_judgement).
+
+A baseline measured on other hardware (CPU model, logical CPUs, GPUs) or with other versions
+of the libraries that run the models (torch, onnxruntime, numpy, ...; Python's minor version)
+is compared, but does not gate unless forced: its differences are not the code's.
+
+Paired results in the new run (cells with `ab`) are listed with their own verdicts (re-judged
+from their stored per-round ratios when a gate is given here); they gate regardless of the
+baseline, since both sides ran on the same machine at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .stats import (IMPROVEMENT, NO_CHANGE, REGRESSION, SEVERITY, UNDETERMINED, Obs,
+                    cell_verdict, decide, judge, quantile, stored_judgement)
+from .thresholds import GateConfig, default_noise, threshold_text
+
+# Cell fields that do not change what is measured: where it is written and how long it runs.
+_NOT_CONFIG = ("id", "spec", "spec_name", "entry", "line", "marks", "settings", "gate", "ab",
+               "model_label", "placement")
+# Provenance that must agree for a comparison to gate.
+HARDWARE = ("cpu_model", "cpu_count_logical")
+LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "onnx", "numpy")
+
+
+# ----------------------------------------------------------------------------- matching
+
+def config_key(result: dict) -> str:
+    """What identifies a cell across runs: its resolved configuration."""
+    cell = result.get("cell") or {}
+    if "runtime" not in cell:       # a hand-written benchmark (the fixture): its test id
+        return "id:" + str(result.get("id") or "")
+    config = {k: v for k, v in cell.items() if k not in _NOT_CONFIG}
+    for section, key in (("model", "path"), ("workload", "trace"), ("serving", "data")):
+        value = config.get(section)
+        if isinstance(value, dict) and value.get(key):
+            config[section] = {**value, key: Path(str(value[key])).name}
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def display(result: dict) -> str:
+    cell = result.get("cell") or {}
+    if cell.get("spec") and cell.get("id"):
+        return f"{Path(str(cell['spec'])).name}::{cell['id']}"
+    return str(result.get("id") or "?")
+
+
+def _measured(result: dict) -> bool:
+    lat = result.get("latency_ms") or {}
+    return result.get("status") == "passed" and bool(lat.get("n"))
+
+
+def _group(results) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(config_key(r), []).append(r)
+    for rows in groups.values():
+        rows.sort(key=lambda r: r.get("repeat") or 0)
+    return groups
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def observe(result: dict, metric: str) -> Obs:
+    """A run's value of a metric with the standard error of its log from within the run."""
+    lat = result.get("latency_ms") or {}
+    n = lat.get("n") or 0
+    mean, std = lat.get("mean"), lat.get("std")
+    mean_se = (std / (mean * math.sqrt(n)) if mean and std is not None and n > 1 else math.inf)
+    if metric == "throughput":
+        value = (result.get("throughput") or {}).get("samples_per_s")
+        return Obs(value, mean_se)
+    if metric == "mean":
+        return Obs(mean, mean_se)
+    confidence = lat.get("confidence") or 0.95
+    pct = (lat.get("percentiles") or {}).get(metric)
+    if pct is None:
+        pct = histogram_percentile(lat.get("histogram"), float(metric[1:]), confidence)
+    if not pct or pct.get("value") is None:
+        return Obs(None)
+    lo, hi, value = pct.get("lower"), pct.get("upper"), pct["value"]
+    if lo is None or hi is None or lo <= 0 or hi <= 0:
+        return Obs(value, math.inf)
+    z = quantile((1 + confidence) / 2, None)
+    return Obs(value, (math.log(hi) - math.log(lo)) / (2 * z))
+
+
+def histogram_percentile(hist, p: float, confidence: float) -> dict | None:
+    """A percentile and its distribution-free bounds from the stored 2%-bin histogram (each
+    to within its bin: the upper edge of the bin holding the rank)."""
+    if not hist or not hist.get("counts"):
+        return None
+    from ..measure.stats import bound_ranks, rank
+    counts = hist["counts"]
+    edges = hist["edges_ms"]
+    n = int(sum(counts))
+    if n < 1:
+        return None
+    cum = []
+    total = 0
+    for c in counts:
+        total += c
+        cum.append(total)
+
+    def at(r):
+        for i, c in enumerate(cum):
+            if c >= r:
+                return float(edges[i + 1])
+        return float(edges[-1])
+    lo, hi = bound_ranks(n, p, confidence)
+    return {"value": at(rank(n, p)), "lower": at(lo) if lo else None,
+            "upper": at(hi) if hi else None}
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def mismatches(base_prov: dict, new_prov: dict) -> list[dict]:
+    """What differs between two runs' machines and libraries (each {what, baseline, new})."""
+    out = []
+    for key in HARDWARE:
+        a, b = base_prov.get(key), new_prov.get(key)
+        if a is not None and b is not None and a != b:
+            out.append({"what": key, "baseline": a, "new": b})
+    ga, gb = _gpus(base_prov), _gpus(new_prov)
+    if ga != gb:
+        out.append({"what": "gpus", "baseline": ", ".join(ga) or "none",
+                    "new": ", ".join(gb) or "none"})
+    va, vb = base_prov.get("versions") or {}, new_prov.get("versions") or {}
+    for lib in LIBRARIES:
+        if va.get(lib) != vb.get(lib) and (lib in va or lib in vb):
+            out.append({"what": lib, "baseline": va.get(lib, "absent"),
+                        "new": vb.get(lib, "absent")})
+    pa, pb = _minor(base_prov.get("python")), _minor(new_prov.get("python"))
+    if pa and pb and pa != pb:
+        out.append({"what": "python", "baseline": pa, "new": pb})
+    return out
+
+
+def _gpus(prov: dict) -> list[str]:
+    gpu = prov.get("gpu") if isinstance(prov.get("gpu"), dict) else {}
+    gpus = gpu.get("gpus") if isinstance(gpu.get("gpus"), list) else []
+    return sorted(str(g.get("name", g)) if isinstance(g, dict) else str(g) for g in gpus)
+
+
+def _minor(version) -> str | None:
+    if not version:
+        return None
+    return ".".join(str(version).split(".")[:2])
+
+
+# ----------------------------------------------------------------------------- comparing
+
+def _as_dict(result) -> dict:
+    return result.to_json() if hasattr(result, "to_json") else dict(result)
+
+
+def _gate_for(rows: list[dict], override: GateConfig | None,
+              confidence: float | None = None) -> GateConfig:
+    if override is not None:
+        config = override
+    else:
+        cell = rows[0].get("cell") or {}
+        config = GateConfig.from_json(cell.get("gate")) if cell.get("gate") else GateConfig()
+    if confidence is not None:
+        config = GateConfig(dict(config.thresholds), confidence, config.noise)
+    return config
+
+
+def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None = None,
+                 force: bool = False, base_label: str | None = None,
+                 new_label: str | None = None, confidence: float | None = None) -> dict:
+    """The comparison (JSON-able): see the module doc and render_text. base_doc None: no
+    stored baseline, only the new run's paired cells are listed."""
+    has_base = base_doc is not None
+    base_doc = base_doc or {}
+    base_results = [_as_dict(r) for r in base_doc.get("results", [])]
+    new_results = [_as_dict(r) for r in new_doc.get("results", [])]
+    base_prov = base_doc.get("provenance") or {}
+    new_prov = new_doc.get("provenance") or {}
+    # paired cells judge themselves; the stored comparison covers the rest
+    paired = [r for r in new_results if r.get("ab")]
+    base_groups = _group(r for r in base_results if not r.get("ab"))
+    new_groups = _group(r for r in new_results if not r.get("ab"))
+    mismatch = mismatches(base_prov, new_prov) if has_base else []
+    entries, judged = [], []
+    only_base, only_new, not_measured = [], [], []
+    for key, rows in new_groups.items():
+        if key not in base_groups:
+            if has_base:
+                only_new.append(display(rows[0]))
+            continue
+        b_rows = [r for r in base_groups[key] if _measured(r)]
+        n_rows = [r for r in rows if _measured(r)]
+        if not b_rows or not n_rows:
+            side = "the baseline" if not b_rows else "this run"
+            status = (base_groups[key] if not b_rows else rows)[0].get("status")
+            not_measured.append({"cell": display(rows[0]),
+                                 "reason": f"not measured in {side} ({status})"})
+            continue
+        config = _gate_for(rows, gate, confidence)
+        device = (rows[0].get("cell") or {}).get("device")
+        noise = config.noise if config.noise is not None else default_noise(device)
+        js = []
+        for metric, limit in config.thresholds.items():
+            j = stored_judgement(metric, limit, [observe(r, metric) for r in b_rows],
+                                 [observe(r, metric) for r in n_rows], noise)
+            if j.missing is None and not math.isfinite(j.se):
+                j.missing = (f"{metric}: too few samples for its confidence bounds "
+                             f"(n = {(n_rows[0].get('latency_ms') or {}).get('n')})")
+            js.append(j)
+            judged.append((config.confidence, j))
+        busy = [side for side, rs in (("baseline", b_rows), ("this run", n_rows))
+                if any((r.get("process") or {}).get("host_contended") for r in rs)]
+        entries.append({"cell": display(rows[0]), "id": rows[0].get("id"), "mode": "stored",
+                        "gate": config.to_json(), "judgements": js, "busy": busy,
+                        "repeats_base": len(b_rows), "repeats_new": len(n_rows)})
+    for key, rows in base_groups.items():
+        if key not in new_groups:
+            only_base.append(display(rows[0]))
+    # Holm over every judgement of the comparison (per confidence level, normally one)
+    for level in sorted({c for c, _ in judged}):
+        decide([j for c, j in judged if c == level], level)
+    for e in entries:
+        for j in e["judgements"]:
+            if j.verdict == UNDETERMINED and "is wider than the threshold" in j.reason:
+                j.reason += (f"; needs paired mode (ab) to resolve "
+                             f"{threshold_text(j.metric, j.limit)}")
+            if e["busy"] and j.verdict in (REGRESSION, IMPROVEMENT):
+                j.reason += (f"; other processes kept the host busy during "
+                             f"{' and '.join(e['busy'])}: confirm with paired mode (ab)")
+        e["verdict"] = cell_verdict(e["judgements"])
+        e["metrics"] = [j.to_json() for j in e.pop("judgements")]
+    for r in paired:
+        regate = gate
+        if confidence is not None:
+            regate = _gate_for([r], gate, confidence)
+        entries.append(paired_entry(r, regate))
+    entries.sort(key=lambda e: (SEVERITY[e["verdict"]], e["mode"] != "paired", e["cell"]))
+    gated = force or not mismatch
+    counts = {v: sum(1 for e in entries if e["verdict"] == v)
+              for v in (REGRESSION, UNDETERMINED, IMPROVEMENT, NO_CHANGE)}
+    stored_regressions = sum(1 for e in entries
+                             if e["verdict"] == REGRESSION and e["mode"] == "stored")
+    paired_regressions = counts[REGRESSION] - stored_regressions
+    return {
+        "baseline": _run_summary(base_doc, base_label) if has_base else None,
+        "new": _run_summary(new_doc, new_label),
+        "gate": gate.to_json() if gate is not None else None,
+        "gated": gated,
+        "not_gated_reason": None if gated else (
+            "the baseline ran on other hardware or library versions: verdicts are shown, "
+            "not gated (--infer-gate-force, or compare --force, to gate anyway)"),
+        "mismatch": mismatch,
+        "verdicts": entries,
+        "only_in_baseline": sorted(only_base),
+        "only_in_new": sorted(only_new),
+        "not_measured": not_measured,
+        "counts": counts,
+        "regressions": {"stored": stored_regressions, "paired": paired_regressions},
+        "failed": bool((gated and stored_regressions) or paired_regressions),
+    }
+
+
+def paired_entry(result: dict, gate: GateConfig | None = None) -> dict:
+    """A paired cell's verdict, as recorded, or re-judged under `gate` from its ratios."""
+    ab = result["ab"]
+    metrics = ab.get("metrics") or []
+    verdict = ab.get("verdict") or UNDETERMINED
+    if gate is not None:
+        js = judge(ab.get("ratios") or {}, gate, ab.get("looks") or 1, ab.get("cells") or 1)
+        metrics = [j.to_json() for j in js]
+        verdict = cell_verdict(js)
+    return {"cell": display(result), "id": result.get("id"), "mode": "paired",
+            "verdict": verdict, "metrics": metrics, "rounds": ab.get("rounds"),
+            "against": (ab.get("baseline") or {}).get("changes")}
+
+
+def _run_summary(doc: dict, label: str | None) -> dict:
+    prov = doc.get("provenance") or {}
+    return {"label": label or doc.get("name"), "name": doc.get("name"),
+            "path": str(doc.get("path")) if doc.get("path") else None,
+            "host": prov.get("host"), "start_time": prov.get("start_time"),
+            "commit": (prov.get("git") or {}).get("commit"),
+            "repeats": doc.get("repeats")}
+
+
+# ----------------------------------------------------------------------------- text
+
+_TAG = {REGRESSION: "REGRESSION", UNDETERMINED: "undetermined", IMPROVEMENT: "improvement",
+        NO_CHANGE: "no change"}
+
+
+def headline(c: dict) -> str:
+    n = c["counts"]
+    base = c["baseline"]
+    if base is None:
+        against = "their paired baselines"
+    else:
+        against = f"baseline {base.get('label')}" + (f" ({base['start_time']})"
+                                                     if base.get("start_time") else "")
+    if c["failed"]:
+        total = c["regressions"]["paired"] + (c["regressions"]["stored"] if c["gated"] else 0)
+        state = f"FAILED: {total} regression{'s' if total != 1 else ''}"
+    elif n[REGRESSION]:
+        state = "not gated: regressions shown below"
+    else:
+        state = "passed"
+    parts = [f"{n[k]} {_TAG[k]}" for k in (REGRESSION, UNDETERMINED, IMPROVEMENT, NO_CHANGE)
+             if n[k]]
+    return f"{state} ({', '.join(parts) or 'nothing compared'}) against {against}"
+
+
+def render_text(c: dict, width: int = 100) -> str:
+    """The verdict table: regressions first, then undetermined, improvements, unchanged cells
+    (counted), cells on one side only, and why the comparison does not gate."""
+    lines = [headline(c)]
+    for e in c["verdicts"]:
+        if e["verdict"] == NO_CHANGE:
+            continue
+        mode = "paired" if e["mode"] == "paired" else "stored"
+        lines.append(f"{_TAG[e['verdict']].upper() if e['verdict'] == REGRESSION else _TAG[e['verdict']]}"
+                     f" [{mode}] {e['cell']}")
+        for m in e["metrics"]:
+            if m["verdict"] == NO_CHANGE and e["verdict"] != NO_CHANGE:
+                lines.append(f"    {m['metric']}: no change ({_short(m)})")
+            else:
+                lines.append(f"    {m['metric']}: {m['verdict']}: {m['reason']}")
+        if e["mode"] == "paired":
+            lines.append(f"    ({e.get('rounds')} interleaved rounds against "
+                         f"{e.get('against')})")
+    unchanged = [e["cell"] for e in c["verdicts"] if e["verdict"] == NO_CHANGE]
+    if unchanged:
+        lines.append(f"no change: {len(unchanged)} cell{'s' if len(unchanged) != 1 else ''}")
+    if c["not_measured"]:
+        for item in c["not_measured"]:
+            lines.append(f"not compared: {item['cell']}: {item['reason']}")
+    if c["only_in_baseline"]:
+        lines.append(f"only in the baseline ({len(c['only_in_baseline'])}): "
+                     + ", ".join(c["only_in_baseline"]))
+    if c["only_in_new"]:
+        lines.append(f"only in this run ({len(c['only_in_new'])}): " + ", ".join(c["only_in_new"]))
+    if c["mismatch"]:
+        what = "; ".join(f"{m['what']}: {m['baseline']} -> {m['new']}" for m in c["mismatch"])
+        lines.append(f"warning: this run differs from the baseline ({what})")
+        if c["not_gated_reason"]:
+            lines.append(f"warning: {c['not_gated_reason']}")
+    return "\n".join(lines)
+
+
+def _short(m: dict) -> str:
+    r = m.get("ratio")
+    return f"{100 * (r - 1):+.1f}%" if r else "?"

@@ -1,0 +1,209 @@
+"""The baseline side of a paired cell in another process: another interpreter (a venv with
+other library versions) or another git revision of the files under test.
+
+An execnet popen gateway starts the interpreter (`python:`, or this one for `git:`); the
+remote end loads the same cell with this harness's code (pinned by path, so both sides are
+measured by the same loop) and then serves "measure for s seconds" requests over the channel,
+returning the latencies as bytes. While the remote side measures, this process waits on the
+channel, so the sides never run at the same time.
+
+`git: REV`: the revision's tracked files are exported (`git archive`, read-only: the user's
+repository is not touched) into a temporary directory; the remote process runs there, with
+that directory first on sys.path, and model files under the repository are read from there.
+So factories and model files come from REV, the measuring harness from this session.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from array import array
+from pathlib import Path
+
+HARNESS = Path(__file__).resolve().parents[1]      # the pytest_inferbench package directory
+START_TIMEOUT_S = 300.0
+
+
+class RemoteError(RuntimeError):
+    pass
+
+
+def _remote_main(channel, harness, sys_path, cell_json, cache_root, chdir):
+    """Runs in the remote interpreter (execnet sends this function's source)."""
+    import importlib.util
+    import json
+    import os
+    import sys
+    from array import array
+    if chdir:
+        os.chdir(chdir)
+    for p in reversed(sys_path):
+        sys.path.insert(0, p)
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "pytest_inferbench", os.path.join(harness, "__init__.py"),
+            submodule_search_locations=[harness])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["pytest_inferbench"] = module
+        spec.loader.exec_module(module)
+        from pytest_inferbench.measure.paired import LocalSide
+        from pytest_inferbench.models.cache import ArtifactCache
+        from pytest_inferbench.results.provenance import versions
+        from pytest_inferbench.spec import Cell
+        side = LocalSide(Cell.model_validate(json.loads(cell_json)), ArtifactCache(cache_root))
+        info = side.info()
+        info.update(process=f"{sys.executable} (pid {os.getpid()})",
+                    python=sys.version.split()[0], versions=versions())
+        channel.send(json.dumps({"ok": True, "info": info, "batch_size": side.batch_size},
+                                default=str))
+    except BaseException as exc:  # noqa: BLE001 - reported to the caller as one line
+        channel.send(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
+        return
+    try:
+        while True:
+            msg = channel.receive()
+            if msg[0] == "run":
+                out = array("q")
+                busy = side.run(msg[1], out)
+                channel.send((out.tobytes(), busy))
+            elif msg[0] == "warm":
+                side.warm(msg[1])
+                channel.send(True)
+            else:
+                break
+    finally:
+        side.close()
+        channel.send(True)
+
+
+class RemoteSide:
+    """The LocalSide interface (warm, run, info, close) over an execnet channel."""
+
+    def __init__(self, cell, cache, python: str | None = None, git: str | None = None,
+                 rootdir=None):
+        from ..runtimes.base import require
+        execnet = require("execnet", "pip install execnet (it comes with pytest-xdist)")
+        self.batch_size = cell.batch_size
+        self.tmp = None
+        self.gateway = None
+        interpreter = python or sys.executable
+        sys_path = _user_paths()
+        chdir = os.getcwd()
+        if git is not None:
+            repo, tree = _export_revision(git, Path(rootdir or os.getcwd()))
+            self.tmp = tree.parent
+            cell = _rebase(cell, repo, tree)
+            sys_path = [str(_rebase_path(p, repo, tree)) for p in sys_path]
+            sys_path.insert(0, str(tree))
+            chdir = str(_rebase_path(chdir, repo, tree))
+        self.where = f"python {interpreter}" + (f", git {git}" if git else "")
+        try:
+            self.gateway = execnet.makegateway(f"popen//python={interpreter}")
+            self.channel = self.gateway.remote_exec(
+                _remote_main, harness=str(HARNESS), sys_path=sys_path,
+                cell_json=json.dumps(cell.model_dump(mode="json")),
+                cache_root=str(cache.root), chdir=chdir)
+            reply = json.loads(self.channel.receive(START_TIMEOUT_S))
+        except Exception as exc:
+            self.close()
+            raise RemoteError(f"baseline in {self.where}: could not start: "
+                              f"{type(exc).__name__}: {exc}") from None
+        if not reply.get("ok"):
+            self.close()
+            raise RemoteError(f"baseline in {self.where}: {reply.get('error')}")
+        self._info = reply["info"]
+
+    def warm(self, warmup) -> None:
+        self.channel.send(("warm", warmup))
+        self.channel.receive()
+
+    def run(self, seconds: float, out: array) -> int:
+        self.channel.send(("run", seconds))
+        data, busy = self.channel.receive()
+        out.frombytes(data)
+        return busy
+
+    def info(self) -> dict:
+        return self._info
+
+    def close(self) -> None:
+        if self.gateway is not None:
+            try:
+                if not self.channel.isclosed():
+                    self.channel.send(("close",))
+                    self.channel.receive(30)
+            except Exception:  # noqa: BLE001 - the remote may be gone already
+                pass
+            self.gateway.exit()
+            self.gateway = None
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+def _user_paths() -> list[str]:
+    """This process's sys.path entries outside the interpreter's own tree (where spec
+    factories live), for the remote process to find the same modules."""
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    out = []
+    for p in [os.getcwd(), *sys.path]:
+        if not p or not os.path.isdir(p):
+            continue
+        real = os.path.realpath(p)
+        if any(real == x or real.startswith(x + os.sep) for x in prefixes):
+            continue
+        if real not in out:
+            out.append(real)
+    return out
+
+
+def _export_revision(rev: str, start: Path) -> tuple[Path, Path]:
+    """(repository top level, a temporary directory holding REV's tracked files)."""
+    def git(*args, **kw):
+        return subprocess.run(["git", *args], cwd=start, capture_output=True, timeout=120, **kw)
+    top = git("rev-parse", "--show-toplevel", text=True)
+    if top.returncode != 0:
+        raise RemoteError(f"baseline git {rev}: {start} is not in a git repository "
+                          f"({top.stderr.strip()})")
+    repo = Path(top.stdout.strip()).resolve()
+    commit = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", text=True)
+    if commit.returncode != 0:
+        raise RemoteError(f"baseline git {rev}: no such revision in {repo}")
+    tar = git("archive", "--format=tar", commit.stdout.strip())
+    if tar.returncode != 0:
+        raise RemoteError(f"baseline git {rev}: git archive failed: "
+                          f"{tar.stderr.decode(errors='replace').strip()}")
+    tmp = Path(tempfile.mkdtemp(prefix="inferbench-git-"))
+    tree = tmp / "tree"
+    tree.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
+        if hasattr(tarfile, "data_filter"):     # Python >= 3.11.4 / 3.12
+            archive.extractall(tree, filter="data")
+        else:                                   # the user's own repository: trusted
+            archive.extractall(tree)
+    return repo, tree
+
+
+def _rebase_path(path, repo: Path, tree: Path) -> Path:
+    p = Path(path).resolve()
+    try:
+        return tree / p.relative_to(repo)
+    except ValueError:
+        return p
+
+
+def _rebase(cell, repo: Path, tree: Path):
+    """The cell with model files under the repository read from the exported revision."""
+    model = cell.model
+    if getattr(model, "kind", None) == "file":
+        moved = _rebase_path(model.path, repo, tree)
+        if not moved.exists():
+            raise RemoteError(f"model file {model.path} does not exist at that revision")
+        model = model.model_copy(update={"path": str(moved)})
+    return cell.model_copy(update={"model": model})

@@ -1,0 +1,153 @@
+"""The session's side of baselines and gating (no pytest here; plugin.py calls it):
+which baseline to compare with, the comparison once every cell has run, saving the session
+as a named baseline, and the terminal section.
+
+Order at the end of a session: the run is compared (against the baseline as it was before
+this session), the comparison goes into the run file ("comparison"), the run file is written,
+then saved as a baseline if asked, then the HTML report is rendered from the run file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..gate.thresholds import GateConfig, GateError, parse_gate
+from .baselines import BaselineError, check_name, is_path, resolve, save
+
+
+class GateSetupError(ValueError):
+    """A gate or baseline option that cannot be used (a usage error)."""
+
+
+@dataclass
+class SessionGate:
+    baseline_ref: str | None = None
+    save_name: str | None = None
+    gate: GateConfig | None = None          # --infer-gate: overrides every cell's
+    enabled: bool = True                    # --infer-no-gate: compare, never fail
+    force: bool = False                     # --infer-gate-force: gate across mismatches
+    repeats: int = 1
+    runs_dir: Path = Path(".inferbench/runs")
+    baselines_dir: Path = Path(".inferbench/baselines")
+    base_dir: Path | None = None            # relative baseline paths start here
+    comparison: dict | None = None
+    notes: list = field(default_factory=list)   # (text, is_warning)
+    saved: Path | None = None
+    baseline_path: Path | None = None
+
+    @classmethod
+    def from_options(cls, *, baseline=None, save_name=None, gate=None, no_gate=False,
+                     force=False, repeats=1, job=None, runs_dir, baselines_dir, invocation_dir):
+        """Command line over the job file's `baseline` section. Raises GateSetupError."""
+        job_baseline = job.baseline if job is not None else None
+        base_dir = Path(invocation_dir)
+        if baseline is None and job_baseline is not None and job_baseline.compare:
+            baseline = job_baseline.compare        # a path there is already absolute
+        if save_name is None and job_baseline is not None:
+            save_name = job_baseline.save
+        try:
+            if save_name is not None:
+                check_name(save_name)
+            if baseline is not None and is_path(baseline):
+                p = Path(baseline)
+                if not (p if p.is_absolute() else base_dir / p).is_file():
+                    raise BaselineError(f"baseline {baseline}: no such file")
+            config = parse_gate(gate) if gate else None
+        except (BaselineError, GateError) as exc:
+            raise GateSetupError(str(exc)) from None
+        if repeats < 1:
+            raise GateSetupError(f"--infer-repeat must be at least 1, got {repeats}")
+        return cls(baseline_ref=baseline, save_name=save_name, gate=config,
+                   enabled=not no_gate, force=force, repeats=repeats, runs_dir=Path(runs_dir),
+                   baselines_dir=Path(baselines_dir), base_dir=base_dir)
+
+    # -- at the end of the session
+    def compare(self, new_doc: dict, exclude=()) -> dict | None:
+        """Compare the finished session with the baseline (and list paired verdicts);
+        None when there is nothing to say."""
+        from ..gate.compare import compare_runs
+        from .store import RunFileError, load_run
+        base_doc, label = None, None
+        if self.baseline_ref is not None:
+            try:
+                path = resolve(self.baseline_ref, runs_dir=self.runs_dir,
+                               baselines_dir=self.baselines_dir, base=self.base_dir,
+                               exclude=exclude)
+            except BaselineError as exc:
+                path = None
+                self.notes.append((f"{exc}: nothing compared", True))
+            if path is None and not self.notes:
+                where = (f"no earlier run in {self.runs_dir}" if self.baseline_ref == "latest"
+                         else f"no baseline named {self.baseline_ref!r} yet "
+                              f"({self.baselines_dir / (self.baseline_ref + '.json')})")
+                self.notes.append((f"{where}: nothing compared", True))
+            if path is not None:
+                try:
+                    base_doc = load_run(path)
+                    base_doc["path"] = str(path)
+                    self.baseline_path = path
+                    label = (base_doc.get("baseline") or {}).get("name") or path.name
+                except (RunFileError, ValueError) as exc:
+                    self.notes.append((f"baseline {path}: {exc}: nothing compared", True))
+        paired = [r for r in new_doc.get("results", []) if _get(r, "ab")]
+        if base_doc is None and not paired:
+            return None
+        self.comparison = compare_runs(base_doc, new_doc, self.gate, self.force,
+                                       base_label=label)
+        self.comparison["enabled"] = self.enabled
+        if not self.enabled:
+            self.comparison["failed"] = False
+        return self.comparison
+
+    def save_baseline(self, run_doc: dict, source: Path | None, saved_at: str) -> None:
+        if self.save_name is None:
+            return
+        try:
+            self.saved = save(self.save_name, run_doc, self.baselines_dir, source, saved_at)
+        except OSError as exc:
+            self.notes.append((f"baseline {self.save_name} was not saved: "
+                               f"{exc.strerror or exc}", True))
+
+    @property
+    def failed(self) -> bool:
+        """A stored-baseline regression that gates (paired ones fail their own items)."""
+        c = self.comparison
+        return bool(self.enabled and c and c["gated"] and c["regressions"]["stored"])
+
+    def section(self) -> list[tuple[str, dict]]:
+        """Terminal lines with their markup, for the "inferbench gate" section."""
+        from ..gate.compare import render_text
+        out = []
+        if self.comparison is not None:
+            text = render_text(self.comparison).splitlines()
+            head = text[0]
+            color = ({"red": True, "bold": True} if self.comparison["failed"]
+                     else {"yellow": True} if "not gated" in head
+                     or self.comparison["counts"]["undetermined"] else {"green": True})
+            out.append((head, color))
+            for line in text[1:]:
+                markup = {}
+                if line.startswith("REGRESSION"):
+                    markup = {"red": True, "bold": True}
+                elif line.startswith(("undetermined", "warning")):
+                    markup = {"yellow": True}
+                elif line.startswith("improvement"):
+                    markup = {"green": True}
+                out.append((line, markup))
+            if not self.enabled and self.comparison["counts"]["regression"]:
+                out.append(("--infer-no-gate: regressions are reported, not failed",
+                            {"yellow": True}))
+        for text, warn in self.notes:
+            out.append((("warning: " if warn else "") + text, {"yellow": True} if warn else {}))
+        if self.saved is not None:
+            repeats = f" with {self.repeats} repeats (A/A noise kept)" if self.repeats > 1 else ""
+            out.append((f"saved baseline {self.save_name}{repeats}: {self.saved}", {}))
+        return out
+
+
+def _get(result, key):
+    return result.get(key) if isinstance(result, dict) else getattr(result, key, None)
+
+
+__all__ = ["GateSetupError", "SessionGate", "is_path"]
