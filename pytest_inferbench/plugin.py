@@ -15,6 +15,8 @@ from .spec import Cell, Job, load_job, load_spec
 
 JOB_KEY = pytest.StashKey[Job | None]()
 STATE_KEY = pytest.StashKey["SessionState"]()
+FOLLOWERS_KEY = pytest.StashKey[tuple | None]()
+SCHED_KEY = pytest.StashKey[object]()
 
 
 # ----------------------------------------------------------------------------- options
@@ -34,11 +36,37 @@ def pytest_addoption(parser):
                          "reports/<job name or 'session'>.html under rootdir)")
     group.addoption("--infer-no-html", action="store_true", default=False,
                     help="do not write the HTML report")
+    group.addoption("--infer-save", metavar="NAME", default=None,
+                    help="save this session as baseline NAME (.inferbench/baselines/NAME.json); "
+                         "with --infer-repeat it keeps the A/A noise of the repeats")
+    group.addoption("--infer-baseline", metavar="NAME|PATH|latest", default=None,
+                    help="compare with a saved baseline, a run file, or the newest earlier run; "
+                         "regressions fail the session")
+    group.addoption("--infer-repeat", metavar="N", type=int, default=1,
+                    help="run every cell N times, round-robin over the cells, to learn the "
+                         "noise between runs (use with --infer-save)")
+    group.addoption("--infer-gate", metavar="METRIC=CHANGE,...", default=None,
+                    help="gate thresholds for every cell, e.g. p99=+10%%,throughput=-5%%"
+                         "[,confidence=0.95]")
+    group.addoption("--infer-no-gate", action="store_true", default=False,
+                    help="compare and report, but never fail on a regression")
+    group.addoption("--infer-gate-force", action="store_true", default=False,
+                    help="gate even when the baseline ran on other hardware or library versions")
+    group.addoption("--infer-followers", metavar="FILE", default=None,
+                    help="follower hosts and their devices (YAML, `followers:` as in the job "
+                         "file); one xdist worker per device, placed by the two-tier scheduler")
+    group.addoption("--infer-lease-timeout", metavar="SECONDS", type=float, default=3600.0,
+                    help="how long a cell waits for its device while another benchmark (this "
+                         "session's or another's) measures there (default 3600)")
+    group.addoption("--infer-no-leases", action="store_true", default=False,
+                    help="do not take device leases around cells (lets sessions overlap)")
     parser.addini("inferbench_spec_patterns", type="args",
                   default=["bench_*.yaml", "*.bench.yaml", "bench_*.yml", "*.bench.yml"],
                   help="file name patterns of benchmark specs to collect")
     parser.addini("inferbench_runs_dir", default=".inferbench/runs",
                   help="directory for run files, relative to rootdir")
+    parser.addini("inferbench_baselines_dir", default=".inferbench/baselines",
+                  help="directory for named baselines (--infer-save), relative to rootdir")
     parser.addini("inferbench_cache_dir", default=".inferbench/cache",
                   help="directory for converted model artifacts, relative to rootdir "
                        "(env INFERBENCH_CACHE_DIR overrides)")
@@ -56,9 +84,88 @@ def pytest_configure(config):
         if job.has_benchmarks and not _under_args(config, Path(job.path)):
             config.args.append(job.path)
     config.stash[JOB_KEY] = job
-    state = SessionState(config)
+    _followers_to_workers(config, job)
+    from .results.gating import GateSetupError, SessionGate
+    root = config.rootpath
+    try:
+        gate = SessionGate.from_options(
+            baseline=config.getoption("--infer-baseline"),
+            save_name=config.getoption("--infer-save"), gate=config.getoption("--infer-gate"),
+            no_gate=config.getoption("--infer-no-gate"),
+            force=config.getoption("--infer-gate-force"),
+            repeats=config.getoption("--infer-repeat"), job=job,
+            runs_dir=Path(root, config.getoption("--infer-runs-dir")
+                          or config.getini("inferbench_runs_dir")),
+            baselines_dir=Path(root, config.getini("inferbench_baselines_dir")),
+            invocation_dir=config.invocation_params.dir)
+    except GateSetupError as exc:
+        raise pytest.UsageError(f"inferbench: {exc}") from None
+    state = SessionState(config, gate)
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(state, "inferbench-session")
+
+
+def _followers_to_workers(config, job) -> None:
+    """--infer-followers (or the job's `followers`) -> one xdist --tx spec per device. Runs
+    before xdist's own pytest_configure (trylast), which starts the distributed session from
+    config.option.tx / dist; workers (config.workerinput) never distribute again."""
+    path = config.getoption("--infer-followers")
+    followers = None
+    if path:
+        from .schedule.inventory import load_followers
+        try:
+            followers = load_followers(Path(config.invocation_params.dir, path))
+        except SpecError as exc:
+            raise pytest.UsageError(f"--infer-followers: {exc.render()}") from None
+    elif job is not None:
+        followers = job.followers
+    config.stash[FOLLOWERS_KEY] = followers
+    if not followers or hasattr(config, "workerinput") or config.getoption("collectonly"):
+        return
+    if not config.pluginmanager.hasplugin("xdist"):
+        raise pytest.UsageError("inferbench: followers run as pytest-xdist workers; install "
+                                "pytest-xdist (or leave out `followers`/--infer-followers)")
+    from .schedule.inventory import tx_specs
+    config.option.tx = [spec for spec, _ in tx_specs(followers)]
+    if config.option.dist == "no":
+        config.option.dist = "load"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist load` (what -n N and --infer-followers use) -> the two-tier scheduler."""
+    if config.getvalue("dist") != "load":
+        return None
+    from .schedule.xdist_scheduler import CellTasks, TwoTierScheduling
+    runs = Path(config.rootpath, config.getoption("--infer-runs-dir")
+                or config.getini("inferbench_runs_dir"))
+    sched = TwoTierScheduling(config, log, CellTasks(config.rootpath, config.stash.get(
+        JOB_KEY, None), runs), followers=config.stash.get(FOLLOWERS_KEY, None))
+    config.stash[SCHED_KEY] = sched
+    return sched
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem, report, sched):
+    """A worker crashed while running an item: run it again once on another worker."""
+    retry = getattr(sched, "retry", None)
+    if retry is None:
+        return
+    if retry(crashitem):
+        report.outcome = "rerun"
+        report.inferbench_rerun = True
+    else:
+        report.longrepr = f"{report.longrepr} (twice: not run again)"
+        cell = sched.tasks_of.cell(crashitem)
+        if cell is not None:                 # the run file lists the cell, failed, and why
+            report.inferbench = [{"id": crashitem, "status": "failed",
+                                  "cell": cell.model_dump(mode="json")}]
+
+
+def pytest_report_teststatus(report, config):
+    if getattr(report, "inferbench_rerun", False):
+        return "rerun", "R", ("RERUN", {"yellow": True})
+    return None
 
 
 def _under_args(config, path: Path) -> bool:
@@ -102,6 +209,37 @@ class SpecFile(pytest.File):
         return super().repr_failure(excinfo)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    """--infer-repeat N: every cell N times, round-robin (all cells, then all again), so the
+    repeats are spread over the session and see its drift; then count the paired cells (the
+    family their verdicts are corrected for)."""
+    repeats = config.getoption("--infer-repeat") or 1
+    cells = [i for i in items if isinstance(i, CellItem)]
+    if repeats > 1 and cells:
+        others = [i for i in items if not isinstance(i, CellItem)]
+        ordered = []
+        for k in range(1, repeats + 1):
+            for item in cells:
+                ordered.append(item if k == 1 else _repeat_of(item, k))
+                ordered[-1].inferbench_repeat = (k, repeats)
+        items[:] = others + ordered
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.paired_cells = sum(1 for i in items
+                                 if isinstance(i, CellItem) and i.cell.ab is not None)
+
+
+def _repeat_of(item, k: int):
+    name = f"{item.name[:-1]}-r{k}]" if item.name.endswith("]") else f"{item.name}-r{k}"
+    clone = CellItem.from_parent(item.parent, name=name, callobj=_cell_test,
+                                 originalname=item.originalname)
+    clone.cell = item.cell
+    for mark in item.own_markers:
+        clone.add_marker(getattr(pytest.mark, mark.name)(*mark.args, **mark.kwargs))
+    return clone
+
+
 class CellItem(pytest.Function):
     """A pytest.Function per cell, so fixtures, -k, -m, --lf and xdist treat it as any test."""
     cell: Cell
@@ -126,8 +264,23 @@ def _cell_test(request):
     item = request.node
     state = request.config.stash[STATE_KEY]
     progress = state.progress_for(item)
+    cell = item.cell
+    if cell.ab is not None and state.gate.gate is not None:    # --infer-gate applies here too
+        from .spec import Gate
+        cell = cell.model_copy(update={"gate": Gate(**state.gate.gate.to_json())})
+    from .schedule.worker import lease_for, misplaced, placement_here, run_device
+    reason = misplaced(cell)
+    if reason:
+        _skip_at_spec_line(reason)
+    place = placement_here(cell)
+    if run_device(cell) != cell.device:        # a follower's GPU slot sees its GPU as cuda:0
+        cell = cell.model_copy(update={"device": run_device(cell)})
     try:
-        result = run_cell(item.cell, state.cache, progress, state.servers)
+        with lease_for(cell, item.nodeid, not request.config.getoption("--infer-no-leases"),
+                       request.config.getoption("--infer-lease-timeout")) as lease:
+            result = run_cell(cell, state.cache, progress, state.servers,
+                              paired_cells=state.paired_cells, rootdir=request.config.rootpath)
+        result.placement = {**place, "lease_wait_s": lease["wait_s"], "colocated_with": []}
     except RuntimeUnavailable as exc:
         _skip_at_spec_line(str(exc))
     except Exception as exc:  # noqa: BLE001 - one cell failing must not hide the others
@@ -139,6 +292,10 @@ def _cell_test(request):
     item.inferbench_results = [result]
     if result.status == "failed":       # measured, but it did not hold: numbers kept, item fails
         pytest.fail(result.reason or "failed", pytrace=False)
+    ab = getattr(result, "ab", None)
+    if ab and ab.get("verdict") == "regression" and state.gate.enabled:
+        from .measure.paired import failure_message
+        pytest.fail(failure_message(result), pytrace=False)
 
 
 def _skip_at_spec_line(reason: str):
@@ -166,6 +323,9 @@ def pytest_runtest_makereport(item, call):
                 entry["id"] = item.nodeid
             if cell is not None:
                 entry["cell"] = cell.model_dump(mode="json")
+            repeat = getattr(item, "inferbench_repeat", None)
+            if repeat is not None:
+                entry["repeat"], entry["repeats"] = repeat
     elif cell is not None and (call.when == "call" or (call.when == "setup" and not report.passed)):
         payload = [{"id": item.nodeid, "cell": cell.model_dump(mode="json")}]
     if payload is not None:
@@ -185,8 +345,11 @@ def _reason(report) -> str | None:
 class SessionState:
     """Controller-side (and worker-side) state: cache location, results, run file, summary."""
 
-    def __init__(self, config):
+    def __init__(self, config, gate=None):
+        from .results.gating import SessionGate
         self.config = config
+        self.gate = gate if gate is not None else SessionGate()
+        self.paired_cells = 1
         root = config.rootpath
         cache = os.environ.get("INFERBENCH_CACHE_DIR") or config.getini("inferbench_cache_dir")
         from .models.cache import ArtifactCache
@@ -227,7 +390,10 @@ class SessionState:
             if result.status != "passed":
                 result.reason = result.reason or _reason(report)
             self.results.append(result)
-            self._writer().add(result.to_json())
+            entry = result.to_json()
+            from .schedule.worker import link_colocated
+            link_colocated(entry, self._writer().results)
+            self._writer().add(entry)
 
     def _writer(self):
         if self.writer is None:
@@ -245,8 +411,33 @@ class SessionState:
         self.servers.close()
         if not self.is_worker and self.writer is not None:
             from .results.provenance import now_iso
-            self.run_files = self.writer.finish(now_iso())
+            self.run_files = self.writer.finish(now_iso(), self._gate_run())
+            if self.run_files:
+                self.gate.save_baseline(self._run_doc(), self.run_files[0], now_iso())
             self._render_html()
+            if self.gate.failed and session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _run_doc(self) -> dict:
+        w = self.writer
+        return {"format": "pytest-inferbench-run", "version": 1, "name": w.name,
+                "provenance": w.provenance, "results": w.results,
+                **({"repeats": self.gate.repeats} if self.gate.repeats > 1 else {})}
+
+    def _gate_run(self) -> dict:
+        """Top-level run-file keys: repeats, and the comparison with the baseline. A failure
+        here is a warning in the summary, never a lost run file."""
+        extra = {"repeats": self.gate.repeats} if self.gate.repeats > 1 else {}
+        try:
+            comparison = self.gate.compare(self._run_doc(), exclude=[self.writer.path])
+        except Exception as exc:  # noqa: BLE001 - the results matter more than the verdicts
+            first = (str(exc).strip().splitlines() or [""])[0]
+            self.gate.notes.append((f"the comparison failed ({type(exc).__name__}: {first})",
+                                    True))
+            comparison = None
+        if comparison is not None:
+            extra["comparison"] = comparison
+        return extra
 
     def _html_path(self) -> Path | None:
         """--infer-no-html > --infer-html > the job's report.html > reports/<name>.html."""
@@ -297,8 +488,17 @@ class SessionState:
             tr.write_line(f"warning: the HTML report was not written ({self.html_error}); the "
                           f"run file has every result: python -m pytest_inferbench report "
                           f"{self.run_files[0] if self.run_files else 'RUN'}", yellow=True)
+        lines = self.gate.section()
+        if lines:
+            tr.section("inferbench gate")
+            for text, markup in lines:
+                tr.write_line(text, **markup)
         workers = getattr(self.config.option, "numprocesses", None)
-        if workers and getattr(self.config.option, "dist", "no") != "no":
+        sched = self.config.stash.get(SCHED_KEY, None)
+        if sched is not None:
+            from .schedule.worker import summary_line
+            tr.write_line(f"note: {summary_line(sched, self.results)}")
+        elif workers and getattr(self.config.option, "dist", "no") != "no":
             tr.write_line(f"note: {workers} xdist workers measured cells at the same time on this "
                           f"host; concurrent cells disturb each other's numbers", yellow=True)
 

@@ -20,6 +20,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, 
 from .errors import SpecError, did_you_mean, format_field_path
 from .models.families import FAMILIES, PRESETS, MLPSpec, ResNetSpec, TransformerSpec
 from .runtimes import RUNTIMES
+from .schedule.inventory import Follower, Placement, parse_followers, parse_placement
 from .units import parse_duration
 from .yaml_lines import line_for, load_yaml
 
@@ -338,8 +339,9 @@ AXIS_DEFAULTS = {"runtime": "onnxruntime", "device": "cpu", "precision": "fp32",
                  "serving": {"system": "inprocess"}}
 _MAPPING_AXES = ("runtime", "threads", "workload", "serving")   # matched on the keys written
 _SHORTHAND = {"runtime": "name", "workload": "scenario", "serving": "system", "threads": "intra"}
-ENTRY_KEYS = AXES + SETTINGS_FIELDS + ("name", "include", "exclude", "marks", "gate", "ab")
-JOB_KEYS = ("name", "defaults", "benchmarks", "report", "cost", "gate", "baseline")
+ENTRY_KEYS = AXES + SETTINGS_FIELDS + ("name", "include", "exclude", "marks", "gate", "ab",
+                                       "placement")
+JOB_KEYS = ("name", "defaults", "benchmarks", "report", "cost", "gate", "baseline", "followers")
 SPEC_KEYS = ("name", "defaults", "benchmarks", "gate")
 
 
@@ -434,6 +436,7 @@ class Cell(BaseModel):
     marks: tuple[str, ...] = ()
     gate: Gate | None = None        # job < spec < entry gate, merged key by key
     ab: ABSpec | None = None        # paired mode
+    placement: Placement | None = None  # where it may run (not part of the id)
 
     def params_label(self) -> str:
         runtime = RuntimeSpec(name=self.runtime, **self.runtime_options).label()
@@ -844,6 +847,8 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
     name = _check_name(doc, entry.get("name"), path + ("name",))
     gate = _gate(doc, entry["gate"], path + ("gate",), ctx.gate) if "gate" in entry else ctx.gate
     ab = _ab(ctx, entry["ab"], path + ("ab",)) if entry.get("ab") is not None else None
+    placement = (parse_placement(entry["placement"], doc.path, doc.lines, path + ("placement",))
+                 if entry.get("placement") is not None else None)
     cells = []
     for combo, extra in combos:
         merged = {k: v for k, v in ctx.defaults.items() if k in SETTINGS_FIELDS}
@@ -868,7 +873,8 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
                     device=combo["device"], precision=combo["precision"],
                     batch_size=combo["batch_size"], threads=combo["threads"],
                     workload=combo["workload"],
-                    serving=combo["serving"], settings=settings, marks=marks, gate=gate, ab=ab)
+                    serving=combo["serving"], settings=settings, marks=marks, gate=gate, ab=ab,
+                    placement=placement)
         if ab is not None:
             _check_ab_cell(doc, cell, path + ("ab",))
         cells.append(cell)
@@ -1035,6 +1041,7 @@ class Job(BaseModel):
     cost: CostSection | None = None
     gate: Gate | None = None
     baseline: "BaselineSection | None" = None
+    followers: tuple[Follower, ...] | None = None   # schedule/inventory.py
 
 
 def load_job(path: str | Path) -> Job:
@@ -1056,9 +1063,11 @@ def load_job(path: str | Path) -> Job:
     if baseline is not None and baseline.compare and _is_path(baseline.compare):
         baseline = baseline.model_copy(update={"compare": str(
             (path.parent / baseline.compare).resolve())})
+    followers = (parse_followers(data["followers"], path, doc.lines)
+                 if data.get("followers") is not None else None)
     return Job(path=str(path), name=str(name or path.stem), defaults=defaults,
                has_benchmarks=bool(data.get("benchmarks")), report=report, cost=cost,
-               gate=gate, baseline=baseline)
+               gate=gate, baseline=baseline, followers=followers)
 
 
 def _is_path(ref: str) -> bool:

@@ -8,6 +8,7 @@ then turn samples into statistics. Only the loop runs inside the measured window
 from __future__ import annotations
 
 import gc
+import time
 from typing import Callable
 
 import numpy as np
@@ -85,11 +86,13 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
         if gpu is not None:
             gpu.start()
         monitor.start()
+        window_start = time.time()          # wall clock: windows compare across processes
         try:
             samples = _run_workload(fn, measured, workload, instances, progress, make_sut,
                                     thread_init)
             samples.warmup_queries, samples.warmup_s = warm_n, warm_s
         finally:
+            window_end = time.time()
             process = monitor.stop()
             if gpu is not None:
                 gpu_stats = gpu.stop()
@@ -97,6 +100,7 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
         if gc_was_enabled:
             gc.enable()
     result = summarise(samples, settings, scenario, batch_size, process)
+    result.window = {"start": window_start, "end": window_end}
     if samples.extra:
         result.load = samples.extra
         result.valid = samples.extra.get("valid", True)

@@ -1,0 +1,291 @@
+"""The two-tier scheduler behind pytest-xdist's scheduler interface (see xdist/scheduler/
+load.py for the contract: add_node, add_node_collection, schedule, mark_test_complete,
+mark_test_pending, remove_node, nodes, collection_is_completed, tests_finished, has_pending).
+
+xdist's mechanics this relies on (checked in xdist 3.8's source):
+- The controller sees node ids only. Each id is resolved here to its Cell with the spec loader
+  (spec file = the id's path part, relative to rootdir), hence to a policy Task (device,
+  placement labels, colocate, runtime, estimated seconds). An id that is no cell (a plain
+  test) is a Task without a device: it only shares the host's CPUs.
+- A worker starts an item only once it has received the next one or a shutdown (remote.py's
+  run_one_test reads the next index first, for teardown's `nextitem`). So "one item, wait for
+  it, then the next" would hang: a node holds at most two items, the running one and the next;
+  the next is chosen by the policy when the node has one left (tasks needing only what the
+  node already holds first), and the device leases taken in the worker around each cell
+  (leases.py) make a next item that clashes with another node wait its turn there.
+- remove_node hands back the item that was running when a node crashed; the plugin's
+  pytest_handlecrashitem asks `retry(nodeid)` and re-queues it once (on another able node
+  where there is one), else the crash report fails it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from xdist.report import report_collection_diff
+from xdist.workermanage import parse_tx_spec_config
+
+from .inventory import SLOT_ENV
+from .policy import ReadyQueue, Retries, Slot, Task, TwoTier, able, estimate_s
+
+_REPEAT = re.compile(r"-r\d+\]$")
+
+
+class CellTasks:
+    """Node id -> policy Task, by loading each spec file once with the plugin's own loader,
+    and estimating from earlier run files (wall_s of the same id) where there are some."""
+
+    def __init__(self, rootdir: Path, job=None, runs_dir: Path | None = None, newest: int = 20):
+        self.rootdir = Path(rootdir)
+        self.job = job
+        self._files: dict[str, dict] = {}
+        self.history: dict[str, float] = {}
+        if runs_dir is not None and Path(runs_dir).is_dir():
+            files = sorted(Path(runs_dir).glob("*.json"), key=lambda p: p.stat().st_mtime)
+            for path in files[-newest:]:            # oldest first: newer runs overwrite
+                try:
+                    doc = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+                for r in doc.get("results", []) if isinstance(doc, dict) else []:
+                    if isinstance(r, dict) and r.get("id") and r.get("wall_s"):
+                        self.history[r["id"]] = float(r["wall_s"])
+
+    def cell(self, nodeid: str):
+        file, sep, name = nodeid.partition("::")
+        if not sep:
+            return None
+        if file not in self._files:
+            from ..spec import load_spec
+            try:
+                cells = load_spec(self.rootdir / file, job=self.job, rootdir=self.rootdir) \
+                    if file.endswith((".yaml", ".yml")) else []
+            except Exception:  # noqa: BLE001 - the worker reports a broken spec itself
+                cells = []
+            self._files[file] = {c.id: c for c in cells}
+        cells = self._files[file]
+        return cells.get(name) or cells.get(_REPEAT.sub("]", name))
+
+    def task(self, nodeid: str, ready_s: float = 0.0) -> Task:
+        cell = self.cell(nodeid)
+        if cell is None:
+            return Task(key=nodeid, device="", estimate_s=0.5, ready_s=ready_s)
+        placement = getattr(cell, "placement", None)
+        s = cell.settings
+        est = estimate_s(s.warmup, s.min_duration, s.max_duration, s.min_queries,
+                         self.history.get(nodeid), converts=cell.runtime != "torch")
+        return Task(key=nodeid, device=cell.device,
+                    labels=dict(placement.labels) if placement else {},
+                    colocate=bool(placement.colocate) if placement else False,
+                    runtime=cell.runtime, estimate_s=est, ready_s=ready_s)
+
+
+def slot_of(node, followers=None) -> Slot:
+    """The policy Slot of an xdist node: INFERBENCH_SLOT=<host>/<device> from its --tx spec
+    (a follower's slot: that device only, the follower's labels), else host "local" with any
+    device and labels (plain -n N: one host, no inventory, so placement labels do not
+    apply)."""
+    env = getattr(node.gateway.spec, "env", None) or {}
+    name = env.get(SLOT_ENV)
+    sid = node.gateway.id
+    if not name:
+        return Slot(id=sid, host="local")
+    host, _, device = name.partition("/")
+    follower = (followers or {}).get(host)
+    return Slot(id=sid, host=host, devices=frozenset({device}) if device else None,
+                labels=dict(follower.labels) if follower else None)
+
+
+class TwoTierScheduling:
+    """pytest-xdist scheduler running policy.TwoTier: see the module docstring."""
+
+    CAPACITY = 2        # the running item and the next one (xdist's look-ahead)
+
+    def __init__(self, config, log=None, tasks: CellTasks | None = None, followers=None):
+        self.config = config
+        self.log = log.twotier if log is not None else (lambda *a: None)
+        self.numnodes = len(parse_tx_spec_config(config))
+        self.tasks_of = tasks or CellTasks(config.rootpath)
+        self.followers = {f.host: f for f in (followers or ())}
+        self.node2collection: dict = {}
+        self.node2pending: dict = {}       # node -> committed item indices, running first
+        self.node2slot: dict = {}
+        self.collection: list[str] | None = None
+        self.tasks: list[Task] = []
+        self.queue = ReadyQueue()
+        self.policy = TwoTier([])
+        self.retries = Retries(limit=1)
+        self.t0 = time.monotonic()
+        self.decision_s = 0.0
+        self.decisions = 0
+        self.lookahead_clashes = 0
+        self.unplaceable: set = set()
+        self.slots_seen: dict = {}
+
+    # -- the interface DSession uses
+    @property
+    def nodes(self):
+        return list(self.node2pending)
+
+    @property
+    def collection_is_completed(self) -> bool:
+        return len(self.node2collection) >= self.numnodes
+
+    @property
+    def tests_finished(self) -> bool:
+        if not self.collection_is_completed or len(self.queue):
+            return False
+        return all(len(p) < 2 for p in self.node2pending.values())
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(len(self.queue)) or any(self.node2pending.values())
+
+    def add_node(self, node) -> None:
+        assert node not in self.node2pending
+        self.node2pending[node] = []
+        slot = slot_of(node, self.followers)
+        self.node2slot[node] = slot
+        self.slots_seen[slot.id] = slot
+        self.policy.add_slot(slot)
+
+    def add_node_collection(self, node, collection) -> None:
+        assert node in self.node2pending
+        if self.collection_is_completed and self.collection is not None:
+            if list(collection) != self.collection:
+                other = next(iter(self.node2collection))
+                self.log(report_collection_diff(self.collection, collection,
+                                                other.gateway.id, node.gateway.id))
+                return
+        self.node2collection[node] = list(collection)
+
+    def schedule(self) -> None:
+        assert self.collection_is_completed
+        if self.collection is None:
+            collections = list(self.node2collection.items())
+            first_node, first = collections[0]
+            same = True
+            for node, col in collections[1:]:
+                msg = report_collection_diff(first, col, first_node.gateway.id, node.gateway.id)
+                if msg:
+                    same = False
+                    self.log(msg)
+                    import pytest
+                    self.config.hook.pytest_collectreport(report=pytest.CollectReport(
+                        nodeid=node.gateway.id, outcome="failed", longrepr=msg, result=[]))
+            if not same:
+                return
+            self.collection = first
+            self.tasks = [self.tasks_of.task(nodeid) for nodeid in first]
+            for task in self.tasks:
+                self.queue.add(task)
+            self._unable_anywhere()
+        self._dispatch()
+
+    def mark_test_complete(self, node, item_index: int, duration: float = 0) -> None:
+        self.node2pending[node].remove(item_index)
+        self._dispatch()
+
+    def mark_test_pending(self, item: str) -> None:
+        assert self.collection is not None
+        index = self.collection.index(item)
+        old = self.tasks[index]
+        task = Task(key=old.key, device=old.device, labels=old.labels, colocate=old.colocate,
+                    runtime=old.runtime, estimate_s=old.estimate_s, ready_s=self._now())
+        self.tasks[index] = task
+        if task.key not in self.queue:
+            self.queue.add(task)
+        self._dispatch()
+
+    def remove_pending_tests_from_node(self, node, indices) -> None:
+        raise NotImplementedError()
+
+    def remove_node(self, node):
+        pending = self.node2pending.pop(node)
+        slot = self.node2slot.pop(node)
+        self.policy.remove_slot(slot.id)
+        if not pending:
+            self._dispatch()
+            return None
+        crashed = self.collection[pending.pop(0)]
+        for index in pending:                    # the look-ahead never started: queue again
+            self.queue.add(self.tasks[index])
+        self._dispatch()
+        return crashed
+
+    # -- crash handling (called from the plugin's pytest_handlecrashitem)
+    def retry(self, nodeid: str) -> bool:
+        """Re-queue a crashed item once; False when it crashed before (it fails now)."""
+        if self.collection is None or nodeid not in self.collection:
+            return False
+        if not self.retries.crashed(nodeid):
+            return False
+        self.mark_test_pending(nodeid)
+        return True
+
+    # -- decisions
+    def _now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _unable_anywhere(self) -> None:
+        """An item no slot can run (labels or a device no follower has) still goes to some
+        worker, as a plain item (no device, no labels), so it reports: the worker skips it
+        with the reason (worker.misplaced) instead of the session waiting for ever."""
+        slots = list(self.policy.slots.values())
+        for i, task in enumerate(self.tasks):
+            if not any(able(task, s) for s in slots):
+                self.log("no able slot for", task.key)
+                self.unplaceable.add(task.key)
+                self.queue.remove(task)
+                self.tasks[i] = Task(key=task.key, device="", estimate_s=0.1)
+                self.queue.add(self.tasks[i])
+
+    def _dispatch(self) -> None:
+        if self.collection is None:
+            return
+        live = {n: p for n, p in self.node2pending.items() if not n.shutting_down}
+        by_slot = {self.node2slot[n].id: n for n in live}
+        closed = {self.node2slot[n].id for n in self.node2pending if n.shutting_down}
+        sends: dict = {}
+        for _ in range(2):
+            # the second round gives a next item to nodes that got their first one in the
+            # first round: without it their item would not start (and, if no node ran,
+            # nothing would ever call back: a hang)
+            started = time.perf_counter()
+            committed = {self.node2slot[n].id: [self.tasks[i] for i in p]
+                         for n, p in self.node2pending.items()}
+            lookahead = [self.node2slot[n].id for n, p in live.items() if len(p) == 1]
+            decisions = self.policy.decide(self.queue, committed, capacity=self.CAPACITY,
+                                           lookahead=lookahead, closed=closed,
+                                           now=self._now())
+            self.decision_s += time.perf_counter() - started
+            self.decisions += 1
+            for task, sid in decisions:
+                node = by_slot[sid]
+                index = self._index_of(task)
+                self.queue.remove(task)
+                self.node2pending[node].append(index)
+                sends.setdefault(node, []).append(index)
+            if not any(len(p) == 1 for p in live.values()) or not decisions:
+                break
+        for node, indices in sends.items():
+            node.send_runtest_some(indices)
+        for node, p in live.items():
+            # a node's last item starts only on a shutdown (or a next item): when nothing it
+            # could run is queued, let it finish. Idle nodes stay, for crashed items, until
+            # DSession shuts every node down once tests_finished.
+            if len(p) == 1 and not any(able(t, self.node2slot[node]) for t in self.queue):
+                node.shutdown()
+
+    def _index_of(self, task: Task) -> int:
+        if not hasattr(self, "_indices"):
+            self._indices = {nodeid: i for i, nodeid in enumerate(self.collection)}
+        return self._indices[task.key]
+
+    def summary(self) -> dict:
+        return {"decisions": self.decisions, "decision_s": round(self.decision_s, 4),
+                "workers": len(self.slots_seen),
+                "hosts": sorted({s.host for s in self.slots_seen.values()})}
