@@ -115,7 +115,7 @@ class Workload(BaseModel):
     slo: dict[str, Duration] | None = None            # e.g. {p99: 50ms}: a pass/fail verdict
     timeout: Duration = 2.0                           # per query (open loop: drain deadline)
     send_lag_bound: Duration = 0.001                  # sends later than this count as late
-    step_min_duration: Duration = 1.0                 # ramp/capacity: shortest step
+    step_min_duration: Duration = 2.0                 # ramp/capacity: shortest step
     step_max_duration: Duration | None = None         # ramp/capacity: longest (default: ample)
 
     @field_validator("slo")

@@ -12,14 +12,15 @@ from pytest_inferbench.spec import Settings, Workload, load_spec
 from pytest_inferbench.workload.queueing import capacity_for_slo, sojourn_percentile
 
 K, SERVICE = 4, 0.010          # 4 instances of 10 ms: at most 400 queries/s
+FAST_SERVICE = 0.002           # 4 instances of 2 ms: at most 2,000 queries/s
 
 
-def service_time() -> float:
-    """What time.sleep(SERVICE) really takes on this host (it oversleeps a little)."""
+def service_time(seconds: float = SERVICE) -> float:
+    """What time.sleep(seconds) really takes on this host (it oversleeps a little)."""
     samples = []
     for _ in range(30):
         t = time.perf_counter()
-        time.sleep(SERVICE)
+        time.sleep(seconds)
         samples.append(time.perf_counter() - t)
     return statistics.median(samples)
 
@@ -41,26 +42,30 @@ def test_queueing_reference():
 
 def test_capacity_within_10_percent_of_theory_despite_one_bad_step():
     """A stall of the whole system once, in the second step, fails that step; the search
-    confirms the failure before believing it, finds the rate stands, and goes on."""
-    s = service_time()
-    truth = capacity_for_slo(K, s, 0.050, 99)
+    confirms the failure before believing it, finds the rate stands, and goes on.
+
+    4 instances x 2 ms (the issue's system): near saturation a queue that starts empty needs
+    a number of queries to reach its steady state, so a fast system shows its capacity within
+    steps of a few seconds (a 10 ms system needs far longer steps: see the README)."""
+    s = service_time(FAST_SERVICE)
+    truth = capacity_for_slo(K, s, 0.020, 99)
     state = {"calls": 0, "stall_until": 0.0}
     lock = threading.Lock()
 
     def system():
         with lock:
             state["calls"] += 1
-            if state["calls"] == 700:          # inside the 200/s step (the first has ~460)
+            if state["calls"] == 900:          # inside the 400/s step (the first has ~460)
                 state["stall_until"] = time.perf_counter() + 0.4
             stall = state["stall_until"] - time.perf_counter()
-        time.sleep(SERVICE + max(0.0, stall))
-    r = search(system, "capacity", rate=100, slo={"p99": "50ms"})
+        time.sleep(FAST_SERVICE + max(0.0, stall))
+    r = search(system, "capacity", rate=200, slo={"p99": "20ms"})
     steps = r.load["steps"]
     assert r.status == "passed", r.reason
-    first_200 = next(i for i, st in enumerate(steps) if st["rate"] == 200)
-    assert steps[first_200]["verdict"] == "fail"                    # the stall
-    assert steps[first_200 + 1]["confirming"] == 200
-    assert steps[first_200 + 1]["verdict"] == "pass"                # not believed
+    first_400 = next(i for i, st in enumerate(steps) if st["rate"] == 400)
+    assert steps[first_400]["verdict"] == "fail"                    # the stall
+    assert steps[first_400 + 1]["confirming"] == 400
+    assert steps[first_400 + 1]["verdict"] == "pass"                # not believed
     found = r.load["max_rate"]
     assert found == pytest.approx(truth, rel=0.10), (found, truth, steps)
     b = r.load["bracket"]

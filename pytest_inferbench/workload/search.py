@@ -3,7 +3,10 @@
 
 Each step is an open-loop run at one rate that lasts until LoadGen's early-stopping rule
 decides the SLO (proven met, or proven missed), at least `step_min_duration` (so a backlog
-has time to show) and at most `step_max_duration`. Queries still unanswered count as over the
+has time to show) and at most `step_max_duration`. A pass counts only once latency has
+settled (the last third of the queries no slower on average than the middle third, within
+25%): near capacity a queue that starts empty fills for seconds, and a step still rising at
+its end fails. Queries still unanswered count as over the
 bound once they have waited longer than it. A step still undecided at its limit is run once
 more and judged on both runs together; only then is it "undetermined", which ends a search
 without counting as a failure of the system. The capacity search doubles the rate until a
@@ -79,8 +82,28 @@ def _decider(workload):
         over = int(np.count_nonzero(lat_ns > bound_ns)) + int(np.count_nonzero(waiting_ns
                                                                              > bound_ns))
         within = len(lat_ns) - int(np.count_nonzero(lat_ns > bound_ns))
-        return _proven(within, over, p) is not None
+        state = _proven(within, over, p)
+        # a pass counts only once the queue has settled: near capacity a queue that starts
+        # empty takes seconds to fill, and an early look would pass an overloaded rate
+        return state == "fail" or (state == "pass" and _settled(lat_ns, bound_ns, p))
     return decide
+
+
+SETTLED = 1.25      # the last third's mean latency at most 25% above the middle third's
+
+
+def _settled(lat_ns, bound_ns=None, p=None) -> bool:
+    """Latency is not still rising: the mean of the last third of the queries (in send order)
+    within SETTLED of the middle third's (the first third is the queue filling up), and the
+    last third alone within the bound at the percentile."""
+    n = len(lat_ns)
+    if n < 150:
+        return False
+    middle = float(np.mean(lat_ns[n // 3: 2 * n // 3]))
+    last = lat_ns[2 * n // 3:]
+    if bound_ns is not None and np.percentile(last, 100 * p) > bound_ns:
+        return False
+    return float(np.mean(last)) <= SETTLED * middle
 
 
 def _proven(within: int, over: int, p: float) -> str | None:
@@ -97,7 +120,7 @@ def _proven(within: int, over: int, p: float) -> str | None:
 def _run(make_sut, settings, workload, rate, target, seconds, min_s, seed, progress=None):
     sched = arrivals.schedule(workload.arrival, rate, seconds, seed=seed,
                               burstiness=workload.burstiness, on_s=workload.on,
-                              off_s=workload.off)
+                              off_s=workload.off, exact_count=True)
     step_settings = settings.model_copy(update={"max_duration": seconds})
     return run_open_loop(make_sut(), sched, step_settings, workload.timeout,
                          workload.send_lag_bound, target, progress=progress,
@@ -147,7 +170,10 @@ def _step(make_sut, settings, workload, rate, target, seed_offset=0, progress=No
 def _judge(lat_ns, timeouts, slo) -> str:
     v = verdict(lat_ns, int(slo[1] * 1e9), slo[0], CONFIDENCE)
     within = v["queries"] - v["overlatency"]
-    return _proven(within, v["overlatency"] + timeouts, slo[0] / 100.0) or "undetermined"
+    state = _proven(within, v["overlatency"] + timeouts, slo[0] / 100.0) or "undetermined"
+    if state == "pass" and not _settled(lat_ns, int(slo[1] * 1e9), slo[0] / 100.0):
+        return "fail"       # still rising at the end of the step: the queue does not settle
+    return state
 
 
 def _steps_text(steps) -> str:
