@@ -201,7 +201,10 @@ class TwoTierScheduling:
         self._dispatch()
 
     def remove_pending_tests_from_node(self, node, indices) -> None:
-        raise NotImplementedError()
+        # xdist calls this only in answer to a 'steal' command (its worksteal scheduler); this
+        # scheduler never sends one, as xdist's own LoadScheduling does not, which raises too.
+        raise NotImplementedError("the two-tier scheduler never asks a worker to give back "
+                                  "items ('steal'), so no worker should send them back")
 
     def remove_node(self, node):
         pending = self.node2pending.pop(node)
