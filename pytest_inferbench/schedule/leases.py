@@ -53,12 +53,21 @@ def hold(res, who: str = "", directory: Path | None = None,
     """Hold every (resource, exclusive) of `res` for the with-block; yields a dict with
     `wait_s` (time spent waiting for other holders) and `resources`."""
     directory = Path(directory) if directory is not None else lease_dir()
-    if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
-        try:
-            directory.chmod(0o1777)          # shared by every user's sessions, like /tmp
-        except OSError:
-            pass
+    try:
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                directory.chmod(0o1777)          # shared by every user's sessions, like /tmp
+            except OSError:
+                pass
+        probe = os.open(directory / ".probe", os.O_RDWR | os.O_CREAT, 0o666)
+        os.close(probe)
+    except PermissionError:
+        pass                                     # another user's directory: locks read-only
+    except OSError as exc:
+        raise OSError(f"device leases: cannot use the lease directory {directory} "
+                      f"({exc.strerror}); set INFERBENCH_LEASE_DIR to a writable directory, or "
+                      f"pass --infer-no-leases") from None
     wanted = sorted(dict(res).items())
     start = time.monotonic()
     fds: list[int] = []
