@@ -19,7 +19,6 @@ measures an older version the same way, for a before/after table).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -83,24 +82,19 @@ def part1(seconds: float) -> None:
                 pool.close()
 
 
-def service_time(s: float) -> float:
-    samples = []
-    for _ in range(50):
-        t = time.perf_counter()
-        time.sleep(s)
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
-
-
 def part2(repeats: int, k: int = 4, service: float = 0.002, slo_ms: float = 20.0) -> None:
     print(f"\n== capacity search: {k} instances x {service * 1e3:g} ms, SLO p99 <= {slo_ms:g} ms ==")
-    s_eff = service_time(service)
     try:
-        from pytest_inferbench.workload.queueing import capacity_for_slo
+        from pytest_inferbench.workload.queueing import capacity_for_slo, sleep_service_time
+        s_eff = sleep_service_time(service, 50)
         truth = capacity_for_slo(k, s_eff, slo_ms / 1e3, 99)
         print(f"measured service time {s_eff * 1e3:.3f} ms: throughput limit {k / s_eff:,.0f}/s, "
               f"M/D/{k} allows {truth:,.0f}/s for p99 <= {slo_ms:g} ms")
-    except ImportError:
+    except ImportError:             # an older version: measure the sleep here
+        t = time.perf_counter()
+        for _ in range(50):
+            time.sleep(service)
+        s_eff = (time.perf_counter() - t) / 50
         truth = None
         print(f"measured service time {s_eff * 1e3:.3f} ms: throughput limit {k / s_eff:,.0f}/s "
               f"(queueing reference not in this version)")

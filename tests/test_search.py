@@ -1,6 +1,5 @@
 """Rate searches against a system of known capacity: k instances, a fixed service time."""
 
-import statistics
 import threading
 import time
 
@@ -9,20 +8,15 @@ import pytest
 from pytest_inferbench.errors import SpecError
 from pytest_inferbench.measure.engine import measure_callable
 from pytest_inferbench.spec import Settings, Workload, load_spec
-from pytest_inferbench.workload.queueing import capacity_for_slo, sojourn_percentile
+from pytest_inferbench.workload.queueing import (capacity_for_slo, sleep_service_time,
+                                                  sojourn_percentile)
 
 K, SERVICE = 4, 0.010          # 4 instances of 10 ms: at most 400 queries/s
 FAST_SERVICE = 0.002           # 4 instances of 2 ms: at most 2,000 queries/s
 
 
 def service_time(seconds: float = SERVICE) -> float:
-    """What time.sleep(seconds) really takes on this host (it oversleeps a little)."""
-    samples = []
-    for _ in range(30):
-        t = time.perf_counter()
-        time.sleep(seconds)
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
+    return sleep_service_time(seconds)
 
 
 def search(fn, scenario, **workload):

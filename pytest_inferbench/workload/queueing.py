@@ -10,8 +10,21 @@ sampling error) and bisecting on the rate.
 from __future__ import annotations
 
 import heapq
+import statistics
+import time
 
 import numpy as np
+
+
+def sleep_service_time(seconds: float, samples: int = 30) -> float:
+    """What time.sleep(seconds) really takes on this host (it oversleeps a little): the
+    service time of a sleep-based system of known capacity."""
+    taken = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        time.sleep(seconds)
+        taken.append(time.perf_counter() - t)
+    return statistics.median(taken)
 
 
 def sojourn_percentile(rate: float, servers: int, service_s: float, percentile: float,
