@@ -2,6 +2,7 @@
 
     python benchmarks/gate_quality.py                      # 10 A/A + 3 per slowdown, ~5 min
     python benchmarks/gate_quality.py --aa 4 --per-slowdown 1   # a quick look
+    python benchmarks/gate_quality.py --mode paired --open      # paired, open-loop cells
 
 The suite: two CPU cells of a torch model whose work is a chain of 20 identical layers
 (matmul + tanh, width 256), offline at batch 8 and single-stream at batch 1, one intra-op
@@ -91,13 +92,30 @@ def stored_suite() -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_suite(candidate: str, rounds: int, max_rounds: int, slice_s: float) -> str:
+# Open loop (--open): single queries at a Poisson rate, in this process and behind a launched
+# FastAPI server; gated on p50 only (the rate is offered, so throughput is not a measurement).
+OPEN_RATE = 100
+OPEN_CELLS = (("inprocess", "server-inprocess"), ("http", "server-http"))
+OPEN_GATE = '{p50: "+5%"}'
+
+
+def paired_suite(candidate: str, rounds: int, max_rounds: int, slice_s: float,
+                 open_loop: bool = False) -> str:
     lines = ["name: gqp", f"defaults: {{{SETTINGS}}}", "benchmarks:"]
+    base = f"baseline: {{model: \"gq_models:base\"}}"
+    if open_loop:
+        for serving, _ in OPEN_CELLS:
+            lines += [f"  - model: \"gq_models:{candidate}\"", "    runtime: torch",
+                      "    threads: 1", f"    gate: {OPEN_GATE}", f"    serving: {serving}",
+                      f"    workload: {{scenario: server, rate: {OPEN_RATE}}}",
+                      f"    ab: {{rounds: {rounds}, max_rounds: {max_rounds}, slice: {slice_s}s, "
+                      f"switch: {slice_s / 4:g}s, {base}}}"]
+        return "\n".join(lines) + "\n"
     for cell in CELLS:
         lines += [f"  - model: \"gq_models:{candidate}\"", "    runtime: torch", "    threads: 1",
                   f"    gate: {GATE}",
                   f"    ab: {{rounds: {rounds}, max_rounds: {max_rounds}, slice: {slice_s}s, "
-                  f"baseline: {{model: \"gq_models:base\"}}}}",
+                  f"{base}}}",
                   f"    batch_size: {cell[0]}", f"    workload: {cell[1]}"]
     return "\n".join(lines) + "\n"
 
@@ -148,8 +166,14 @@ def stored_mode(work: Path, n_aa: int, per: int, repeats: int, log) -> dict:
     return {"trials": trials, "seconds": time.perf_counter() - t0, "learnt": learnt}
 
 
+def _paired_cell_name(cell) -> str:
+    if cell.workload.scenario == "server":
+        return dict(OPEN_CELLS)[cell.serving.system]
+    return "offline-bs8" if cell.batch_size == 8 else "single_stream-bs1"
+
+
 def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
-                slice_s: float, log) -> dict:
+                slice_s: float, log, open_loop: bool = False) -> dict:
     from pytest_inferbench.measure.engine import run_cell
     from pytest_inferbench.models.cache import ArtifactCache
     from pytest_inferbench.spec import load_spec
@@ -161,17 +185,17 @@ def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
     for slowdown, count in plan:
         candidate = SLOWDOWNS.get(slowdown, "base")
         spec = work / "bench_gqp.yaml"
-        spec.write_text(paired_suite(candidate, rounds, max_rounds, slice_s))
+        spec.write_text(paired_suite(candidate, rounds, max_rounds, slice_s, open_loop))
         for i in range(count):
             for cell in load_spec(spec):
                 result = run_cell(cell, cache)
                 ab = result.ab
                 p50 = next(m for m in ab["metrics"] if m["metric"] == "p50")
                 trials.append({"slowdown": slowdown, "verdict": ab["verdict"],
-                               "cell": "offline-bs8" if cell.batch_size == 8
-                               else "single_stream-bs1",
+                               "cell": _paired_cell_name(cell),
                                "ratio": p50["ratio"], "rounds": ab["rounds"],
-                               "round_sd": p50.get("round_sd")})
+                               "round_sd": p50.get("round_sd"),
+                               "valid": result.valid, "status": result.status})
             log(f"paired: slowdown {slowdown:.0%} #{i + 1}: " + ", ".join(
                 f"{t['cell']} {t['verdict']} (p50 x{t['ratio']:.3f}, {t['rounds']} rounds)"
                 for t in trials[-2:]))
@@ -231,8 +255,13 @@ def main(argv=None) -> int:
                     help="repeats of the stored baseline's session (default 5)")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--max-rounds", type=int, default=40)
-    ap.add_argument("--slice", type=float, default=0.1, help="seconds per side per round")
+    ap.add_argument("--slice", type=float, default=None,
+                    help="seconds per side per round (default 0.1; --open: 1)")
     ap.add_argument("--mode", choices=("both", "stored", "paired"), default="both")
+    ap.add_argument("--open", action="store_true",
+                    help=f"paired mode on open-loop cells (server scenario at {OPEN_RATE}/s, "
+                         f"in-process and behind FastAPI) instead of the closed-loop ones; "
+                         f"--slice then defaults to 1 s in 4 sub-slices")
     ap.add_argument("--json", default=None, help="write every trial here")
     args = ap.parse_args(argv)
 
@@ -244,9 +273,10 @@ def main(argv=None) -> int:
         (work / "gq_models.py").write_text(MODELS)
         stored = paired = None
         if args.mode in ("both", "paired"):
+            slice_s = args.slice if args.slice is not None else (1.0 if args.open else 0.1)
             paired = paired_mode(work, args.aa, args.per_slowdown, args.rounds, args.max_rounds,
-                                 args.slice, log)
-        if args.mode in ("both", "stored"):
+                                 slice_s, log, args.open)
+        if args.mode in ("both", "stored") and not args.open:
             stored = stored_mode(work, args.aa, args.per_slowdown, args.repeats, log)
     rows = []
     if paired:
@@ -254,8 +284,14 @@ def main(argv=None) -> int:
     if stored:
         rows += _rows("stored", stored)
     print()
-    print("Gate p50 +5%, throughput -5% at 95% confidence; each trial is one cell of the two "
-          "(offline bs8, single-stream bs1)")
+    if args.open:
+        print(f"Gate p50 +5% at 95% confidence; each trial is one cell of the two (server "
+              f"scenario, Poisson {OPEN_RATE}/s, bs1: in-process, behind FastAPI); "
+              f"invalid (send lag) trials: "
+              f"{sum(1 for t in paired['trials'] if not t['valid'])}/{len(paired['trials'])}")
+    else:
+        print("Gate p50 +5%, throughput -5% at 95% confidence; each trial is one cell of the "
+              "two (offline bs8, single-stream bs1)")
     print(table(["mode", "change", "trials", "rate", "regression", "undetermined", "no change",
                  "improvement", "p50 ratio range", "rounds"], rows, left=2))
     if stored:

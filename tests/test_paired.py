@@ -152,3 +152,114 @@ def test_the_baseline_may_be_a_git_revision_or_another_interpreter(pytester):
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                             cwd=pytester.path, capture_output=True, text=True).stdout
     assert status.split() == ["M", "spinmods.py"]     # the repository was only read
+
+
+# Served and open-loop pairs: the work is 2 ms (base) or 2.6 ms (slow), so the slowdown shows
+# through the HTTP server's own overhead; and an open loop at 100/s keeps both far from
+# saturation, where p50 is the service time.
+SPIN_MS = SPIN.replace("Spin(400), {", "Spin(2000), {").replace("Spin(440), {", "Spin(2600), {")
+PAIR_SERVED = "warmup: 5, min_duration: 0.1s, max_duration: 0.5s, min_queries: 20"
+
+
+def _results_by_name(pytester) -> dict:
+    doc = json.loads((pytester.path / "run.json").read_text())
+    return {r["cell"]["id"].split("[")[0]: r for r in doc["results"]}
+
+
+def test_paired_mode_over_launched_servers_and_serving_configurations(pytester):
+    pytester.makepyfile(spinmods=SPIN_MS)
+    pytester.makefile(".yaml", bench_ab=f"""
+        name: ab
+        defaults: {{{PAIR_SERVED}}}
+        benchmarks:
+          - model: "spinmods:slow10"
+            name: served-slow
+            runtime: torch
+            serving: http
+            gate: {{p50: "+5%"}}
+            ab: {{rounds: 6, slice: 0.1s, baseline: {{model: "spinmods:base"}}}}
+          - model: "spinmods:base"
+            name: http-vs-inprocess
+            runtime: torch
+            serving: http
+            gate: {{p50: "+5%"}}
+            ab: {{rounds: 6, slice: 0.1s, baseline: {{serving: inprocess}}}}
+        """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--infer-no-html",
+                                           "--infer-json", "run.json")
+    by = _results_by_name(pytester)
+    slow, http = by["served-slow"], by["http-vs-inprocess"]
+    assert slow["ab"]["verdict"] == "regression", slow["ab"]["metrics"]
+    assert slow["serving"]["system"] == "http" and slow["latency_ms"]["n"] > 0
+    assert slow["ab"]["baseline"]["serving"] == "http" and slow["ab"]["baseline"]["url"]
+    assert slow["ab"]["baseline"]["changes"] == "model base"
+    # the same model behind FastAPI is slower than in this process: the HTTP round trip
+    assert http["ab"]["verdict"] == "regression", http["ab"]["metrics"]
+    assert http["ab"]["baseline"]["changes"] == "serving inprocess"
+    assert http["ab"]["baseline"]["process"] == "in-process"
+    assert result.ret == 1
+
+
+def test_paired_mode_in_the_open_loop_server_scenario(pytester):
+    pytester.makepyfile(spinmods=SPIN_MS)
+    pytester.makefile(".yaml", bench_ab=f"""
+        name: ab
+        defaults: {{{PAIR_SERVED}}}
+        benchmarks:
+          - model: "spinmods:slow10"
+            name: open-slow
+            runtime: torch
+            workload: {{scenario: server, rate: 100}}
+            gate: {{p50: "+5%"}}
+            ab: {{rounds: 5, slice: 0.4s, switch: 0.2s, baseline: {{model: "spinmods:base"}}}}
+          - model: "spinmods:base"
+            name: open-same
+            runtime: torch
+            workload: {{scenario: server, rate: 100}}
+            gate: {{p50: "+5%"}}
+            ab: {{rounds: 5, max_rounds: 10, slice: 0.4s, switch: 0.2s}}
+          - model: "spinmods:slow10"
+            name: open-served
+            runtime: torch
+            serving: http
+            workload: {{scenario: server, rate: 100}}
+            gate: {{p50: "+5%"}}
+            ab: {{rounds: 5, slice: 0.4s, switch: 0.2s, baseline: {{model: "spinmods:base"}}}}
+        """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--infer-no-html",
+                                           "--infer-json", "run.json")
+    by = _results_by_name(pytester)
+    for name in ("open-slow", "open-served"):
+        r = by[name]
+        assert r["ab"]["verdict"] == "regression", (name, r["ab"]["metrics"])
+        p50 = next(m for m in r["ab"]["metrics"] if m["metric"] == "p50")
+        # +30% work (timed from the schedule: queueing behind a slower query counts too)
+        assert 1.05 < p50["lo"] and p50["ratio"] < 2.0
+        load = r["load"]
+        # every sub-slice sent its own schedule at the rate; lag and validity are kept
+        assert load["slices"] == 2 * r["ab"]["rounds"] and load["target_rate"] == 100
+        assert 0.9 < load["issued"] / (100 * 0.4 * r["ab"]["rounds"]) < 1.1
+        assert load["send_lag_ms"]["p99_worst_slice"] is not None
+        assert r["ab"]["baseline"]["load"]["slices"] == load["slices"]
+        assert "throughput" not in r["ab"]["ratios"]     # offered, not measured
+    same = by["open-same"]
+    assert same["status"] == "passed" and same["ab"]["verdict"] != "regression"
+    result.assert_outcomes(failed=2, passed=1)
+
+
+def test_paired_mode_refuses_what_it_cannot_interleave(tmp_path):
+    from pytest_inferbench.errors import SpecError
+    cases = {
+        "workload: {scenario: server, arrival: trace, trace: t.csv}": "trace replay",
+        "workload: {scenario: concurrency, concurrency: 2}": "not concurrency",
+        "workload: {scenario: server, rate: 10}\n    gate: {throughput: '-5%'}":
+            "offers a fixed rate",
+        "serving: http\n    ab: {baseline: {python: /usr/bin/python3}}": "runs in-process",
+    }
+    (tmp_path / "t.csv").write_text("0\n0.1\n")
+    for extra, message in cases.items():
+        ab = "" if "ab:" in extra else "\n    ab: {rounds: 3}"
+        spec = tmp_path / "bad.yaml"
+        spec.write_text(f"benchmarks:\n  - model: mlp-tiny\n    {extra}{ab}\n")
+        with pytest.raises(SpecError, match=message):
+            load_spec(spec)

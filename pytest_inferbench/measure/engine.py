@@ -175,13 +175,10 @@ def measure_runner(runner, inputs: dict[str, np.ndarray], settings, scenario,
     return result
 
 
-def run_served_cell(cell, cache, progress: Progress | None = None, servers=None) -> Result:
-    """A cell behind a server: launch it (or reuse the pool's, or reach the endpoint), check
-    its outputs against the source model, measure through tritonclient, and split latency
-    with Triton's statistics."""
+def require_serving(cell) -> None:
+    """Raise RuntimeUnavailable (-> skip, saying what to install) when this machine lacks what
+    the cell's serving system needs, or the server could not take its batch."""
     from ..runtimes.base import RuntimeUnavailable, require
-    from ..serving.client import Endpoint
-    from ..serving.pool import ServerPool
     serving = cell.serving
     require("tritonclient", "pip install 'pytest-inferbench[serve]'")
     if serving.system == "triton":
@@ -192,16 +189,33 @@ def run_served_cell(cell, cache, progress: Progress | None = None, servers=None)
                                      f"max_batch_size {serving.max_batch_size}")
     if serving.system == "http":
         require("fastapi", "pip install 'pytest-inferbench[serve]'")
+
+
+def reach_endpoint(cell):
+    """A client of the cell's existing endpoint, after checking that it serves the model."""
+    from ..serving.client import Endpoint
+    serving = cell.serving
+    url = serving.url.split("://", 1)[-1].rstrip("/")
+    endpoint = Endpoint(url, serving.model, serving.protocol, "endpoint",
+                        timeout=cell.workload.timeout)
+    problem = endpoint.problem()
+    if problem:
+        raise RuntimeError(f"endpoint {serving.url}: {problem}")
+    return endpoint
+
+
+def run_served_cell(cell, cache, progress: Progress | None = None, servers=None) -> Result:
+    """A cell behind a server: launch it (or reuse the pool's, or reach the endpoint), check
+    its outputs against the source model, measure through tritonclient, and split latency
+    with Triton's statistics."""
+    from ..serving.pool import ServerPool
+    serving = cell.serving
+    require_serving(cell)
     from ..serving.affinity import pinned
     launched = {"reused": False, "launch_s": None, "cpu_affinity": None}
     own_pool = None
     if serving.system == "endpoint":
-        url = serving.url.split("://", 1)[-1].rstrip("/")
-        endpoint = Endpoint(url, serving.model, serving.protocol, "endpoint",
-                            timeout=cell.workload.timeout)
-        problem = endpoint.problem()
-        if problem:
-            raise RuntimeError(f"endpoint {serving.url}: {problem}")
+        endpoint = reach_endpoint(cell)
     else:
         if servers is None:     # called alone: a server for this cell only
             servers = own_pool = ServerPool()
@@ -227,10 +241,12 @@ def run_served_cell(cell, cache, progress: Progress | None = None, servers=None)
     return result
 
 
-def _measure_served(cell, cache, endpoint, progress) -> Result:
+def served_inputs(cell, cache, endpoint) -> tuple[dict[str, np.ndarray], dict]:
+    """(inputs, check): the query's arrays for this endpoint (from its metadata, the spec's
+    `inputs` and `data`), and the check of its outputs against the cell's source model, made
+    once before measuring (raises OutputMismatch when they disagree)."""
     from ..models.check import TOLERANCE, OutputMismatch, compare, reference_outputs
     from ..serving import inputs as endpoint_inputs
-    from ..serving.client import breakdown
     serving = cell.serving
     seed = cell.settings.seed
     meta = endpoint.inputs_metadata()
@@ -254,6 +270,13 @@ def _measure_served(cell, cache, endpoint, progress) -> Result:
         if not check["ok"]:
             raise OutputMismatch(f"server outputs disagree with the source model: max relative "
                                  f"error {check.get('max_rel_err')} > {check['tolerance']}")
+    return inputs, check
+
+
+def _measure_served(cell, cache, endpoint, progress) -> Result:
+    from ..serving.client import breakdown
+    serving = cell.serving
+    inputs, check = served_inputs(cell, cache, endpoint)
     fn = endpoint.blocking_fn(inputs)
     fn()
     # warm up before reading the server's counters, so they cover the measured queries only

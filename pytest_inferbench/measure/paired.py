@@ -33,102 +33,12 @@ import numpy as np
 from ..gate.stats import UNDETERMINED, cell_verdict, judge, look_schedule
 from ..gate.thresholds import GateConfig
 from ..results.model import Latency, Result, Stop, Throughput
+from ..workload.failures import ErrorLog
+from .paired_sides import baseline_cell, make_baseline_side, make_side
 from .stats import percentile
 
 ROUND_METRICS = ("p50", "p90", "p99", "mean", "throughput")
-
-
-# ----------------------------------------------------------------------------- sides
-
-class LocalSide:
-    """A cell's runner loaded in this process, with its prepared query callable."""
-
-    def __init__(self, cell, cache):
-        from ..models.check import check_cell
-        from ..runtimes import runner_class
-        from ..runtimes.base import LoadContext
-        from .engine import _threads_for
-        self.cell = cell
-        self.runner = runner_class(cell.runtime)()
-        threads, _ = _threads_for(cell)
-        self.context = LoadContext(cache=cache, seed=cell.settings.seed,
-                                   options=cell.runtime_options, threads=threads)
-        try:
-            self.runner.load(cell.model, cell.device, cell.precision, self.context)
-            self.check = check_cell(cell, self.runner, self.context, cache.root)
-            inputs = self.context.signature.generate(cell.batch_size, seed=cell.settings.seed)
-            self.fn = self.runner.prepare(inputs)
-            self.fn()               # lazy initialisation, outside any accounting
-            self.runner.synchronize()
-        except BaseException:
-            self.runner.close()
-            raise
-        self.batch_size = cell.batch_size
-
-    def warm(self, warmup) -> None:
-        from ..workload.closed_loop import _warmup
-        _warmup(self.fn, warmup)
-
-    def run(self, seconds: float, out: array) -> int:
-        """Queries back to back for `seconds`; latencies (ns) appended to out; busy ns."""
-        fn = self.fn
-        clock = time.perf_counter_ns
-        add = out.append
-        t0 = clock()
-        end = t0 + int(seconds * 1e9)
-        last = t0
-        while last < end:
-            fn()
-            now = clock()
-            add(now - last)
-            last = now
-        return last - t0
-
-    def info(self) -> dict:
-        cell = self.cell
-        return {"model": cell.model_label, "runtime": self.runner.info(),
-                "model_info": {"label": cell.model_label, **self.context.model_info,
-                               "check": self.check},
-                "process": "in-process"}
-
-    def close(self) -> None:
-        self.runner.close()
-
-
-def baseline_cell(cell):
-    """The candidate cell with the baseline's in-process overrides applied."""
-    b = cell.ab.baseline
-    update = {}
-    if b.model is not None:
-        update.update(model=b.model, model_label=b.model_label)
-    if b.runtime is not None:
-        update.update(runtime=b.runtime, runtime_options=b.runtime_options or {})
-    if b.precision is not None:
-        update["precision"] = b.precision
-    if b.threads is not None:
-        update["threads"] = b.threads
-    return cell.model_copy(update={**update, "ab": None})
-
-
-def _torch_thread_clash(a, b) -> str | None:
-    torchy = ("torch", "torchscript", "torch_compile")
-    if a.runtime in torchy and b.runtime in torchy and a.threads != b.threads:
-        return ("the two sides set different torch thread counts, and torch has one thread pool "
-                "per process: run the baseline in its own process (ab.baseline.python: the "
-                "same interpreter) or give both the same threads")
-    return None
-
-
-def make_baseline_side(cell, cache, rootdir=None):
-    b = cell.ab.baseline
-    base = baseline_cell(cell)
-    if b.python is not None or b.git is not None:
-        from .remote import RemoteSide
-        return RemoteSide(base, cache, python=b.python, git=b.git, rootdir=rootdir)
-    clash = _torch_thread_clash(base, cell)
-    if clash:
-        raise ValueError(clash)
-    return LocalSide(base, cache)
+OPEN_ROUND_METRICS = ("p50", "p90", "p99", "mean")   # the rate is offered, not measured
 
 
 # ----------------------------------------------------------------------------- rounds
@@ -150,17 +60,110 @@ def round_metrics(latencies_ns: np.ndarray, busy_ns: int, batch_size: int,
     return out
 
 
+class ClosedLoopDrive:
+    """Closed loop: each sub-slice runs the side's queries back to back."""
+    open_loop = False
+
+    def reset(self) -> None:
+        pass
+
+    def __call__(self, side, seconds: float, out: array, index: int, j: int) -> int:
+        return side.run(seconds, out)
+
+
+class OpenLoopDrive:
+    """Open loop at the cell's rate: each sub-slice sends a fresh schedule of `seconds` to
+    the side, timed from the scheduled sends (workload/open_loop.py), then waits for its
+    answers before the other side starts, so no query of one side is in flight while the
+    other is measured. Both sides get the same schedule in the same position of a round
+    (common random numbers: the ratio then compares the systems, not two draws of arrivals).
+    A queue starts empty in every sub-slice; both sides alike, which is why open-loop pairs
+    use longer sub-slices (0.5 s by default) than closed-loop ones."""
+    open_loop = True
+
+    def __init__(self, cell):
+        self.workload = cell.workload
+        self.settings = cell.settings
+        self.slices = {}            # id(side) -> per-slice latencies and load figures
+        from ..workload.closed_loop import DEFAULT_TARGET
+        self.target = cell.settings.target_percentile or DEFAULT_TARGET.get("server", 99.0)
+
+    def reset(self) -> None:
+        self.slices = {}
+
+    def __call__(self, side, seconds: float, out: array, index: int, j: int) -> int:
+        from ..workload import arrivals
+        from ..workload.open_loop import run_open_loop
+        w = self.workload
+        seed = (self.settings.seed * 1_000_003 + index * 1009 + j) % (2 ** 32)
+        sched = arrivals.schedule(w.arrival, w.rate, seconds, seed=seed,
+                                  burstiness=w.burstiness, on_s=w.on, off_s=w.off,
+                                  exact_count=True)
+        settings = self.settings.model_copy(update={"min_duration": seconds,
+                                                    "max_duration": seconds + 1.0,
+                                                    "warmup": 0})
+        samples = run_open_loop(side.sut(), sched, settings, w.timeout, w.send_lag_bound,
+                                self.target, decide=lambda latencies, waiting: False)
+        lat = samples.latencies_ns.astype(np.int64)
+        out.extend(lat.tolist())
+        side.errors.merge(samples.errors)
+        x = samples.extra
+        kept = self.slices.setdefault(id(side), {"sched": [], "sent": [], "extra": []})
+        kept["sched"].append(lat)
+        kept["sent"].append(samples.ends_ns - samples.sent_ns)
+        kept["extra"].append(x)
+        return samples.wall_ns
+
+    def load(self, side) -> dict:
+        """The side's open-loop figures over all its sub-slices. Validity is judged on the
+        pooled queries (a sub-slice alone holds too few for a p99): the lag effect on the
+        target percentile, and the rate sent against the rate scheduled, summed over slices."""
+        from ..workload.open_loop import lag_validity
+        kept = self.slices.get(id(side), {"sched": [], "sent": [], "extra": []})
+        slices = kept["extra"]
+        issued = sum(x["issued"] for x in slices)
+        late = sum(x["late_sends"] for x in slices)
+        lag99 = [x["send_lag_ms"]["p99"] for x in slices if x["send_lag_ms"]["p99"] is not None]
+        # spans: (queries - 1) / rate per slice, so the pooled rates weigh slices by length
+        spans = [(x["issued"] - 1, (x["issued"] - 1) / x["scheduled_rate"],
+                  (x["issued"] - 1) / x["achieved_rate"]) for x in slices
+                 if x["scheduled_rate"] and x["achieved_rate"]]
+        gaps = sum(s[0] for s in spans)
+        scheduled = gaps / sum(s[1] for s in spans) if spans else None
+        achieved = gaps / sum(s[2] for s in spans) if spans else None
+        lag_worst = max(lag99) if lag99 else None
+        pooled = (np.concatenate(kept["sched"]) if kept["sched"] else np.zeros(0, np.int64),
+                  np.concatenate(kept["sent"]) if kept["sent"] else np.zeros(0, np.int64))
+        effect, problems = lag_validity(pooled[0], pooled[1], self.target, lag_worst,
+                                        scheduled, achieved)
+        if not issued:
+            problems.append("no query was sent")
+        return {"target_rate": self.workload.rate, "arrival": self.workload.arrival,
+                "slices": len(slices), "issued": issued,
+                "completed": sum(x["completed"] for x in slices),
+                "scheduled_rate": scheduled, "achieved_rate": achieved,
+                "send_lag_ms": {"p99_worst_slice": lag_worst,
+                                "p99_median_slice": float(np.median(lag99)) if lag99 else None},
+                "late_sends": late, "late_fraction": late / issued if issued else 0.0,
+                "send_lag_bound_ms": self.workload.send_lag_bound * 1e3,
+                "lag_effect": effect, "valid": not problems, "invalid_reasons": problems}
+
+
 def run_paired_cell(cell, cache, progress=None, cells: int = 1, rootdir=None) -> Result:
     """Measure a cell with `ab`: baseline and candidate interleaved; see the module doc.
     cells: how many paired cells the session judges (the Bonferroni family)."""
+    from ..serving.affinity import pinned
+    from .engine import judge_errors
     from .monitors import ProcessMonitor
-    ab = cell.ab
+    ab = cell.ab.for_scenario(cell.workload.scenario)
     gate = GateConfig.from_json(cell.gate) if cell.gate is not None else GateConfig()
-    metrics = tuple(dict.fromkeys(ROUND_METRICS + tuple(gate.thresholds)))
+    drive = OpenLoopDrive(cell) if cell.workload.scenario == "server" else ClosedLoopDrive()
+    base_metrics = OPEN_ROUND_METRICS if drive.open_loop else ROUND_METRICS
+    metrics = tuple(dict.fromkeys(base_metrics + tuple(gate.thresholds)))
     looks = look_schedule(ab.rounds, ab.cap)
     a_side = make_baseline_side(cell, cache, rootdir)
     try:
-        b_side = LocalSide(cell, cache)
+        b_side = make_side(cell, cache)
     except BaseException:
         a_side.close()
         raise
@@ -175,71 +178,107 @@ def run_paired_cell(cell, cache, progress=None, cells: int = 1, rootdir=None) ->
     t_start = time.perf_counter()
     stopped = "max_rounds"
     started = False
+    # a launched server keeps to its CPUs; the generator (this process) to the others
+    client_cpus = next((s.client_cpus for s in (b_side, a_side)
+                        if getattr(s, "client_cpus", None)), None)
     try:
-        t0 = time.perf_counter()
-        a_side.warm(cell.settings.warmup)
-        b_side.warm(cell.settings.warmup)
-        warm_s = time.perf_counter() - t0
-        _round(a_side, b_side, 0, min(k, 4), sub, {"a": array("q"), "b": array("q")})  # discard
-        gc.collect()
-        gc.disable()
-        monitor.start()
-        started = True
-        n = 0
-        for i, target in enumerate(looks):
-            while n < target:
-                got = {"a": array("q"), "b": array("q")}
-                spent = _round(a_side, b_side, n, k, sub, got)
-                for side, side_obj in (("a", a_side), ("b", b_side)):
-                    arr = np.frombuffer(got[side], dtype=np.int64)
-                    per_round[side].append(round_metrics(arr, spent[side],
-                                                         side_obj.batch_size, metrics))
-                    lat[side].extend(got[side])
-                    busy[side] += spent[side]
-                n += 1
-                if progress is not None:
-                    progress(time.perf_counter() - t_start, len(lat["b"]), None)
-            judgements = judge(_ratios(per_round, metrics), gate, len(looks), cells)
-            if all(j.verdict != UNDETERMINED for j in judgements):
-                stopped = "decided"
-                break
+        with pinned(client_cpus):
+            t0 = time.perf_counter()
+            a_side.warm(cell.settings.warmup)
+            b_side.warm(cell.settings.warmup)
+            warm_s = time.perf_counter() - t0
+            discard = {"a": array("q"), "b": array("q")}
+            _round(a_side, b_side, -1, min(k, 4), sub if not drive.open_loop else
+                   min(sub, 0.2), discard, drive)
+            for side in (a_side, b_side):       # the discarded round's failures too
+                side.errors = ErrorLog()
+            drive.reset()
+            gc.collect()
+            gc.disable()
+            monitor.start()
+            started = True
+            window_start = time.time()
+            n = 0
+            for i, target in enumerate(looks):
+                while n < target:
+                    got = {"a": array("q"), "b": array("q")}
+                    spent = _round(a_side, b_side, n, k, sub, got, drive)
+                    for side, side_obj in (("a", a_side), ("b", b_side)):
+                        arr = np.frombuffer(got[side], dtype=np.int64)
+                        per_round[side].append(round_metrics(arr, spent[side],
+                                                             side_obj.batch_size, metrics))
+                        lat[side].extend(got[side])
+                        busy[side] += spent[side]
+                    n += 1
+                    if progress is not None:
+                        progress(time.perf_counter() - t_start, len(lat["b"]), None)
+                judgements = judge(_ratios(per_round, metrics), gate, len(looks), cells)
+                if all(j.verdict != UNDETERMINED for j in judgements):
+                    stopped = "decided"
+                    break
+            window_end = time.time()
     finally:
         if gc_was_enabled:
             gc.enable()
         process = monitor.stop() if started else {}
-        b_info = _safe_info(b_side)
         a_info = _safe_info(a_side)
-        a_side.close()
-        b_side.close()
+        try:
+            if started:
+                result_fields = Result(scenario=cell.workload.scenario,
+                                       batch_size=cell.batch_size)
+                b_side.describe(result_fields)
+        finally:
+            a_side.close()
+            b_side.close()
     wall = time.perf_counter() - t_start
     lat_b = np.frombuffer(lat["b"], dtype=np.int64)
     lat_a = np.frombuffer(lat["a"], dtype=np.int64)
     settings = cell.settings
     result = _side_result(lat_b, busy["b"], cell, settings)
+    for name in ("runtime", "model", "serving"):
+        value = getattr(result_fields, name, None)
+        if value:
+            setattr(result, name, value)
     result.stop = Stop(reason=f"paired_{stopped}", target_percentile=None,
                        ci_half_width_rel=None, ci_width=settings.ci_width)
     result.wall_s = round(wall, 6)
+    result.window = {"start": window_start, "end": window_end}
     result.warmup = {"queries": None, "seconds": round(warm_s, 4)}
     result.process = process
-    result.runtime = b_info.get("runtime") or {}
-    result.model = {**(b_info.get("model_info") or {}),
-                    "inputs": {t.name: {"shape": [cell.batch_size, *t.shape], "dtype": t.dtype}
-                               for t in b_side.context.signature.inputs}}
     base = _side_result(lat_a, busy["a"], baseline_cell(cell), settings)
     verdict = cell_verdict(judgements)
+    a_errors = a_side.errors.to_json(len(lat_a))
     result.ab = {
         "verdict": verdict,
         "baseline": {"changes": ab.baseline.label(), "model": a_info.get("model"),
-                     "runtime": a_info.get("runtime"), "process": a_info.get("process"),
-                     **{k: a_info[k] for k in ("python", "versions") if k in a_info},
+                     "runtime": a_info.get("runtime"), "serving": a_info.get("serving"),
+                     "process": a_info.get("process"),
+                     **{k: a_info[k] for k in ("python", "versions", "url", "launch_s")
+                        if k in a_info},
                      "latency_ms": base.latency_ms.model_dump(mode="json", exclude={"histogram"}),
-                     "throughput": base.throughput.model_dump(mode="json")},
+                     "throughput": base.throughput.model_dump(mode="json"),
+                     "errors": a_errors},
         "rounds": len(per_round["b"]), "looks": len(looks), "look_at": looks,
         "stopped": stopped, "cells": cells, "slice_s": ab.slice, "switch_s": sub,
         "sub_slices": k, "gate": gate.to_json(),
         "ratios": _ratios(per_round, metrics, digits=6),
         "metrics": [j.to_json() for j in judgements],
     }
+    if drive.open_loop:
+        result.load = drive.load(b_side)
+        result.ab["baseline"]["load"] = base_load = drive.load(a_side)
+        result.valid = result.load["valid"] and base_load["valid"]
+        if not base_load["valid"]:
+            result.load["invalid_reasons"] = result.load["invalid_reasons"] + [
+                f"baseline: {r}" for r in base_load["invalid_reasons"]]
+    judge_errors(result, b_side.errors, settings.max_error_rate)
+    if result.status != "failed" and (a_errors["error_rate"] > settings.max_error_rate
+                                      or not len(lat_a)):
+        first = a_side.errors.first() or "no successful query"
+        result.status = "failed"
+        result.reason = (f"baseline side: {first} ({100 * a_errors['error_rate']:.3g}% of its "
+                         f"queries failed > max_error_rate {100 * settings.max_error_rate:g}%): "
+                         f"its ratios are not evidence")
     return result
 
 
@@ -250,15 +289,16 @@ def _safe_info(side) -> dict:
         return {}
 
 
-def _round(a_side, b_side, index: int, k: int, sub: float, out: dict) -> dict:
+def _round(a_side, b_side, index: int, k: int, sub: float, out: dict, drive=None) -> dict:
     """One round: k sub-slices per side, alternating A B B A ... (mirrored on odd rounds)."""
+    drive = drive or ClosedLoopDrive()
     spent = {"a": 0, "b": 0}
     a_first = index % 2 == 0
     for j in range(k):
         first_a = a_first == (j % 2 == 0)
         order = (("a", a_side), ("b", b_side)) if first_a else (("b", b_side), ("a", a_side))
         for name, side in order:
-            spent[name] += side.run(sub, out[name])
+            spent[name] += drive(side, sub, out[name], index, j)
     return spent
 
 

@@ -26,6 +26,8 @@ import tempfile
 from array import array
 from pathlib import Path
 
+from ..workload.failures import ErrorLog
+
 HARNESS = Path(__file__).resolve().parents[1]      # the pytest_inferbench package directory
 START_TIMEOUT_S = 300.0
 
@@ -52,7 +54,8 @@ def _remote_main(channel, harness, sys_path, cell_json, cache_root, chdir):
         module = importlib.util.module_from_spec(spec)
         sys.modules["pytest_inferbench"] = module
         spec.loader.exec_module(module)
-        from pytest_inferbench.measure.paired import LocalSide
+        from pytest_inferbench.measure.paired_sides import LocalSide
+        from pytest_inferbench.workload.failures import ErrorLog
         from pytest_inferbench.models.cache import ArtifactCache
         from pytest_inferbench.results.provenance import versions
         from pytest_inferbench.spec import Cell
@@ -70,8 +73,9 @@ def _remote_main(channel, harness, sys_path, cell_json, cache_root, chdir):
             msg = channel.receive()
             if msg[0] == "run":
                 out = array("q")
+                side.errors = ErrorLog()
                 busy = side.run(msg[1], out)
-                channel.send((out.tobytes(), busy))
+                channel.send((out.tobytes(), busy, json.dumps(side.errors.to_json(len(out)))))
             elif msg[0] == "warm":
                 side.warm(msg[1])
                 channel.send(True)
@@ -90,6 +94,7 @@ class RemoteSide:
         from ..runtimes.base import require
         execnet = require("execnet", "pip install execnet (it comes with pytest-xdist)")
         self.batch_size = cell.batch_size
+        self.errors = ErrorLog()
         self.tmp = None
         self.gateway = None
         interpreter = python or sys.executable
@@ -125,8 +130,9 @@ class RemoteSide:
 
     def run(self, seconds: float, out: array) -> int:
         self.channel.send(("run", seconds))
-        data, busy = self.channel.receive()
+        data, busy, errors = self.channel.receive()
         out.frombytes(data)
+        self.errors.merge_json(json.loads(errors))
         return busy
 
     def info(self) -> dict:

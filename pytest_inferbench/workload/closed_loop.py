@@ -43,6 +43,7 @@ class Samples:
     warmup_s: float
     extra: dict = field(default_factory=dict)
     errors: ErrorLog = field(default_factory=ErrorLog)
+    sent_ns: np.ndarray | None = None    # open loop: actual sends of the answered queries
 
     @property
     def latencies_ns(self) -> np.ndarray:

@@ -65,6 +65,29 @@ class ErrorLog:
         with self._lock:
             self.timeouts += count
 
+    def merge(self, other: "ErrorLog") -> None:
+        """Add another log's counts (a run measured in slices keeps one log per side)."""
+        with self._lock:
+            self.errors += other.errors
+            self.timeouts += other.timeouts
+            self.other += other.other
+            for key, (message, count) in other._kinds.items():
+                if key in self._kinds:
+                    self._kinds[key][1] += count
+                elif len(self._kinds) < MAX_KINDS:
+                    self._kinds[key] = [message, count]
+                else:
+                    self.other += count
+
+    def merge_json(self, data: dict) -> None:
+        """Add counts sent as `to_json` (from another process)."""
+        other = ErrorLog()
+        other.errors, other.timeouts = data["errors"], data["timeouts"]
+        other.other = data.get("other_kinds", 0)
+        for k in data.get("kinds", []):
+            other._kinds[(k["type"], _NUMBER.sub("#", k["message"]))] = [k["message"], k["count"]]
+        self.merge(other)
+
     @property
     def failed(self) -> int:
         return self.errors + self.timeouts

@@ -250,21 +250,9 @@ def _samples(sched, sent, done, ok, begin, end, reason, target, errors,
     achieved_rate = ((issued - 1) / ((sent[-1] - sent[0]) / 1e9)
                      if issued > 1 and sent[-1] > sent[0] else None)
     lag_p99 = float(np.percentile(lag, 99)) / 1e6 if issued else None
-    problems = []
-    effect = None
-    if len(lat):
-        # the same percentile timed from the actual sends: what the system alone would show
-        from_sched = float(np.percentile(lat, target)) / 1e6
-        from_sent = float(np.percentile(done[good] - sent[good], target)) / 1e6
-        effect = from_sched / from_sent - 1 if from_sent > 0 else 0.0
-        if effect > MAX_LAG_EFFECT:
-            problems.append(f"send lag (p99 {lag_p99:.3g} ms) moved latency p{target:g} from "
-                            f"{from_sent:.3g} to {from_sched:.3g} ms (+{100 * effect:.0f}%, "
-                            f"limit {100 * MAX_LAG_EFFECT:g}%)")
-    if scheduled_rate and achieved_rate and \
-            abs(achieved_rate / scheduled_rate - 1) > MAX_RATE_DEPARTURE:
-        problems.append(f"sent {achieved_rate:,.1f}/s against a schedule of "
-                        f"{scheduled_rate:,.1f}/s (limit ±{100 * MAX_RATE_DEPARTURE:g}%)")
+    samples.sent_ns = sent[good]
+    effect, problems = lag_validity(lat, done[good] - sent[good], target, lag_p99,
+                                    scheduled_rate, achieved_rate)
     if not issued:
         problems.append("no query was sent")
     samples.extra = {
@@ -285,3 +273,27 @@ def _samples(sched, sent, done, ok, begin, end, reason, target, errors,
         "invalid_reasons": problems,
     }
     return samples
+
+
+def lag_validity(from_sched_ns: np.ndarray, from_sent_ns: np.ndarray, target: float,
+                 lag_p99_ms: float | None, scheduled_rate: float | None,
+                 achieved_rate: float | None) -> tuple[float | None, list[str]]:
+    """(lag effect, problems): did the generator shape what the run reports? The target
+    percentile timed from the scheduled sends against the same percentile timed from the
+    actual sends (what the system alone would show), and the rate sent against the rate the
+    schedule asked for."""
+    problems, effect = [], None
+    if len(from_sched_ns):
+        from_sched = float(np.percentile(from_sched_ns, target)) / 1e6
+        from_sent = float(np.percentile(from_sent_ns, target)) / 1e6
+        effect = from_sched / from_sent - 1 if from_sent > 0 else 0.0
+        if effect > MAX_LAG_EFFECT:
+            lag = f" (p99 {lag_p99_ms:.3g} ms)" if lag_p99_ms is not None else ""
+            problems.append(f"send lag{lag} moved latency p{target:g} from "
+                            f"{from_sent:.3g} to {from_sched:.3g} ms (+{100 * effect:.0f}%, "
+                            f"limit {100 * MAX_LAG_EFFECT:g}%)")
+    if scheduled_rate and achieved_rate and \
+            abs(achieved_rate / scheduled_rate - 1) > MAX_RATE_DEPARTURE:
+        problems.append(f"sent {achieved_rate:,.1f}/s against a schedule of "
+                        f"{scheduled_rate:,.1f}/s (limit ±{100 * MAX_RATE_DEPARTURE:g}%)")
+    return effect, problems
