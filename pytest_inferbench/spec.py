@@ -18,7 +18,9 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, 
                       field_validator, model_validator)
 
 from .errors import SpecError, did_you_mean, format_field_path
-from .models.families import FAMILIES, PRESETS, MLPSpec, ResNetSpec, TransformerSpec
+from .models.families import (FAMILIES, PRESETS, DecoderSpec, MLPSpec, ResNetSpec,
+                              TransformerSpec)
+from .workload.prompts import Prompts
 from .runtimes import RUNTIMES
 from .schedule.inventory import Follower, Placement, parse_followers, parse_placement
 from .units import parse_duration
@@ -79,7 +81,7 @@ SETTINGS_FIELDS = tuple(Settings.model_fields)
 # ----------------------------------------------------------------------------- axes
 
 SCENARIOS = ("offline", "single_stream", "server", "concurrency", "ramp", "capacity")
-SERVING_SYSTEMS = ("inprocess", "triton", "http", "endpoint")
+SERVING_SYSTEMS = ("inprocess", "triton", "http", "endpoint", "openai")
 ARRIVALS = ("constant", "poisson", "gamma", "onoff", "trace")
 _SLO_KEY = re.compile(r"^p(\d+(\.\d+)?)$")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -117,10 +119,16 @@ class Workload(BaseModel):
     send_lag_bound: Duration = 0.001                  # sends later than this count as late
     step_min_duration: Duration = 2.0                 # ramp/capacity: shortest step
     step_max_duration: Duration | None = None         # ramp/capacity: longest (default: ample)
+    # generative serving (system openai; workload/generative.py, workload/prompts.py)
+    prompts: Prompts | None = None                    # input/output lengths, prefix, dataset
+    keep_requests: bool = False                       # raw per-request records in the run file
 
     @field_validator("slo")
     @classmethod
     def _slo_keys(cls, value):
+        from .workload.generative import parse_slo_key
+        if value and any(parse_slo_key(k) for k in value):   # {ttft_p99: 2s, tpot_p99: 200ms}
+            return value
         return check_slo(value)
 
     @model_validator(mode="after")
@@ -148,12 +156,16 @@ class Workload(BaseModel):
 
     def slo_target(self) -> tuple[float, float] | None:
         """(percentile, bound in seconds) or None."""
-        if not self.slo:
-            return None
+        if not self.slo or len(self.slo) != 1 or not _SLO_KEY.match(next(iter(self.slo))):
+            return None     # none, or a generative SLO (several metrics, judged apart)
         ((key, bound),) = self.slo.items()
         return float(key[1:]), bound
 
     def label(self) -> str:
+        base = self._scenario_label()
+        return f"{base}-{self.prompts.label()}" if self.prompts is not None else base
+
+    def _scenario_label(self) -> str:
         if self.scenario == "server":
             what = f"{self.arrival}" + (f"{self.rate:g}" if self.rate else "")
             if self.arrival == "gamma":
@@ -203,6 +215,9 @@ class Serving(BaseModel):
     inputs: dict[str, Annotated[InputDecl, BeforeValidator(_input_decl)]] | None = None
     data: str | None = None                     # endpoint: real inputs from a .npz or .json file
     pin_cpus: bool = True                       # triton, http: server and generator on disjoint CPUs
+    api: Literal["chat", "completions"] = "chat"  # openai: /v1/chat/completions or /v1/completions
+    stream: bool = True                         # openai: streamed (SSE) responses
+    api_key_env: str | None = None              # openai: environment variable holding the key
 
     @model_validator(mode="after")
     def _fields_fit_the_system(self):
@@ -228,13 +243,19 @@ class Serving(BaseModel):
             return f"triton({','.join(parts)})"
         if self.system == "endpoint":
             return f"endpoint({self.protocol},{self.model})"
+        if self.system == "openai":
+            parts = [self.api] + ([self.model] if self.model else []) + \
+                ([] if self.stream else ["nostream"])
+            return f"openai({','.join(parts)})"
         return self.system
 
 
 _SERVING_FIELDS = {"inprocess": ("instances",),
                    "triton": ("instances", "protocol", "max_batch_size", "dynamic_batching",
                               "max_queue_delay", "pin_cpus"),
-                   "http": ("pin_cpus",), "endpoint": ("protocol", "url", "model", "inputs", "data")}
+                   "http": ("pin_cpus",), "endpoint": ("protocol", "url", "model", "inputs", "data"),
+                   "openai": ("url", "model", "api", "stream", "api_key_env", "pin_cpus",
+                              "max_batch_size")}
 
 
 # Options a runtime mapping may carry, per runtime (`runtime: {name: onnxruntime, ...}`).
@@ -327,7 +348,8 @@ class FactoryModel(_ExternalModel):
         return self.name or self.factory.rpartition(":")[2].rpartition(".")[2]
 
 
-GeneratedModel = Annotated[Union[MLPSpec, ResNetSpec, TransformerSpec], Field(discriminator="family")]
+GeneratedModel = Annotated[Union[MLPSpec, ResNetSpec, TransformerSpec, DecoderSpec],
+                          Field(discriminator="family")]
 ModelSpec = Union[GeneratedModel, FileModel, FactoryModel]
 
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
@@ -456,6 +478,8 @@ class Cell(BaseModel):
         parts = [runtime, self.device, self.precision, f"bs{self.batch_size}"]
         if self.model is None:      # an endpoint without a source model: the server decides
             parts = [f"bs{self.batch_size}"]
+        if self.serving.system == "openai":    # generative: no runtime or batch size to name
+            parts = [self.device] if self.model is not None else []
         if self.threads is not None:
             parts.append(self.threads.label())
         parts.append(self.workload.label())
@@ -618,6 +642,10 @@ class _AxisResolver:
         if value.get("trace"):
             trace = self._file(value["trace"], "trace", path + ("trace",))
             value = {**value, "trace": str(trace)}
+        prompts = value.get("prompts")
+        if isinstance(prompts, dict) and prompts.get("dataset"):
+            data = self._file(prompts["dataset"], "prompts dataset", path + ("prompts", "dataset"))
+            value = {**value, "prompts": {**prompts, "dataset": str(data)}}
         return self.doc.validate(Workload, value, path)
 
     def _serving(self, value, path):
@@ -868,13 +896,17 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
         merged.update(inline)
         merged.update(extra)
         settings = doc.validate(Settings, merged, path)
+        from .workload.generative import cell_problem
+        problem = cell_problem(combo["workload"], combo["serving"], combo["model"][0])
+        if problem:
+            raise doc.error(problem, path)
         if combo["workload"].scenario in ("ramp", "capacity"):
             from .workload.search import plan_problem
             problem = plan_problem(settings, combo["workload"])
             if problem:
                 raise doc.error(problem, path + ("workload",) if "workload" in entry else path)
         model_spec, _ = combo["model"]
-        if model_spec is None and combo["serving"].system != "endpoint":
+        if model_spec is None and combo["serving"].system not in ("endpoint", "openai"):
             raise doc.error("each benchmark needs a 'model' (only `serving: {system: endpoint}` "
                             "can do without one: it reads the inputs from the server's "
                             "metadata)", path)
@@ -955,6 +987,9 @@ def _check_ab_cell(doc: _Doc, cell: dict, path) -> None:
                         "replay cannot be cut into alternating slices (use poisson, gamma, "
                         "constant or onoff at the trace's rate)", path)
     servings = [cell["serving"]] + ([ab.baseline.serving] if ab.baseline.serving else [])
+    if any(s.system == "openai" for s in servings):
+        raise doc.error("paired mode (ab) does not interleave generative serving (openai) "
+                        "cells yet: compare them against a stored baseline", path)
     if scenario in AB_CLOSED_LOOP and any(s.system == "inprocess" and s.instances != 1
                                           for s in servings):
         raise doc.error("paired mode (ab) runs closed-loop scenarios with one caller: "

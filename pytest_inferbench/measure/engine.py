@@ -317,6 +317,9 @@ def run_cell(cell, cache, progress: Progress | None = None, servers=None,
         return run_paired_cell(cell, cache, progress, cells=paired_cells, rootdir=rootdir)
     if servers is not None:
         servers.release_unless(cell)      # no idle server beside another cell's measurement
+    if cell.serving.system == "openai":     # generative serving: TTFT, ITL, TPOT, goodput
+        from ..workload.generative import run_generative_cell
+        return run_generative_cell(cell, cache, progress, servers)
     if cell.serving.system != "inprocess":
         return run_served_cell(cell, cache, progress, servers)
     from ..models.check import check_cell

@@ -34,7 +34,7 @@ class _Family(BaseModel):
 
 _ABBREV = {"layers": "l", "hidden": "h", "features": "f", "classes": "c", "depth": "d",
            "width": "w", "resolution": "r", "heads": "nh", "seq_len": "seq", "vocab": "v",
-           "channels": "ch"}
+           "channels": "ch", "max_seq": "ms"}
 
 
 class MLPSpec(_Family):
@@ -97,7 +97,33 @@ class TransformerSpec(_Family):
         return module, sig
 
 
-FAMILIES = {"mlp": MLPSpec, "resnet": ResNetSpec, "transformer": TransformerSpec}
+class DecoderSpec(_Family):
+    """A GPT-style decoder (KV cache, greedy decoding) for generative serving: served by the
+    plugin's own OpenAI-compatible server (`serving: {system: openai}` without a url)."""
+    family: Literal["decoder"] = "decoder"
+    layers: int = Field(4, ge=1, le=96)
+    hidden: int = Field(256, ge=8)
+    heads: int = Field(4, ge=1)
+    vocab: int = Field(32000, ge=2)
+    max_seq: int = Field(2048, ge=2)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+    def build(self):
+        """The module and, for runtimes that call it whole, a sequence of min(max_seq, 128)."""
+        from ._decoder import build_decoder
+        module = build_decoder(self.layers, self.hidden, self.heads, self.vocab, self.max_seq)
+        sig = InputSignature(inputs=(TensorSpec(name="input_ids", shape=(min(self.max_seq, 128),),
+                                                dtype="int64", high=self.vocab),))
+        return module, sig
+
+
+FAMILIES = {"mlp": MLPSpec, "resnet": ResNetSpec, "transformer": TransformerSpec,
+            "decoder": DecoderSpec}
 
 # Short names a spec may use as `model: NAME`.
 PRESETS: dict[str, dict] = {

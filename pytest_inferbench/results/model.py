@@ -116,6 +116,9 @@ class Result(_Open):
     valid: bool = True                   # False when the load generator fell behind
     serving: dict[str, Any] | None = None  # served cells: system, url, latency breakdown
     errors: dict[str, Any] | None = None   # failed queries: counts, rate, first kinds
+    # generative serving: ttft/itl/tpot/e2e percentiles, tokens/s, goodput (workload/generative.py)
+    generative: dict[str, Any] | None = None
+    requests: list[dict[str, Any]] | None = None   # per-request records (keep_requests: true)
 
     @property
     def latency(self) -> Latency:

@@ -62,7 +62,12 @@ def _row(name: str, r: Result) -> dict:
     search = _search_row(name, r)
     if search is not None:
         return search
-    if r.slo:
+    if r.generative:
+        stop += " " + _generative(r)
+    if r.slo and "metrics" in r.slo:        # generative: one bound per metric
+        bounds = ",".join(f"{k}<={v['bound_ms']:g}ms" for k, v in r.slo["metrics"].items())
+        stop += f" slo {bounds}: {r.slo['verdict']}"
+    elif r.slo:
         stop += f" slo p{r.slo['percentile']:g}<={r.slo['bound_ms']:g}ms: {r.slo['verdict']}"
     if not r.valid:
         why = (r.load or {}).get("invalid_reasons") or ["generator fell behind"]
@@ -87,6 +92,21 @@ def _row(name: str, r: Result) -> dict:
         "rss MB": _fmt(r.process.get("peak_rss_mb")),
         "stop": stop,
     }
+
+
+def _generative(r: Result) -> str:
+    """TTFT and TPOT p50/p99, output tokens/s and goodput: a generative cell's headline (the
+    row's p50/p99 columns are its end-to-end latency)."""
+    g = r.generative
+
+    def pct(metric):
+        p = (g.get(f"{metric}_ms") or {}).get("percentiles") or {}
+        return "/".join(_fmt(p[k]["value"]) if k in p else "-" for k in ("p50", "p99"))
+    out = (f"ttft {pct('ttft')}ms tpot {pct('tpot')}ms "
+           f"{_fmt(g.get('output_tokens_per_s'))} tok/s")
+    if g.get("goodput"):
+        out += f" goodput {_fmt(g['goodput']['requests_per_s'])}/s"
+    return out
 
 
 def _search_row(name: str, r: Result) -> dict | None:

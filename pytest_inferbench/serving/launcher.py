@@ -52,6 +52,21 @@ def _terminate(proc: subprocess.Popen) -> None:
     _LIVE.discard(proc)
 
 
+class _OpenAIHealth:
+    """Readiness of the plugin's own OpenAI-compatible server (GET /health)."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def ready(self) -> bool:
+        import urllib.request
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+
 class LaunchedServer:
     """Context manager: `with LaunchedServer(cell, cache_dir) as endpoint: ...`."""
 
@@ -80,9 +95,12 @@ class LaunchedServer:
                        + "triton-access-token": token}
         else:
             port = free_port()
-            argv = ["-m", "pytest_inferbench.serving.http_server", str(cell_file),
+            module = "openai_server" if serving.system == "openai" else "http_server"
+            argv = ["-m", f"pytest_inferbench.serving.{module}", str(cell_file),
                     self.cache_dir, str(port)]
             headers = {}
+        # generative cells reach the server over its OpenAI-compatible API
+        self.url, self.served_model = f"http://127.0.0.1:{port}", self.cell.model_label
         self.log = Path(self.tmp.name, "server.log")
         with open(self.log, "w") as out:
             cpus = self.affinity["server"] if self.affinity else None
@@ -94,7 +112,8 @@ class LaunchedServer:
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
         _LIVE.add(self.proc)
         self._address = (f"127.0.0.1:{port}", serving.protocol, serving.system, headers)
-        endpoint = self.endpoint(self.cell.workload.timeout)
+        endpoint = (_OpenAIHealth(self.url) if serving.system == "openai"
+                    else self.endpoint(self.cell.workload.timeout))
         t0 = time.monotonic()
         try:
             self._wait_ready(endpoint)

@@ -13,11 +13,16 @@ import json
 
 def server_key(cell) -> str | None:
     """What a launched server depends on; None for cells that launch nothing."""
-    if cell.serving.system not in ("triton", "http"):
+    launched = cell.serving.system in ("triton", "http") or (
+        cell.serving.system == "openai" and not cell.serving.url)   # the plugin's own server
+    if not launched:
         return None
     data = cell.model_dump(mode="json", include={"model", "runtime", "runtime_options",
                                                   "device", "precision", "threads", "serving"})
     data["seed"] = cell.settings.seed
+    if cell.serving.system == "openai":    # one server answers every API and stream mode
+        for client_side in ("api", "stream", "api_key_env"):
+            data["serving"].pop(client_side, None)
     return json.dumps(data, sort_keys=True)
 
 
