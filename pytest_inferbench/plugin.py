@@ -127,6 +127,11 @@ def _followers_to_workers(config, job) -> None:
                                 "pytest-xdist (or leave out `followers`/--infer-followers)")
     from .schedule.inventory import tx_specs
     config.option.tx = [spec for spec, _ in tx_specs(followers)]
+    if any(f.via != "local" or f.chdir for f in followers):   # chdir: a copy of rootdir
+        from .schedule.xdist_scheduler import args_relative_to_rootdir
+        args_relative_to_rootdir(config)
+    if config.option.maxworkerrestart is None:   # as xdist's -n N: no endless restarts
+        config.option.maxworkerrestart = str(4 * len(config.option.tx))
     if config.option.dist == "no":
         config.option.dist = "load"
 
@@ -143,6 +148,16 @@ def pytest_xdist_make_scheduler(config, log):
         JOB_KEY, None), runs), followers=config.stash.get(FOLLOWERS_KEY, None))
     config.stash[SCHED_KEY] = sched
     return sched
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist controller, before a follower's worker starts: compare the leader's spec and
+    model files with the follower's copy, and ask what it really has (schedule/facts.py)."""
+    followers = node.config.stash.get(FOLLOWERS_KEY, None)
+    if followers:
+        from .schedule.facts import check_node
+        check_node(node, followers, node.config.stash.get(JOB_KEY, None))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -411,7 +426,9 @@ class SessionState:
         self.servers.close()
         if not self.is_worker and self.writer is not None:
             from .results.provenance import now_iso
-            self.run_files = self.writer.finish(now_iso(), self._gate_run())
+            from .schedule.facts import run_file_section     # followers: what they reported
+            self.run_files = self.writer.finish(now_iso(), {**self._gate_run(),
+                                                            **run_file_section(self.config)})
             if self.run_files:
                 self.gate.save_baseline(self._run_doc(), self.run_files[0], now_iso())
             self._render_html()

@@ -437,3 +437,117 @@ def test_every_node_with_one_item_gets_a_next_one_or_is_shut_down(tmp_path):
     assert {tasks[i].key for i in a.sent[:1] + b.sent[:1]} == {"g0", "g1"}   # GPUs side by side
     # the CPU cells queue behind them (their leases wait for the GPU cells to finish)
     assert {tasks[i].key for i in a.sent[1:] + b.sent[1:]} == {"c", "c2"}
+
+
+# ----------------------------------------------------------------------------- follower facts
+
+def _venv_without(target: Path, *missing: str) -> Path:
+    """A real environment lacking some packages: a venv of this interpreter's base whose
+    site-packages links every entry of ours except those distributions."""
+    import subprocess
+    import sys
+    import sysconfig
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(target)],
+                   check=True, timeout=120)
+    ours = Path(sysconfig.get_paths()["purelib"])
+    theirs = next(target.glob("lib/python*/site-packages"))
+    for entry in ours.iterdir():
+        if not entry.name.lower().replace("-", "_").startswith(missing):
+            (theirs / entry.name).symlink_to(entry)
+    return target / "bin" / "python"
+
+
+def test_followers_report_what_they_have_and_the_facts_win(pytester, monkeypatch, tmp_path):
+    import os
+    import platform
+    from importlib import metadata
+    monkeypatch.setenv("INFERBENCH_LEASE_DIR", str(tmp_path / "leases"))
+    python = _venv_without(tmp_path / "no-ort", "onnxruntime")
+    pytester.makefile(".yaml", job=f"""
+        name: facts
+        followers:
+          - {{host: alpha, devices: [cpu, 'cuda:0']}}
+          - {{host: beta, python: {python}}}
+        defaults: {{{FAST}}}
+        benchmarks:
+          - {{model: mlp-tiny, runtime: [torch, onnxruntime]}}
+          - {{model: mlp-tiny, runtime: torch, device: 'cuda:0'}}
+        """)
+    result = pytester.runpytest("--infer-config", "job.yaml", "--infer-json", "run.json",
+                                "--infer-no-html")
+    result.assert_outcomes(passed=2, skipped=1)
+    # one warning line each, then the facts decide where cells go
+    result.stdout.fnmatch_lines(["warning: inferbench: follower alpha lists cuda:0 but has 0 "
+                                 "GPU(s) (NVML not available*no cells go to alpha/cuda:0"])
+    result.stdout.fnmatch_lines(["warning: inferbench: follower beta has no onnxruntime "
+                                 "installed*"])
+    assert result.stdout.str().count("follower beta has no onnxruntime") == 1
+    doc = json.loads((pytester.path / "run.json").read_text())
+    rows = {(r["cell"]["runtime"], r["cell"]["device"]): r for r in doc["results"]}
+    assert rows["onnxruntime", "cpu"]["placement"]["follower"] == "alpha"
+    skipped = rows["torch", "cuda:0"]
+    assert skipped["status"] == "skipped" and skipped["reason"] == (
+        "placement: no follower can run it: alpha lists cuda:0 but does not have it")
+    alpha, beta = doc["followers"]["alpha"], doc["followers"]["beta"]
+    assert alpha["inventory"]["devices"] == ["cpu", "cuda:0"]
+    for entry in (alpha, beta):
+        facts = entry["facts"]
+        assert facts["logical_cores"] == os.cpu_count() and facts["cpu_model"]
+        assert facts["python"] == platform.python_version() and facts["gpus"] == []
+        assert facts["packages"]["torch"] == metadata.version("torch")
+        assert facts["nvml"].startswith("NVML not available") or "driver" in facts["nvml"]
+    assert alpha["facts"]["packages"]["onnxruntime"] == metadata.version("onnxruntime")
+    assert beta["facts"]["packages"]["onnxruntime"] is None
+    assert beta["facts"]["python_executable"] == str(python)
+
+
+# ----------------------------------------------------------------------------- content hashes
+
+def test_a_follower_whose_copy_of_a_spec_differs_is_refused_by_name(pytester, tmp_path):
+    import hashlib
+    import shutil
+    spec = f"""
+        name: h
+        defaults: {{{FAST}}}
+        benchmarks:
+          - {{model: mlp-tiny, runtime: torch, batch_size: [1, 2]}}
+        """
+    leader = pytester.makefile(".yaml", bench_h=spec)
+    pytester.makefile(".yaml", job=f"""
+        name: hashes
+        followers:
+          - {{host: fresh, chdir: {tmp_path / 'fresh'}}}
+          - {{host: stale, chdir: {tmp_path / 'stale'}}}
+        """)
+    for name in ("fresh", "stale"):
+        (tmp_path / name).mkdir()
+        for f in ("bench_h.yaml", "job.yaml"):
+            shutil.copy(pytester.path / f, tmp_path / name / f)
+    stale = tmp_path / "stale" / "bench_h.yaml"
+    stale.write_bytes(stale.read_bytes().replace(b"[1, 2]", b"[1, 3]"))     # one byte
+    result = pytester.runpytest("bench_h.yaml", "--infer-config", "job.yaml", "--infer-json",
+                                "run.json", "--infer-no-html")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    ours = hashlib.sha256(leader.read_bytes()).hexdigest()[:12]
+    theirs = hashlib.sha256(stale.read_bytes()).hexdigest()[:12]
+    result.stderr.fnmatch_lines([
+        f"*follower stale ({tmp_path / 'stale'}) does not have the leader's files: "
+        f"bench_h.yaml differs (leader {ours}, follower {theirs}). Copy them there*"])
+    assert "fresh" not in result.stderr.str()
+    assert not (pytester.path / "run.json").exists()
+
+
+def test_an_ssh_follower_takes_an_ssh_config_and_a_socket_one_no_python(tmp_path):
+    f = tmp_path / "followers.yaml"
+    f.write_text("followers:\n  - {host: g, via: ssh, address: g1, ssh_config: /k/cfg}\n")
+    (fol,) = load_followers(f)
+    assert fol.tx_specs() == [("ssh=g1//ssh_config=/k/cfg//env:INFERBENCH_SLOT=g/cpu", "g/cpu")]
+    # execnet runs a socket follower's cells in the server's own python: it cannot pick one
+    f.write_text("followers:\n  - {host: s, via: socket, address: 'h:1',\n"
+                 "     python: /v/bin/python}\n")
+    with pytest.raises(SpecError, match="leave out `python`") as exc:
+        load_followers(f)
+    assert exc.value.line == 2
+    f.write_text("followers:\n  - {host: s, address: 'h:1', via: socket, ssh_config: /c}\n")
+    with pytest.raises(SpecError, match="`ssh_config` applies to via: ssh only"):
+        load_followers(f)

@@ -5,7 +5,8 @@ benchmark entry's `placement:`; both validated with pydantic, errors at file:lin
       - host: gpu-box-1
         via: ssh                       # local (default) | ssh | socket
         address: bench@10.0.0.7        # ssh: user@host; socket: host:port
-        python: /opt/venv/bin/python
+        ssh_config: ~/.ssh/bench_config  # ssh only: passed as `ssh -F` (keys, ports, aliases)
+        python: /opt/venv/bin/python   # not for socket: the socket server's own python runs
         chdir: /srv/bench
         devices: [cpu, cuda:0, cuda:1] # default [cpu]; one worker (slot) per device
         labels: {gpu: h200}
@@ -50,6 +51,7 @@ class Follower(BaseModel):
     host: str
     via: Literal["local", "ssh", "socket"] = "local"
     address: str | None = None
+    ssh_config: str | None = None
     python: str | None = None
     chdir: str | None = None
     devices: tuple[str, ...] = ("cpu",)
@@ -89,6 +91,11 @@ class Follower(BaseModel):
         if self.via == "socket":
             if not self.address or not re.match(r"^[^:\s]+:\d+$", self.address):
                 raise ValueError("via: socket needs `address` as host:port")
+            if self.python:     # execnet cannot choose it: the server runs what it runs
+                raise ValueError("via: socket runs the python that runs the socket server; "
+                                 "leave out `python`")
+        if self.ssh_config and self.via != "ssh":
+            raise ValueError("`ssh_config` applies to via: ssh only")
         return self
 
     def tx_specs(self) -> list[tuple[str, str]]:
@@ -100,6 +107,8 @@ class Follower(BaseModel):
                 parts.append("popen")
             elif self.via == "ssh":
                 parts.append(f"ssh={self.address}")
+                if self.ssh_config:
+                    parts.append(f"ssh_config={Path(self.ssh_config).expanduser()}")
             else:
                 parts.append(f"socket={self.address}")
             if self.python:

@@ -15,7 +15,15 @@ xdist's mechanics this relies on (checked in xdist 3.8's source):
   (leases.py) make a next item that clashes with another node wait its turn there.
 - remove_node hands back the item that was running when a node crashed; the plugin's
   pytest_handlecrashitem asks `retry(nodeid)` and re-queues it once (on another able node
-  where there is one), else the crash report fails it.
+  where there is one), else the crash report fails it. xdist then starts a replacement from
+  the same --tx spec; when the follower itself is gone that start fails (wrapped here, see
+  _wrap_clone_node), and items no remaining node can run are reported failed.
+- Followers report what they really have before their workers start (facts.py, via the
+  plugin's pytest_configure_node): a slot is narrowed to those facts (slot_of), and an item
+  that only the inventory, not the facts, would place is reported skipped from here with
+  the reason (report), never silently kept queued.
+- Workers that are not plain `popen` get the command line's paths relative to rootdir
+  (args_relative_to_rootdir): a follower's `chdir` is its copy of the rootdir.
 """
 
 from __future__ import annotations
@@ -83,11 +91,11 @@ class CellTasks:
                     runtime=cell.runtime, estimate_s=est, ready_s=ready_s)
 
 
-def slot_of(node, followers=None) -> Slot:
+def slot_of(node, followers=None, use_facts: bool = True) -> Slot:
     """The policy Slot of an xdist node: INFERBENCH_SLOT=<host>/<device> from its --tx spec
     (a follower's slot: that device only, the follower's labels), else host "local" with any
     device and labels (plain -n N: one host, no inventory, so placement labels do not
-    apply)."""
+    apply). With use_facts, narrowed to what the follower reported having (facts.py)."""
     env = getattr(node.gateway.spec, "env", None) or {}
     name = env.get(SLOT_ENV)
     sid = node.gateway.id
@@ -95,8 +103,15 @@ def slot_of(node, followers=None) -> Slot:
         return Slot(id=sid, host="local")
     host, _, device = name.partition("/")
     follower = (followers or {}).get(host)
-    return Slot(id=sid, host=host, devices=frozenset({device}) if device else None,
-                labels=dict(follower.labels) if follower else None)
+    devices, runtimes = frozenset({device}) if device else None, None
+    facts = getattr(node, "inferbench_facts", None)     # facts.py: what the host really has
+    if facts is not None and use_facts:
+        runtimes = facts["runtimes"]
+        if devices is not None:
+            devices = devices & facts["devices"]        # empty: runs no benchmark
+    return Slot(id=sid, host=host, devices=devices,
+                labels=dict(follower.labels) if follower else None, runtimes=runtimes)
+
 
 
 class TwoTierScheduling:
@@ -124,6 +139,9 @@ class TwoTierScheduling:
         self.lookahead_clashes = 0
         self.unplaceable: set = set()
         self.slots_seen: dict = {}
+        self.declared: dict = {}           # slot id -> the slot as the inventory declares it
+        self.gone: dict = {}               # host -> why its replacement worker did not start
+        self._wrap_clone_node(config)
 
     # -- the interface DSession uses
     @property
@@ -149,6 +167,7 @@ class TwoTierScheduling:
         self.node2pending[node] = []
         slot = slot_of(node, self.followers)
         self.node2slot[node] = slot
+        self.declared[slot.id] = slot_of(node, self.followers, use_facts=False)
         self.slots_seen[slot.id] = slot
         self.policy.add_slot(slot)
 
@@ -238,13 +257,107 @@ class TwoTierScheduling:
         worker, as a plain item (no device, no labels), so it reports: the worker skips it
         with the reason (worker.misplaced) instead of the session waiting for ever."""
         slots = list(self.policy.slots.values())
-        for i, task in enumerate(self.tasks):
+        self._warn_missing_runtimes(slots)
+        for i, task in enumerate(list(self.tasks)):
             if not any(able(task, s) for s in slots):
                 self.log("no able slot for", task.key)
+                lacking = self._lacking(task)
+                if lacking:        # the inventory says some host could, its facts say not
+                    self.queue.remove(task)
+                    self.report(task.key, "skipped", f"placement: no follower can run it: "
+                                                     f"{'; '.join(lacking)}")
+                    self.unplaceable.add(task.key)
+                    continue
                 self.unplaceable.add(task.key)
                 self.queue.remove(task)
                 self.tasks[i] = Task(key=task.key, device="", estimate_s=0.1)
                 self.queue.add(self.tasks[i])
+
+    def _lacking(self, task: Task) -> list[str]:
+        """Why each host that the inventory would give the task cannot run it (its facts)."""
+        out = []
+        for sid, declared in sorted(self.declared.items()):
+            real = self.policy.slots.get(sid)
+            if real is None or not able(task, declared) or able(task, real):
+                continue
+            if task.runtime and real.runtimes is not None and task.runtime not in \
+                    real.runtimes:
+                out.append(f"{real.host} has no {task.runtime} installed")
+            else:
+                out.append(f"{real.host} lists {', '.join(sorted(declared.devices or ()))} "
+                           f"but does not have it")
+        return sorted(set(out))
+
+    def _warn_missing_runtimes(self, slots) -> None:
+        """One warning line per follower that lacks a runtime some cell needs."""
+        needed = {t.runtime for t in self.tasks if t.runtime}
+        said = set()
+        for slot in slots:
+            for runtime in sorted(needed - set(slot.runtimes or needed)):
+                if (slot.host, runtime) not in said:
+                    said.add((slot.host, runtime))
+                    self.warn(f"follower {slot.host} has no {runtime} installed (it said so "
+                              f"when its worker came up): its cells go to other followers")
+
+    def warn(self, text: str) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter") \
+            if hasattr(self.config, "pluginmanager") else None
+        if tr is not None:
+            tr.write_line(f"warning: inferbench: {text}", yellow=True)
+        self.log(text)
+
+    def report(self, nodeid: str, outcome: str, reason: str) -> None:
+        """Report an item from the controller (no worker will run it): skipped or failed with
+        the reason, its cell in the run file like any other result."""
+        import pytest
+        fspath = nodeid.split("::")[0]
+        cell = self.tasks_of.cell(nodeid)
+        line = (cell.line or 1) - 1 if cell is not None else None
+        rep = pytest.TestReport(
+            nodeid=nodeid, location=(fspath, line, nodeid.partition("::")[2]), keywords={},
+            outcome=outcome, when="call",
+            longrepr=(fspath, line, f"Skipped: {reason}") if outcome == "skipped" else reason)
+        if cell is not None:
+            rep.inferbench = [{"id": nodeid, "cell": cell.model_dump(mode="json")}]
+        self.config.hook.pytest_runtest_logreport(report=rep)
+
+    # -- a follower that went away
+    def _wrap_clone_node(self, config) -> None:
+        """xdist replaces a crashed worker by starting one more from the same --tx spec
+        (DSession._clone_node, called from worker_errordown right after remove_node and
+        pytest_handlecrashitem). When the follower itself is gone (its socket server killed,
+        its host down) that start raises, out of xdist's event loop: an INTERNALERROR that
+        ends the session. Wrapped: the failure becomes one line, the follower's slot stays
+        gone, and the cells only it could run are reported failed with the reason."""
+        pm = getattr(config, "pluginmanager", None)
+        dsession = pm.getplugin("dsession") if pm is not None else None
+        original = getattr(dsession, "_clone_node", None)
+        if original is None:
+            return
+
+        def clone_node(node):
+            try:
+                return original(node)
+            except Exception as exc:  # noqa: BLE001 - any failure to reach the follower
+                host = slot_of(node, self.followers).host
+                why = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+                self.gone[host] = why
+                self.warn(f"follower {host} is gone: its worker crashed and a new one could "
+                          f"not start ({why}); it gets no more cells")
+                self._fail_unrunnable()
+                return None
+        dsession._clone_node = clone_node
+
+    def _fail_unrunnable(self) -> None:
+        """Queued items no live slot can run (their followers are gone): failed, with why."""
+        slots = list(self.policy.slots.values())
+        for task in list(self.queue):
+            if not any(able(task, s) for s in slots):
+                self.queue.remove(task)
+                gone = "; ".join(f"{h}: {w}" for h, w in sorted(self.gone.items()))
+                self.report(task.key, "failed", f"no follower left that can run it (gone: "
+                                                f"{gone})")
+        self._dispatch()
 
     def _dispatch(self) -> None:
         if self.collection is None:
@@ -292,3 +405,42 @@ class TwoTierScheduling:
         return {"decisions": self.decisions, "decision_s": round(self.decision_s, 4),
                 "workers": len(self.slots_seen),
                 "hosts": sorted({s.host for s in self.slots_seen.values()})}
+
+
+def args_relative_to_rootdir(config) -> None:
+    """Controller, with ssh or socket followers: send the workers the command line's paths
+    relative to rootdir (a follower's `chdir` is its copy of the rootdir).
+
+    xdist (3.8, workermanage.WorkerController.setup) maps every argument that names an
+    existing path onto one of its rsync roots for any worker that is not a plain `popen`, and
+    fails with "arg X not relative to an rsync root" otherwise: with no --rsyncdir (followers
+    use their own copies, not rsynced ones) every spec or job file given to pytest fails. Its
+    module-level make_reltoroot is wrapped, in the controller only: paths under rootdir become
+    relative to it, anything else goes to xdist's own mapping (and its message)."""
+    from xdist import workermanage
+    original = getattr(workermanage.make_reltoroot, "inferbench_original",
+                       workermanage.make_reltoroot)
+    root = Path(config.rootpath).resolve()
+
+    def make_reltoroot(roots, args):
+        out, rest = [], []
+        for arg in args:
+            path, sep, tail = str(arg).partition("::")
+            try:
+                rel = Path(path).resolve().relative_to(root) if Path(path).exists() else None
+            except (OSError, ValueError):
+                rel = None
+            if rel is None:
+                out.append(None)
+                rest.append(arg)
+            else:
+                out.append((str(rel) if str(rel) != "." else ".") + sep + tail)
+        mapped = iter(original(roots, rest))
+        return [a if a is not None else next(mapped) for a in out]
+
+    make_reltoroot.inferbench_original = original
+    workermanage.make_reltoroot = make_reltoroot
+
+    def restore():                           # pytester runs sessions in one process
+        workermanage.make_reltoroot = original
+    config.add_cleanup(restore)
