@@ -25,8 +25,14 @@ Columns (missing data is NaN/None, never an error, so older and newer run files 
 - load (open loop): `target_rate`, `achieved_rate`, `send_lag_p99_ms`, `late_fraction`,
   `max_rate`, `knee_rate`
 - SLO: `slo_verdict`, `slo_percentile`, `slo_bound_ms`, `slo_confidence`, `slo_queries`,
-  `slo_overlatency`
+  `slo_overlatency`, `slo_reason` (a generative SLO has several bounds: percentile and bound
+  are NaN, the reason names them)
 - errors: `errors`, `timeouts`, `attempted`, `error_rate`
+- generative serving (OpenAI-compatible): `ttft_p50_ms`, `ttft_p99_ms`, `itl_p50_ms`,
+  `itl_p99_ms`, `tpot_p50_ms`, `tpot_p99_ms`, `e2e_p50_ms`, `e2e_p99_ms` (with `_lower`/
+  `_upper` bounds of the p99s), `requests_per_s`, `output_tokens_per_s`, `total_tokens_per_s`,
+  `goodput_per_s`, `goodput_share`, `input_tokens_mean`, `output_tokens_mean`,
+  `client_lag_p99_ms`
 - model and runtime: `parameters`, `check_ok`, `max_rel_err`, `conversion_s`,
   `runtime_version`
 - raw (objects, for the report): `cell`, `histogram` (latency_ms.histogram or None),
@@ -195,9 +201,15 @@ _AFTER_PERCENTILES = [
     "queue_ms", "compute_ms", "compute_infer_ms", "server_ms", "other_ms", "avg_batch",
     "target_rate", "achieved_rate", "send_lag_p99_ms", "late_fraction", "max_rate", "knee_rate",
     "slo_verdict", "slo_percentile", "slo_bound_ms", "slo_confidence", "slo_queries",
-    "slo_overlatency",
+    "slo_overlatency", "slo_reason",
     "errors", "timeouts", "attempted", "error_rate",
     "parameters", "check_ok", "max_rel_err", "conversion_s", "runtime_version",
+    "ttft_p50_ms", "ttft_p99_ms", "ttft_p99_lower_ms", "ttft_p99_upper_ms",
+    "itl_p50_ms", "itl_p99_ms", "itl_p99_lower_ms", "itl_p99_upper_ms",
+    "tpot_p50_ms", "tpot_p99_ms", "tpot_p99_lower_ms", "tpot_p99_upper_ms",
+    "e2e_p50_ms", "e2e_p99_ms", "e2e_p99_lower_ms", "e2e_p99_upper_ms",
+    "requests_per_s", "output_tokens_per_s", "total_tokens_per_s", "goodput_per_s",
+    "goodput_share", "input_tokens_mean", "output_tokens_mean", "client_lag_p99_ms",
     "cell", "histogram", "load_steps",
 ]
 
@@ -320,8 +332,10 @@ def _row(run: Run, index: int, r: dict) -> dict:
     serving_cell = cell.get("serving") if isinstance(cell.get("serving"), Mapping) else {}
     device = cell.get("device") or runtime_info.get("device")
     batch = cell.get("batch_size") or r.get("batch_size") or 1
-    rt_label = runtime_label(cell.get("runtime") or runtime_info.get("name"),
-                             cell.get("runtime_options") or {})
+    runtime = cell.get("runtime") or runtime_info.get("name")
+    if serving_cell.get("system") == "openai":      # the server decides what runs the model
+        runtime = runtime_info.get("name") or "server"
+    rt_label = runtime_label(runtime, cell.get("runtime_options") or {})
     model = cell.get("model_label") or model_info.get("label") or (name.split("[")[0] or "?")
     row: dict[str, Any] = {
         "run": run.label, "run_id": run.run_id, "run_index": index, "run_name": run.name,
@@ -332,7 +346,7 @@ def _row(run: Run, index: int, r: dict) -> dict:
         "validity_reasons": _validity(r),
         "spec": cell.get("spec"), "spec_name": cell.get("spec_name"),
         "model": str(model), "family": model_spec.get("family") or model_spec.get("kind"),
-        "runtime": cell.get("runtime") or runtime_info.get("name"), "runtime_label": rt_label,
+        "runtime": runtime, "runtime_label": rt_label,
         "runtime_options": json.dumps(cell.get("runtime_options") or {}, sort_keys=True),
         "device": device, "device_type": str(device).split(":")[0] if device else None,
         "precision": cell.get("precision"), "batch_size": int(batch),
@@ -401,6 +415,7 @@ def _row(run: Run, index: int, r: dict) -> dict:
         "slo_verdict": slo.get("verdict"), "slo_percentile": _num(slo.get("percentile")),
         "slo_bound_ms": _num(slo.get("bound_ms")), "slo_confidence": _num(slo.get("confidence")),
         "slo_queries": _num(slo.get("queries")), "slo_overlatency": _num(slo.get("overlatency")),
+        "slo_reason": slo.get("reason"),
         "errors": _num(errs.get("errors", load.get("errors"))),
         "timeouts": _num(errs.get("timeouts", load.get("timeouts"))),
         "attempted": _num(errs.get("attempted")), "error_rate": _num(errs.get("error_rate")),
@@ -412,7 +427,37 @@ def _row(run: Run, index: int, r: dict) -> dict:
         "histogram": lat.get("histogram") if isinstance(lat.get("histogram"), Mapping) else None,
         "load_steps": load.get("steps") if isinstance(load.get("steps"), list) else None,
     })
+    row.update(_generative(r.get("generative")))
     return row
+
+
+GENERATIVE_METRICS = ("ttft", "itl", "tpot", "e2e")
+
+
+def _generative(g) -> dict:
+    """The generative-serving columns (NaN for other cells)."""
+    g = g if isinstance(g, Mapping) else {}
+    out: dict[str, Any] = {}
+    for metric in GENERATIVE_METRICS:
+        pcts = _get(g, f"{metric}_ms", "percentiles") or {}
+        for key in ("p50", "p99"):
+            p = pcts.get(key) if isinstance(pcts.get(key), Mapping) else {}
+            out[f"{metric}_{key}_ms"] = _num(p.get("value"))
+            if key == "p99":
+                out[f"{metric}_p99_lower_ms"] = _num(p.get("lower"))
+                out[f"{metric}_p99_upper_ms"] = _num(p.get("upper"))
+    goodput = g.get("goodput") if isinstance(g.get("goodput"), Mapping) else {}
+    out.update({
+        "requests_per_s": _num(g.get("requests_per_s")),
+        "output_tokens_per_s": _num(g.get("output_tokens_per_s")),
+        "total_tokens_per_s": _num(g.get("total_tokens_per_s")),
+        "goodput_per_s": _num(goodput.get("requests_per_s")),
+        "goodput_share": _num(goodput.get("share")),
+        "input_tokens_mean": _num(_get(g, "tokens", "input", "mean")),
+        "output_tokens_mean": _num(_get(g, "tokens", "output", "mean")),
+        "client_lag_p99_ms": _num(_get(g, "send_lag_ms", "client", "p99")),
+    })
+    return out
 
 
 def _rate(value):

@@ -407,6 +407,36 @@ def serving_chart(rows: pd.DataFrame, model: str, several_runs: bool) -> dict:
     return {"data": data, "layout": layout}
 
 
+def generative_chart(rows: pd.DataFrame, model: str, several_runs: bool) -> dict:
+    """Generative serving: output tokens/s against TTFT p99 (with its bounds), one point per
+    cell; ITL, TPOT and goodput in the hover text."""
+    names = _cell_names(rows, several_runs)
+    hover = [esc(f"{n}<br>TTFT p50 {_f(r['ttft_p50_ms'])} ms, p99 {_f(r['ttft_p99_ms'])} ms"
+                 f"<br>ITL p50 {_f(r['itl_p50_ms'])} ms, p99 {_f(r['itl_p99_ms'])} ms"
+                 f"<br>TPOT p50 {_f(r['tpot_p50_ms'])} ms, p99 {_f(r['tpot_p99_ms'])} ms"
+                 f"<br>{_f(r['requests_per_s'])} requests/s, goodput "
+                 f"{_f(r['goodput_per_s'])}/s<br>n = {r['n']}").replace("&lt;br&gt;", "<br>")
+             for n, (_, r) in zip(names, rows.iterrows())]
+    y = _clean(rows["ttft_p99_ms"])
+    upper = [u - v if u == u and v == v else None
+             for u, v in zip(rows["ttft_p99_upper_ms"], rows["ttft_p99_ms"])]
+    lower = [v - lo if lo == lo and v == v else None
+             for lo, v in zip(rows["ttft_p99_lower_ms"], rows["ttft_p99_ms"])]
+    data = [{"type": "scatter", "mode": "markers", "name": "cells",
+             "x": _clean(rows["output_tokens_per_s"]), "y": y,
+             "error_y": {"type": "data", "symmetric": False, "array": upper,
+                         "arrayminus": lower, "thickness": 1},
+             "text": hover, "hoverinfo": "text", "marker": {"size": 10, "color": "#7c3aed"}}]
+    layout = base_layout(f"{model}: generative serving (TTFT p99 vs output tokens/s)",
+                         "output tokens per second", "TTFT p99 (ms)")
+    layout["yaxis"]["type"] = "log"
+    return {"data": data, "layout": layout}
+
+
+def _f(x) -> str:
+    return "-" if x is None or x != x else f"{x:,.3g}"
+
+
 def utilisation_chart(rows: pd.DataFrame, model: str, several_runs: bool,
                       cores: float | None) -> dict:
     names = _cell_names(rows, several_runs)

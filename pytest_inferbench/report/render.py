@@ -315,10 +315,13 @@ def _problems(df: pd.DataFrame, several: bool) -> list[dict]:
                         "detail": _first_line(r["reason"]) or "failed"})
     for _, r in df.iterrows():
         if r["status"] == "passed" and r["slo_verdict"] == "fail":
-            out.append({"level": "fail", "what": "SLO not met", "cell": who(r),
-                        "detail": f"p{r['slo_percentile']:g} bound {fmt(r['slo_bound_ms'])} ms: "
-                                  f"{int(r['slo_overlatency'] or 0)} of {int(r['slo_queries'] or 0)} "
-                                  f"queries over"})
+            if r["slo_percentile"] == r["slo_percentile"]:
+                detail = (f"p{r['slo_percentile']:g} bound {fmt(r['slo_bound_ms'])} ms: "
+                          f"{_count(r['slo_overlatency'])} of {_count(r['slo_queries'])} "
+                          f"queries over")
+            else:           # a generative SLO: several bounds, judged one by one
+                detail = f"{r['slo_reason'] or 'a bound is over'} ({_count(r['slo_queries'])} requests)"
+            out.append({"level": "fail", "what": "SLO not met", "cell": who(r), "detail": detail})
     for _, r in df.iterrows():
         if r["status"] == "passed" and not r["valid"]:
             out.append({"level": "warn", "what": "invalid measurement", "cell": who(r),
@@ -330,8 +333,10 @@ def _problems(df: pd.DataFrame, several: bool) -> list[dict]:
                                   f"timeouts"})
         if r["status"] == "passed" and r["slo_verdict"] == "undetermined":
             out.append({"level": "warn", "what": "SLO undetermined", "cell": who(r),
-                        "detail": f"{int(r['slo_queries'] or 0)} queries were too few for a "
-                                  f"verdict at {_pct(r['slo_confidence'], 0)} confidence"})
+                        "detail": r["slo_reason"] if r["slo_percentile"] != r["slo_percentile"]
+                        and r["slo_reason"] else
+                        f"{_count(r['slo_queries'])} queries were too few for a "
+                        f"verdict at {_pct(r['slo_confidence'], 0)} confidence"})
         if r["status"] == "passed" and r["host_contended"] is True:
             out.append({"level": "warn", "what": "host busy", "cell": who(r),
                         "detail": f"other processes used {fmt(r['other_cpu_cores'])} CPU cores "
@@ -354,6 +359,11 @@ def _problems(df: pd.DataFrame, several: bool) -> list[dict]:
                     "detail": "see Skipped and failed cells for the reasons"})
     order = {"fail": 0, "warn": 1, "info": 2}
     return sorted(out, key=lambda p: order[p["level"]])
+
+
+def _count(x) -> int:
+    """A count from the frame: NaN and None are 0."""
+    return int(x) if x is not None and x == x else 0
 
 
 def _changes(df: pd.DataFrame) -> list[dict]:
@@ -472,7 +482,7 @@ def _model_section(df, measured, model, several, run_index, per_hour, currency, 
     rows["cell_label"] = [c + (" (invalid)" if not v else "")
                           for c, v in zip(rows["cell_label"], rows["valid"])]
     section = {"name": model, "anchor": _anchor(model), "charts": [], "notes": [], "fits": [],
-               "frontier": [], "cells": len(all_rows), "measured": len(rows)}
+               "frontier": [], "generative": [], "cells": len(all_rows), "measured": len(rows)}
     if rows.empty:
         section["notes"].append("No measured cells for this model (all skipped or failed).")
         return section
@@ -514,6 +524,15 @@ def _model_section(df, measured, model, several, run_index, per_hour, currency, 
         which = f" (the latest run, {latest['run_tag'].iloc[0]})" if several else ""
         section["charts"].append(add(cdf, f"Latency distribution per cell{which}, {note}."))
 
+    generative = rows[rows["ttft_p50_ms"].notna()]
+    if len(generative):
+        section["generative"] = _generative_rows(generative, several)
+        section["charts"].append(add(charts.generative_chart(generative, model, several),
+                                     "Each point is a cell: output tokens per second against "
+                                     "time to first token (p99, with its confidence interval; "
+                                     "timed from each request's scheduled send). Hover for "
+                                     "ITL, TPOT and goodput."))
+
     if rows["serving_label"].nunique() > 1 or rows["queue_ms"].notna().any():
         section["charts"].append(add(charts.serving_chart(rows, model, several),
                                      "Mean latency per served cell; where Triton reported its "
@@ -552,6 +571,20 @@ def _model_section(df, measured, model, several, run_index, per_hour, currency, 
     else:
         section["notes"].append("Energy: not measured (needs a GPU cell with the NVML monitor).")
     return section
+
+
+def _generative_rows(rows: pd.DataFrame, several: bool) -> list[dict]:
+    """The generative-serving table of a model section: one row per cell."""
+    out = []
+    for _, r in rows.sort_values(["serving_label", "workload", "run_index"]).iterrows():
+        out.append({"config": r["cell_label"], "run": r["run_tag"] if several else "",
+                    **{k: _nan_none(r[k]) for k in (
+                        "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
+                        "tpot_p50_ms", "tpot_p99_ms", "requests_per_s", "output_tokens_per_s",
+                        "goodput_per_s", "goodput_share", "input_tokens_mean",
+                        "output_tokens_mean")},
+                    "slo": r["slo_verdict"] or "-", "n": r["n"]})
+    return out
 
 
 def _predictions(fit) -> str:
