@@ -418,6 +418,8 @@ def args_relative_to_rootdir(config) -> None:
     module-level make_reltoroot is wrapped, in the controller only: paths under rootdir become
     relative to it, anything else goes to xdist's own mapping (and its message)."""
     from xdist import workermanage
+    if not hasattr(workermanage, "make_reltoroot"):   # another xdist: its own mapping stands
+        return
     original = getattr(workermanage.make_reltoroot, "inferbench_original",
                        workermanage.make_reltoroot)
     root = Path(config.rootpath).resolve()
