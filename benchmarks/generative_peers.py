@@ -6,7 +6,7 @@ own `guidellm run` and a minimal reference client, all against the same `guidell
     .venv/bin/python benchmarks/generative_peers.py --quick    # ~2 minutes, a smoke run
 
 GuideLLM and its mock-server come from their own virtual environment ($INFERBENCH_GUIDELLM_VENV
-or /work/guidellm-venv; `--venv`). Nothing else may load the machine while this runs.
+or .venv-guidellm in the repository; `--venv`). Nothing else may load the machine while this runs.
 
 Table 1, per generator and Poisson rate (requests/s), over `--duration` seconds each:
 
@@ -331,7 +331,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--venv", type=Path, default=Path(os.environ.get(
-        "INFERBENCH_GUIDELLM_VENV", "/work/guidellm-venv")), help="guidellm's virtual env")
+        "INFERBENCH_GUIDELLM_VENV", Path(__file__).resolve().parents[1] / ".venv-guidellm")),
+        help="guidellm's virtual environment")
     ap.add_argument("--rates", default="2,8,32", help="Poisson rates of table 1 (requests/s)")
     ap.add_argument("--duration", type=float, default=10, help="seconds per rate, table 1")
     ap.add_argument("--capacity-rates", default="2,4,8,16,32,64,128",

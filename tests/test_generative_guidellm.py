@@ -7,7 +7,8 @@ token (it builds fake text with Faker). The truth is what a minimal reference cl
 (one streamed chat request at a time, below), measured in the same test.
 
 The mock-server needs numpy 2 and, unpinned, a multi-GB CUDA torch, so it lives in its own
-virtual environment: $INFERBENCH_GUIDELLM_VENV, else /work/guidellm-venv (see SKIP_HOW)."""
+virtual environment: $INFERBENCH_GUIDELLM_VENV, else .venv-guidellm in the repository (what
+.ci/run makes; see SKIP_HOW)."""
 
 import http.client
 import json
@@ -23,7 +24,8 @@ import pytest
 pytest.importorskip("aiohttp", reason="aiohttp not installed: pip install aiohttp "
                     "(the OpenAI-compatible client)")
 
-VENV = Path(os.environ.get("INFERBENCH_GUIDELLM_VENV", "/work/guidellm-venv"))
+VENV = Path(os.environ.get("INFERBENCH_GUIDELLM_VENV",
+                           Path(__file__).resolve().parents[1] / ".venv-guidellm"))
 GUIDELLM = VENV / "bin" / "guidellm"
 SKIP_HOW = (f"guidellm not found at {GUIDELLM}: create its own virtual environment with "
             f"`/usr/bin/python3.11 -m venv {VENV} && {VENV}/bin/pip install torch==2.13.0 && "
