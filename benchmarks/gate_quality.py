@@ -178,6 +178,9 @@ def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
     from pytest_inferbench.models.cache import ArtifactCache
     from pytest_inferbench.spec import load_spec
     sys.path.insert(0, str(work))
+    # launched servers (the --open cells behind FastAPI) import the model factory too
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(work), os.environ.get("PYTHONPATH")) if p)
     cache = ArtifactCache(work / ".inferbench/cache")
     trials = []
     t0 = time.perf_counter()
