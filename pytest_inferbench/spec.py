@@ -122,6 +122,9 @@ class Workload(BaseModel):
     # generative serving (system openai; workload/generative.py, workload/prompts.py)
     prompts: Prompts | None = None                    # input/output lengths, prefix, dataset
     keep_requests: bool = False                       # raw per-request records in the run file
+    # open loop's client: 0 = in-process (issuer thread + event-loop thread), N = N processes
+    # each sending its share of the schedule; None = chosen by the expected chunk rate
+    client_processes: int | None = Field(None, ge=0)
 
     @field_validator("slo")
     @classmethod
@@ -163,6 +166,8 @@ class Workload(BaseModel):
 
     def label(self) -> str:
         base = self._scenario_label()
+        if self.client_processes is not None:
+            base += f"-clients{self.client_processes}"
         return f"{base}-{self.prompts.label()}" if self.prompts is not None else base
 
     def _scenario_label(self) -> str:
@@ -175,9 +180,8 @@ class Workload(BaseModel):
             return f"concurrency{self.concurrency}"
         if self.scenario == "ramp":
             return f"ramp{self.rate:g}+{self.step:g}"
-        if self.scenario == "capacity":
-            ((key, bound),) = self.slo.items()
-            return f"capacity-{key}-{bound * 1e3:g}ms"
+        if self.scenario == "capacity":     # a generative SLO bounds several metrics
+            return "capacity-" + "-".join(f"{k}-{b * 1e3:g}ms" for k, b in self.slo.items())
         return self.scenario
 
 

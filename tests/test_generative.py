@@ -335,7 +335,11 @@ def test_dataset_prompts(tmp_path):
 
 @pytest.mark.parametrize("entry, message", [
     ("{serving: {system: openai, url: 'http://h:1', model: m}, workload: {scenario: "
-     "capacity, slo: {ttft_p99: 1s}}}", "not capacity"),
+     "capacity, slo: {ttft_p99: 1s}, client_processes: 0}}", "client_processes` of at least 1"),
+    ("{serving: {system: openai, url: 'http://h:1', model: m}, workload: {scenario: "
+     "concurrency, concurrency: 2, client_processes: 2}}", "scenario server or capacity"),
+    ("{model: mlp-tiny, workload: {scenario: server, rate: 1, client_processes: 1}}",
+     "apply to `serving: {system: openai}` only"),
     ("{model: mlp-tiny, workload: {scenario: server, rate: 1, slo: {ttft_p99: 1s}}}",
      "apply to `serving: {system: openai}` only"),
     ("{serving: {system: openai}, workload: single_stream}", "serves a generated decoder"),
@@ -440,3 +444,119 @@ benchmarks:
         assert sorted({q["expected_prompt_tokens"] for q in r.requests}) == [40, 92]
         assert g["ttft_ms"]["n"] > 0 and g["tpot_ms"]["percentiles"]["p50"]["value"] > 0
         assert r.serving["model"] == "decoder-l1-h64-nh2-v500-ms256"
+
+
+# ----------------------------------------------------------------------------- capacity on goodput
+
+def test_capacity_search_on_goodput_brackets_a_known_capacity(mock_server, tmp_path):
+    """Four requests at a time, each TTFT 20 ms + 9 gaps of 2 ms (~40 ms as a reference client
+    sees it): capacity ~4 / 40 ms = ~100/s. Above it the queue grows without bound and TTFT
+    with it; the search on {ttft_p90, tpot_p90} must pass a rate below the capacity and
+    prove one above it over the SLO."""
+    url = mock_server(ttft=0.02, itl=0.002, max_concurrency=4)
+    ref_ttft, ref_itl = _reference_client(url, 6, 10)
+    capacity = 4 / ((ref_ttft + 9 * ref_itl) / 1e3)
+    c = cell(tmp_path, url, "{scenario: capacity, rate: 60, timeout: 10s, step_min_duration: "
+             "1s, step_max_duration: 4s, prompts: {input_tokens: 8, output_tokens: 10}, "
+             "slo: {ttft_p90: 150ms, tpot_p90: 20ms}}", "warmup: 2, max_duration: 12s")
+    assert c.workload.label().startswith("capacity-ttft_p90-150ms-tpot_p90-20ms")
+    r = run_cell(c, None)
+    assert r.status == "passed", r.reason
+    b, steps = r.load["bracket"], r.load["steps"]
+    assert r.load["max_rate"] == b["passed"] and r.load["client_processes"] == 1
+    assert 0.4 * capacity <= b["passed"] <= 1.05 * capacity, (b, capacity, steps)
+    assert b["failed"] is not None and b["failed"] <= 2.5 * capacity, (b, capacity)
+    assert [s["rate"] for s in steps][:2] == [60, 120]
+    assert all(s["verdict"] == "pass" for s in steps if s["rate"] <= b["passed"])
+    # the figures are those of the highest passing step: its requests met the SLO
+    g = r.generative
+    assert g["goodput"]["share"] > 0.9 and r.slo["verdict"] == "pass", (g["goodput"], r.slo)
+    assert g["ttft_ms"]["percentiles"]["p90"]["value"] <= 150
+
+
+def test_capacity_search_fails_when_one_bound_is_never_met(mock_server, tmp_path):
+    """TTFT is easily met but every gap is 5 ms against a TPOT bound of 2 ms: no rate meets
+    the whole SLO, and the cell fails saying so (a goodput search, not a TTFT search)."""
+    url = mock_server(ttft=0.005, itl=0.005)
+    c = cell(tmp_path, url, "{scenario: capacity, rate: 20, timeout: 5s, step_min_duration: "
+             "0.5s, step_max_duration: 3s, prompts: {input_tokens: 8, output_tokens: 6}, "
+             "slo: {ttft_p90: 1s, tpot_p90: 2ms}}", "warmup: 1, max_duration: 10s")
+    r = run_cell(c, None)
+    assert r.status == "failed" and "proved no rate" in r.reason, r.reason
+    steps = r.load["steps"]
+    assert [s["verdict"] for s in steps] == ["fail", "fail"] and r.load["max_rate"] is None
+    assert r.slo["metrics"]["ttft_p90"]["verdict"] != "fail"
+    assert r.slo["metrics"]["tpot_p90"]["verdict"] == "fail"
+
+
+# ----------------------------------------------------------------------------- client processes
+
+def _child_clock(q):
+    q.put(time.perf_counter_ns())
+
+
+def test_perf_counter_is_one_clock_across_processes():
+    """Client processes time requests against a start time the parent chose: the clock must
+    be the same in both (CLOCK_MONOTONIC on Linux)."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    before = time.perf_counter_ns()
+    proc = ctx.Process(target=_child_clock, args=(q,))
+    proc.start()
+    child = q.get(timeout=30)
+    proc.join(10)
+    after = time.perf_counter_ns()
+    assert before < child < after
+
+
+def test_a_client_process_keeps_known_timings(mock_server, tmp_path):
+    """A client process sending at the scheduled times from its own event loop: the same
+    TTFT/ITL as a reference client (within 5%), and the send lag reported as for the
+    in-process client. (One process: on this 2-core host two clients and the server
+    time-share the cores, and a chunk read late moves ITL.)"""
+    url = mock_server(ttft=0.05, itl=0.005)
+    ref = _reference_client(url, 6, 16)
+    c = cell(tmp_path, url, "{scenario: server, arrival: poisson, rate: 20, timeout: 10s, "
+             "keep_requests: true, client_processes: 1, "
+             "prompts: {input_tokens: 32, output_tokens: 16}}")
+    r = run_cell(c, None)
+    ref2 = _reference_client(url, 6, 16)
+    assert r.status == "passed", r.reason
+    g = r.generative
+    ref_ttft, ref_itl = (ref[0] + ref2[0]) / 2, (ref[1] + ref2[1]) / 2
+    ttft, itl = (g[f"{m}_ms"]["percentiles"]["p50"]["value"] for m in ("ttft", "itl"))
+    assert abs(ttft / ref_ttft - 1) < 0.05 and abs(itl / ref_itl - 1) < 0.05, \
+        (ttft, ref_ttft, itl, ref_itl)
+    assert r.load["client_processes"] == 1 and len(r.load["client_cpu_s"]) == 1
+    assert sorted(q["index"] for q in r.requests) == list(range(len(r.requests)))
+    assert len(r.requests) == r.load["issued"] > 20
+    for q in r.requests:
+        assert q["ok"] and len(q["chunks_ms"]) == q["output_tokens"] == 16
+        assert q["scheduled_ms"] <= q["dispatched_ms"] <= q["sent_ms"] < q["first_token_ms"]
+    lag = g["send_lag_ms"]
+    assert 0 <= lag["issuer"]["p50"] <= lag["client"]["p50"] < 5
+    assert r.load["send_lag_ms"]["p99"] == pytest.approx(lag["issuer"]["p99"], abs=1e-3)
+    assert r.valid
+    assert g["tokens"]["prompt_check"]["exact"] == 1.0
+
+
+def test_two_client_processes_merge_their_shards_and_count_http_500s(mock_server, tmp_path):
+    """Request i is sent by process i % 2: the parent gets every request once, in one
+    timeline, and the failures with the worker's exception type."""
+    url = mock_server(ttft=0.005, itl=0.001, fail_every=4)
+    r = run_cell(cell(tmp_path, url, "{scenario: server, rate: 30, timeout: 5s, "
+                      "keep_requests: true, client_processes: 2, "
+                      "prompts: {input_tokens: 8, output_tokens: 4}}",
+                      "warmup: 0, min_duration: 0.5s, max_duration: 1s, min_queries: 10"), None)
+    assert r.status == "failed" and "HTTP 500" in r.reason and "injected failure" in r.reason
+    assert r.errors["errors"] > 0 and r.latency_ms.n > 0
+    assert r.errors["kinds"][0]["type"] == "OpenAIError"      # the worker's exception type
+    assert r.load["client_processes"] == 2 and len(r.load["client_cpu_s"]) == 2
+    indices = sorted(q["index"] for q in r.requests)
+    # the first failure stops the run (no errors allowed): a handful of requests
+    assert indices == list(range(len(indices))) and len(indices) == r.load["issued"] >= 4
+    sched = [q["scheduled_ms"] for q in sorted(r.requests, key=lambda q: q["index"])]
+    assert sched == sorted(sched)       # both shards on one schedule from one start
+    assert all(q["scheduled_ms"] <= q["dispatched_ms"] <= q["sent_ms"] for q in r.requests)
+    assert sum(not q["ok"] for q in r.requests) == r.errors["errors"]

@@ -24,27 +24,39 @@ to each metric: `pass` only when each is proven, `fail` when one is over its bou
 
 Issuing: the open loop is the harness's own (workload/open_loop.py): an issuer thread sleeps
 to each scheduled time and hands the request to the client's event loop in another thread,
-so it never waits behind SSE parsing; the issuer's lag and the client's (scheduled to the
-request actually written) are both reported, and a run whose client lag moved TTFT is
-flagged invalid.
+so it never waits behind SSE parsing; garbage collection is off during the window (a pause
+holds the GIL and stops the loop: that, measured, was the client's lag). Or, with
+`client_processes: N` (and for the capacity search), N worker processes each send their
+share of the schedule and parse their own streams (workload/generative_clients.py). Either
+way the issuer's lag (scheduled to handed over / timer fired) and the client's (scheduled to
+the request about to be written) are both reported, and a run whose client lag moved TTFT
+is flagged invalid.
+
+Capacity on goodput (`scenario: capacity` with a generative SLO): workload/search.py's search
+(double, confirm a failure, bisect to 5%), each step judged on every bound of the SLO with
+the same early-stopping and settling rule as a single latency bound (CapacitySteps).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import math
+import os
 import threading
 import time
 
 import numpy as np
 
-from ..measure.stats import relative_half_width
+from ..measure.stats import percentile, relative_half_width
 from ..serving.openai_client import OpenAIClient, OpenAIError, RequestRecord
 from .failures import ErrorLog
 
 METRICS = ("ttft", "itl", "tpot", "e2e")
-SCENARIOS = ("server", "concurrency", "single_stream")
+SCENARIOS = ("server", "concurrency", "single_stream", "capacity")
 _CHECK_EVERY_S = 0.25
 MAX_LAG_EFFECT = 0.10            # as open_loop.py: the client's lag may move TTFT this much
+CHUNKS_PER_PROCESS = 6000       # chunks/s one client event loop parses at about half a core
 
 
 def parse_slo_key(key: str) -> tuple[str, float] | None:
@@ -63,14 +75,22 @@ def cell_problem(workload, serving, model) -> str | None:
     """Why a spec's generative cell cannot run as written (spec.py raises it with the line)."""
     generative = serving.system == "openai"
     if not generative:
-        if workload.prompts is not None or workload.keep_requests:
-            return "`prompts` and `keep_requests` apply to `serving: {system: openai}` only"
+        if workload.prompts is not None or workload.keep_requests or \
+                workload.client_processes is not None:
+            return ("`prompts`, `keep_requests` and `client_processes` apply to "
+                    "`serving: {system: openai}` only")
         if workload.slo and any(parse_slo_key(k) for k in workload.slo):
             return "SLOs on ttft/itl/tpot/e2e apply to `serving: {system: openai}` only"
         return None
     if workload.scenario not in SCENARIOS:
         return (f"generative serving measures the scenarios {', '.join(SCENARIOS)}, "
-                f"not {workload.scenario} (a capacity search on goodput is not built yet)")
+                f"not {workload.scenario}")
+    if workload.client_processes is not None and workload.scenario not in ("server",
+                                                                           "capacity"):
+        return "`client_processes` sends an open loop: scenario server or capacity"
+    if workload.scenario == "capacity" and workload.client_processes == 0:
+        return ("the capacity search on goodput sends from client processes: "
+                "`client_processes` of at least 1")
     if serving.url is None:
         if model is None or getattr(model, "family", None) != "decoder":
             return ("`serving: {system: openai}` without a `url` launches the plugin's own "
@@ -220,7 +240,8 @@ def summarise(records: list[RequestRecord], settings, slo: dict | None, streamed
     out["client_lag_effect"] = None
     if len(ttft) and len(ttft_sent):
         target = settings.target_percentile or 99.0
-        a, b = np.percentile(ttft, target), np.percentile(ttft_sent, target)
+        # nearest rank, as every reported percentile (measure/stats.py)
+        a, b = percentile(np.sort(ttft), target), percentile(np.sort(ttft_sent), target)
         out["client_lag_effect"] = float(a / b - 1) if b > 0 else 0.0
     return out
 
@@ -353,16 +374,44 @@ class GenerativeSUT:
             pass
 
 
-def run_open(loop: _Loop, prepared, workload, settings, target, progress):
-    """The server scenario: the harness's open loop with the generative SUT. Returns
-    (records, window start ns, the open loop's Samples)."""
+def _schedule(workload, settings) -> np.ndarray:
     from . import arrivals
-    from .open_loop import run_open_loop
     schedule = arrivals.schedule(workload.arrival, workload.rate, settings.max_duration,
                                  seed=settings.seed, burstiness=workload.burstiness,
                                  on_s=workload.on, off_s=workload.off, trace=workload.trace)
     if settings.max_queries is not None:
         schedule = schedule[:settings.max_queries]
+    return schedule
+
+
+def client_processes(workload, prompts) -> int:
+    """How many client processes send the open loop: the spec's `client_processes`; else one
+    for a capacity search (it sends from processes), and for a server cell as many as the
+    expected chunk rate needs at CHUNKS_PER_PROCESS each, when this process may use more
+    than one core; else none. Measured (benchmarks/generative_client_lag.py, one client
+    core): one in-process event loop held its schedule to 300 req/s (7,500 chunks/s, 0.55 of
+    a core); a client process on the same core did no better, two did worse. Processes add
+    cores, not speed on one."""
+    if workload.client_processes is not None:
+        return workload.client_processes
+    if workload.scenario == "capacity":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))     # the client's set when the server is pinned
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if workload.rate is None or cores < 2:
+        return 0
+    chunks = workload.rate * prompts.output_tokens.mean
+    return 0 if chunks <= CHUNKS_PER_PROCESS else min(cores, math.ceil(chunks /
+                                                                        CHUNKS_PER_PROCESS))
+
+
+def run_open(loop: _Loop, prepared, workload, settings, target, progress):
+    """The server scenario: the harness's open loop with the generative SUT. Returns
+    (records, window start ns, the open loop's Samples)."""
+    from .open_loop import run_open_loop
+    schedule = _schedule(workload, settings)
     sut = GenerativeSUT(loop, prepared, len(schedule))
     samples = run_open_loop(sut, schedule, settings, workload.timeout, workload.send_lag_bound,
                             target, progress)
@@ -386,6 +435,136 @@ def run_open(loop: _Loop, prepared, workload, settings, target, progress):
         rec.dispatched_ns = int(sut.dispatched[i])
         records.append(rec)
     return records, begin, samples
+
+
+def open_extra(records: list[RequestRecord], begin: int, end: int, reason: str,
+               errors: ErrorLog, issued: int, send_lag_bound_s: float, target: float) -> dict:
+    """The open loop's figures (workload/open_loop.py's `extra`) from records of a run whose
+    sends were timed by client processes: 'sent' is when a worker's timer fired for it."""
+    from .open_loop import lag_validity
+    recs = sorted((r for r in records if r.dispatched_ns), key=lambda r: r.index)
+    sched = np.array([r.scheduled_ns for r in recs], dtype=np.int64)
+    sent = np.array([r.dispatched_ns for r in recs], dtype=np.int64)
+    lag = sent - sched
+    ok = [r for r in recs if r.ok]
+    lat = np.array([r.end_ns - r.scheduled_ns for r in ok], dtype=np.int64)
+    lat_sent = np.array([r.end_ns - r.dispatched_ns for r in ok], dtype=np.int64)
+    n = len(recs)
+    scheduled_rate = (n - 1) / ((sched[-1] - sched[0]) / 1e9) if n > 1 and \
+        sched[-1] > sched[0] else None
+    order = np.sort(sent)
+    achieved_rate = (n - 1) / ((order[-1] - order[0]) / 1e9) if n > 1 and \
+        order[-1] > order[0] else None
+    lag_p99 = float(np.percentile(lag, 99)) / 1e6 if n else None
+    effect, problems = lag_validity(lat, lat_sent, target, lag_p99, scheduled_rate,
+                                    achieved_rate)
+    if not n:
+        problems.append("no query was sent")
+    late = int(np.count_nonzero(lag > send_lag_bound_s * 1e9))
+    return {"issued": issued, "completed": len(ok), "errors": errors.errors,
+            "timeouts": errors.timeouts, "scheduled_rate": scheduled_rate,
+            "achieved_rate": achieved_rate,
+            "send_lag_ms": {"p50": float(np.percentile(lag, 50)) / 1e6 if n else None,
+                            "p99": lag_p99, "max": float(lag.max()) / 1e6 if n else None},
+            "late_sends": late, "late_fraction": late / n if n else 0.0,
+            "send_lag_bound_ms": send_lag_bound_s * 1e3, "lag_effect": effect,
+            "valid": not problems, "invalid_reasons": problems,
+            "wall_s": (end - begin) / 1e9}
+
+
+def _e2e_ns(records) -> np.ndarray:
+    return np.array([(r.chunk_ns[-1] if r.chunk_ns else r.end_ns) - r.scheduled_ns
+                     for r in records if r.ok], dtype=np.int64)
+
+
+def run_open_processes(pool, schedule, workload, settings, target, progress,
+                       decide=None, min_s=None):
+    """The server scenario sent by client processes (workload/generative_clients.py), with
+    the open loop's stopping rule: errors over budget, then after min_duration the target
+    percentile's CI on E2E (or decide(records): True = stop). Returns (records, begin,
+    stop reason, ErrorLog, the open loop's figures)."""
+    min_ns = int((settings.min_duration if min_s is None else min_s) * 1e9)
+    e2e_seen: list = []     # E2E of the records taken so far (arrival order): not redone
+    taken = [0]
+
+    def check(records, errors, elapsed_ns):
+        done = list(records.values())
+        e2e_seen.extend(_e2e_ns(done[taken[0]:]).tolist())
+        taken[0] = len(done)
+        e2e = np.asarray(e2e_seen, dtype=np.int64)
+        if errors.budget_exceeded(len(e2e), settings.max_error_rate):
+            return "errors"
+        if elapsed_ns >= min_ns:
+            if decide is not None:
+                if decide(done, elapsed_ns):
+                    return "verdict"
+            elif (len(e2e) >= settings.min_queries and relative_half_width(
+                    e2e, target, settings.confidence) <= settings.ci_width):
+                return "ci_converged"
+        if progress is not None and len(e2e):
+            progress(elapsed_ns / 1e9, len(e2e), float(np.percentile(e2e, 99)) / 1e6)
+        return None
+
+    by_index, begin, end, reason, errors, issued = pool.run(
+        schedule, settings.max_duration, workload.timeout, check)
+    records = [by_index[i] for i in sorted(by_index)]
+    extra = open_extra(records, begin, end, reason, errors, issued, workload.send_lag_bound,
+                       target)
+    return records, begin, reason, errors, extra
+
+
+class CapacitySteps:
+    """The capacity search on goodput (workload/search.py's `stepper`): each step is an open
+    loop at one rate sent by the client processes, stopped as soon as every SLO bound is
+    decided; the step passes when every bound (ttft_p99, tpot_p99, ...) is proven within
+    by LoadGen's early-stopping rule and settled (search.py's rule for one bound, applied to
+    each), i.e. when the requests meeting the whole SLO are the goodput the rate asks for."""
+
+    def __init__(self, pool, workload, settings, target, slo: dict, streamed: bool):
+        self.pool, self.workload, self.settings = pool, workload, settings
+        self.target, self.slo, self.streamed = target, slo, streamed
+
+    def bounds(self, records, unanswered: int = 0) -> list:
+        m = request_metrics(records, self.streamed)
+        out = []
+        for key, bound in self.slo.items():
+            metric, p = parse_slo_key(key)
+            out.append((p, int(bound * 1e9), metric_values(m, metric), unanswered))
+        return out
+
+    def run(self, rate, seconds, min_s, seed, progress):
+        from .search import bounds_decided, step_schedule
+        schedule = step_schedule(self.workload, rate, seconds, seed)
+        settings = self.settings.model_copy(update={"max_duration": seconds})
+        decide = (lambda done, elapsed: bounds_decided(self.bounds(done)))  # noqa: E731
+        records, begin, reason, errors, extra = run_open_processes(
+            self.pool, schedule, self.workload, settings, self.target, progress, decide, min_s)
+        # the client's lag judged as for a server cell: TTFT from the scheduled send
+        # against the same from the actual send
+        figures = summarise(records, settings, self.slo, self.streamed, begin)
+        effect = figures["client_lag_effect"]
+        if effect is not None and effect > MAX_LAG_EFFECT:
+            extra["valid"] = False
+            extra["invalid_reasons"] = extra["invalid_reasons"] + [
+                f"at {rate:g}/s the client sent late (p99 "
+                f"{figures['send_lag_ms']['client']['p99']} ms): TTFT +{100 * effect:.0f}%"]
+        return _StepRun(records, begin, reason, errors, extra, figures)
+
+    def judge(self, runs) -> str:
+        from .search import judge_bounds
+        records = [r for run in runs for r in run.records]
+        timeouts = sum(run.extra["timeouts"] for run in runs)
+        return judge_bounds(self.bounds(records, timeouts))
+
+
+class _StepRun:
+    """One step's run as search.py reads it (latencies_ns, extra, wall_ns), and its records."""
+
+    def __init__(self, records, begin, reason, errors, extra, figures):
+        self.records, self.begin, self.stop_reason, self.errors = records, begin, reason, errors
+        self.extra, self.figures = extra, figures
+        self.latencies_ns = _e2e_ns(records)
+        self.wall_ns = int(extra["wall_s"] * 1e9)
 
 
 def run_concurrency(loop: _Loop, prepared, clients: int, settings, target, progress):
@@ -491,6 +670,8 @@ def measure_generative(url: str, model_name: str, cell, progress=None):
     scenario = workload.scenario
     target = settings.target_percentile or 99.0
     loop = _Loop(url, serving.api, serving.stream, serving.api_key_env, workload.timeout)
+    pool = None
+    gc_was_enabled = gc.isenabled()
     try:
         extras_for, note = _probe(loop, prompts, serving.api, model_name, serving.stream,
                                   settings.seed, workload.timeout)
@@ -503,11 +684,32 @@ def measure_generative(url: str, model_name: str, cell, progress=None):
         prepared = prepare(prompts, serving.api, model_name, serving.stream, count,
                            settings.seed, extras_for)
         warm_n, warm_s = _warmup(loop, prepared, settings.warmup)
+        procs = client_processes(workload, prompts) if scenario in ("server", "capacity") else 0
+        if procs:   # started before the window: spawning is not part of the measurement
+            from .generative_clients import ClientProcesses
+            pool = ClientProcesses(procs, url, serving.api, serving.stream,
+                                   serving.api_key_env, workload.timeout, prepared)
         monitor = ProcessMonitor()
         monitor.start()
+        # as the engine does for every cell: a collection inside the window holds the GIL,
+        # and the client's event loop with it (measured: 50-90 ms pauses at 150 req/s in
+        # benchmarks/generative_client_lag.py, the in-process client's lag with them)
+        gc.collect()
+        gc.disable()
         window_start = time.time()
         open_extra = None
-        if scenario == "server":
+        if scenario == "capacity":
+            from .search import run_capacity
+            steps = CapacitySteps(pool, workload, settings, target, slo, serving.stream)
+            best = run_capacity(None, settings, workload, target, progress, stepper=steps)
+            # the figures are the highest passing step's (the last step's if none passed);
+            # the search's steps and bracket go with them, as for other capacity cells
+            records, begin, errors = best.records, best.begin, best.errors
+            reason, open_extra = best.stop_reason, best.extra
+        elif scenario == "server" and procs:
+            records, begin, reason, errors, open_extra = run_open_processes(
+                pool, _schedule(workload, settings), workload, settings, target, progress)
+        elif scenario == "server":
             records, begin, samples = run_open(loop, prepared, workload, settings, target,
                                                progress)
             reason, errors, open_extra = samples.stop_reason, samples.errors, samples.extra
@@ -518,7 +720,11 @@ def measure_generative(url: str, model_name: str, cell, progress=None):
         window_end = time.time()
         process = monitor.stop()
     finally:
+        if gc_was_enabled:
+            gc.enable()
         loop.close()
+        if pool is not None:
+            pool.close()
     figures = summarise(records, settings, slo, serving.stream, begin)
     m = request_metrics(records, serving.stream)
     e2e = metric_values(m, "e2e")
@@ -531,13 +737,16 @@ def measure_generative(url: str, model_name: str, cell, progress=None):
         load.setdefault("valid", True)
         load.setdefault("invalid_reasons", [])
     effect = figures["client_lag_effect"]
-    if effect is not None and effect > MAX_LAG_EFFECT and scenario == "server":
+    if effect is not None and effect > MAX_LAG_EFFECT and scenario in ("server", "capacity"):
         load["valid"] = False
         load["invalid_reasons"] = list(load.get("invalid_reasons") or []) + [
             f"the client's event loop sent late (p99 {figures['send_lag_ms']['client']['p99']} "
             f"ms): TTFT p{target:g} +{100 * effect:.0f}% over the same timed from the "
             f"actual sends (limit {100 * MAX_LAG_EFFECT:g}%)"]
     load["lag_effect_client"] = effect
+    load["client_processes"] = procs
+    if pool is not None:
+        load["client_cpu_s"] = [round(c, 3) for c in pool.cpu_s]
     if note:
         figures["note"] = note
     window_s = figures["window_s"] or None
@@ -562,6 +771,9 @@ def measure_generative(url: str, model_name: str, cell, progress=None):
     # failed requests: the open loop's log holds errors and timeouts alike
     from ..measure.engine import judge_errors
     judge_errors(result, errors, settings.max_error_rate)
+    failure = load.get("search_failure")
+    if failure and result.status != "failed":
+        result.status, result.reason = "failed", failure
     return result
 
 

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..measure.stats import rank, relative_half_width
+from ..measure.stats import percentile, rank, relative_half_width
 from .closed_loop import Samples
 from .failures import ErrorLog
 
@@ -283,9 +283,9 @@ def lag_validity(from_sched_ns: np.ndarray, from_sent_ns: np.ndarray, target: fl
     actual sends (what the system alone would show), and the rate sent against the rate the
     schedule asked for."""
     problems, effect = [], None
-    if len(from_sched_ns):
-        from_sched = float(np.percentile(from_sched_ns, target)) / 1e6
-        from_sent = float(np.percentile(from_sent_ns, target)) / 1e6
+    if len(from_sched_ns):      # nearest rank, as every reported percentile
+        from_sched = percentile(np.sort(from_sched_ns), target) / 1e6
+        from_sent = percentile(np.sort(from_sent_ns), target) / 1e6
         effect = from_sched / from_sent - 1 if from_sent > 0 else 0.0
         if effect > MAX_LAG_EFFECT:
             lag = f" (p99 {lag_p99_ms:.3g} ms)" if lag_p99_ms is not None else ""

@@ -35,35 +35,46 @@ def queries_for_verdict(percentile: float) -> int:
     return min_passing_queries(0, percentile / 100.0, CONFIDENCE)
 
 
+def verdict_percentile(workload) -> float | None:
+    """The percentile whose verdict needs the most queries: the SLO's, or the highest of a
+    generative SLO's bounds ({ttft_p99: 2s, tpot_p90: 200ms} -> 99)."""
+    slo = workload.slo_target()
+    if slo is not None:
+        return slo[0]
+    if workload.slo:
+        return max(float(k.rpartition("_p")[2]) for k in workload.slo)
+    return None
+
+
 def step_limits(workload, rate: float) -> tuple[float, float]:
     """(min, max) seconds of a step at `rate`. The default maximum gives room for a verdict
     with a few queries over the bound: twice the time the no-overlatency verdict needs."""
     lo = workload.step_min_duration
     if workload.step_max_duration is not None:
         return lo, max(lo, workload.step_max_duration)
-    slo = workload.slo_target()
-    need = queries_for_verdict(slo[0]) if slo else 100
+    p = verdict_percentile(workload)
+    need = queries_for_verdict(p) if p is not None else 100
     return lo, max(lo, 2.0 * need / rate + 1.0)
 
 
 def plan_problem(settings, workload) -> str | None:
     """Why the limits cannot produce a verdict at the starting rate, or None (checked when
     the spec is loaded, so that a search never runs for nothing)."""
-    slo = workload.slo_target()
-    if slo is None:
+    p = verdict_percentile(workload)
+    if p is None:
         return None
     rate = workload.rate or DEFAULT_START
-    need = queries_for_verdict(slo[0])
+    need = queries_for_verdict(p)
     _, hi = step_limits(workload, rate)
     if rate * hi < need:
         return (f"at the starting rate {rate:g}/s a step of at most {hi:g}s sends about "
-                f"{rate * hi:.0f} queries, and a p{slo[0]:g} verdict needs at least {need}: "
+                f"{rate * hi:.0f} queries, and a p{p:g} verdict needs at least {need}: "
                 f"raise step_max_duration to {need / rate * 1.5:.3g}s or start at a rate "
                 f"of at least {need / hi * 1.5:.3g}/s")
     if settings.max_duration < need / rate:
         return (f"max_duration {settings.max_duration:g}s bounds the whole search, and its "
                 f"first step at {rate:g}/s needs at least {need / rate:.3g}s for a "
-                f"p{slo[0]:g} verdict ({need} queries): raise max_duration (e.g. "
+                f"p{p:g} verdict ({need} queries): raise max_duration (e.g. "
                 f"{max(60, need / rate * 10):.0f}s) or the starting rate")
     return None
 
@@ -117,32 +128,46 @@ def _proven(within: int, over: int, p: float) -> str | None:
     return None
 
 
+def step_schedule(workload, rate, seconds, seed) -> np.ndarray:
+    return arrivals.schedule(workload.arrival, rate, seconds, seed=seed,
+                             burstiness=workload.burstiness, on_s=workload.on,
+                             off_s=workload.off, exact_count=True)
+
+
 def _run(make_sut, settings, workload, rate, target, seconds, min_s, seed, progress=None):
-    sched = arrivals.schedule(workload.arrival, rate, seconds, seed=seed,
-                              burstiness=workload.burstiness, on_s=workload.on,
-                              off_s=workload.off, exact_count=True)
+    sched = step_schedule(workload, rate, seconds, seed)
     step_settings = settings.model_copy(update={"max_duration": seconds})
     return run_open_loop(make_sut(), sched, step_settings, workload.timeout,
                          workload.send_lag_bound, target, progress=progress,
                          decide=_decider(workload), min_s=min_s)
 
 
-def _step(make_sut, settings, workload, rate, target, seed_offset=0, progress=None):
-    """One rate: run until decided; an undecided run is extended once (judged together)."""
+def _step(make_sut, settings, workload, rate, target, seed_offset=0, progress=None,
+          stepper=None):
+    """One rate: run until decided; an undecided run is extended once (judged together).
+    stepper: an object with run(rate, seconds, min_s, seed, progress) -> Samples-like and
+    judge(runs) -> 'pass'|'fail'|'undetermined' that replaces the single-latency SLO (a
+    generative SLO bounds several metrics: workload/generative.py)."""
     lo, hi = step_limits(workload, rate)
     seed = settings.seed + seed_offset
-    runs = [_run(make_sut, settings, workload, rate, target, hi, lo, seed, progress)]
-    slo = workload.slo_target()
-    lat = runs[0].latencies_ns
-    timeouts = runs[0].extra["timeouts"]
-    if slo is not None:
-        state = _judge(lat, timeouts, slo)
+    if stepper is None:
+        slo = workload.slo_target()
+        run = lambda sd: _run(make_sut, settings, workload, rate, target, hi, lo,  # noqa: E731
+                              sd, progress)
+        judge = (lambda rs: _judge(np.concatenate([r.latencies_ns for r in rs]),  # noqa: E731
+                                   sum(r.extra["timeouts"] for r in rs), slo)) \
+            if slo is not None else None
+    else:
+        run = lambda sd: stepper.run(rate, hi, lo, sd, progress)  # noqa: E731
+        judge = stepper.judge
+    runs = [run(seed)]
+    if judge is not None:
+        state = judge(runs)
         if state == "undetermined":
-            runs.append(_run(make_sut, settings, workload, rate, target, hi, lo, seed + 1000,
-                             progress))
-            lat = np.concatenate([lat, runs[1].latencies_ns])
-            timeouts += runs[1].extra["timeouts"]
-            state = _judge(lat, timeouts, slo)
+            runs.append(run(seed + 1000))
+            state = judge(runs)
+    lat = np.concatenate([r.latencies_ns for r in runs])
+    timeouts = sum(r.extra["timeouts"] for r in runs)
     extra = [r.extra for r in runs]
     seconds = sum(r.wall_ns for r in runs) / 1e9
     row = {"rate": rate, "runs": len(runs),
@@ -153,7 +178,7 @@ def _step(make_sut, settings, workload, rate, target, seed_offset=0, progress=No
            "invalid_reasons": [m for e in extra for m in e["invalid_reasons"]],
            "send_lag_p99_ms": max((e["send_lag_ms"]["p99"] or 0) for e in extra),
            "errors": sum(e["errors"] for e in extra), "timeouts": timeouts}
-    if slo is not None:
+    if judge is not None:
         row["verdict"] = state
     elif row["errors"] or row["timeouts"]:
         row["verdict"] = "fail"
@@ -165,6 +190,38 @@ def _step(make_sut, settings, workload, rate, target, seed_offset=0, progress=No
     # look worse: a pass stands; a fail may be the generator's, and the row says so.
     row["generator_limited"] = row["verdict"] == "fail" and not row["valid"]
     return runs[-1], row
+
+
+def judge_bounds(bounds) -> str:
+    """Several bounds judged together, each as one latency bound is judged: bounds is
+    [(percentile, bound_ns, values_ns in send order, unanswered)], unanswered counting as
+    over. 'fail' when one is proven over (or proven within but still rising), 'pass' when
+    every one is proven within and settled, else 'undetermined'."""
+    states = []
+    for p, bound_ns, values, unanswered in bounds:
+        values = np.asarray(values)
+        over = int(np.count_nonzero(values > bound_ns))
+        state = _proven(len(values) - over, over + unanswered, p / 100.0) or "undetermined"
+        if state == "pass" and not _settled(values, bound_ns, p / 100.0):
+            state = "fail"
+        states.append(state)
+    if "fail" in states:
+        return "fail"
+    return "pass" if states and all(s == "pass" for s in states) else "undetermined"
+
+
+def bounds_decided(bounds) -> bool:
+    """Early stop of a step with several bounds: one proven over, or every one proven within
+    and settled (as _decider does for one bound; `unanswered`: those waited past it)."""
+    passed = True
+    for p, bound_ns, values, unanswered in bounds:
+        values = np.asarray(values)
+        over = int(np.count_nonzero(values > bound_ns))
+        state = _proven(len(values) - over, over + unanswered, p / 100.0)
+        if state == "fail":
+            return True
+        passed &= state == "pass" and _settled(values, bound_ns, p / 100.0)
+    return bool(bounds) and passed
 
 
 def _judge(lat_ns, timeouts, slo) -> str:
@@ -184,17 +241,18 @@ def _budget_left(steps, settings) -> bool:
     return sum(s["seconds"] for s in steps) < settings.max_duration
 
 
-def run_capacity(make_sut, settings, workload, target, progress=None):
+def run_capacity(make_sut, settings, workload, target, progress=None, stepper=None):
     """Double from `rate` until a step fails (confirmed by a second run), then bisect."""
     rate = workload.rate or DEFAULT_START
     steps, passed, failed, best, why = [], None, None, None, None
     confirmed_fail = False
     while len(steps) < MAX_STEPS and _budget_left(steps, settings):
-        samples, row = _step(make_sut, settings, workload, rate, target, progress=progress)
+        samples, row = _step(make_sut, settings, workload, rate, target, progress=progress,
+                             stepper=stepper)
         steps.append(row)
         if row["verdict"] == "fail":
             _, again = _step(make_sut, settings, workload, rate, target, seed_offset=1,
-                             progress=progress)
+                             progress=progress, stepper=stepper)
             again["confirming"] = rate
             steps.append(again)
             if again["verdict"] == "fail":
@@ -212,7 +270,8 @@ def run_capacity(make_sut, settings, workload, target, progress=None):
     while (passed is not None and failed is not None and (failed - passed) / passed > BISECT_TO
            and len(steps) < MAX_STEPS and _budget_left(steps, settings)):
         mid = (passed + failed) / 2
-        samples, row = _step(make_sut, settings, workload, mid, target, progress=progress)
+        samples, row = _step(make_sut, settings, workload, mid, target, progress=progress,
+                             stepper=stepper)
         steps.append(row)
         if row["verdict"] == "pass":
             passed, best = mid, samples

@@ -1,0 +1,340 @@
+"""Client worker processes for the generative open loop: each sends its share of the schedule
+at the scheduled times from its own event loop and parses its own streams.
+
+What the measurements say (benchmarks/generative_client_lag.py, 2-core host, mock server on
+one core, client on the other): the in-process client's lag at 150 req/s (client lag p99 3 to
+46 ms over six runs, TTFT p99 up to +22%, two runs invalid) came with a 50-90 ms garbage
+collection of the pytest-side process inside every one of those windows (it holds the GIL
+and stops the event loop), not from parsing (the loop used 0.35-0.6 of a core at 3,600-7,500
+chunks/s) nor from the issuer and the loop trading the GIL; with collection off during the
+window (measure_generative) it held client lag p99 <= 3.4 ms to 300 req/s, every run valid.
+Processes are for what one core cannot parse (~13,000 chunks/s here at a full core), for a
+client kept away from a big pytest process, and for the capacity search, which sends from
+here. On one core a process did no better than the in-process loop, and two did worse.
+
+- Schedule: round-robin shards (request i goes to worker i % N), one absolute start time
+  (`begin`, time.perf_counter_ns) for all: on Linux perf_counter is CLOCK_MONOTONIC, one
+  clock for every process on the host (tests/test_generative.py checks it across processes).
+- Timers: asyncio's epoll waits in whole milliseconds (rounded up), so a timer would fire up
+  to 1 ms late; the worker's selector first waits on the epoll descriptor with select(),
+  which has microsecond resolution and still wakes for any I/O (_PreciseEpoll).
+- Per request the worker records what the in-process client records (scheduled, dispatched
+  = its timer fired, sent, first token, every chunk, end, usage, status, error) and sends
+  finished RequestRecords to the parent every 100 ms, so the parent applies the stopping
+  rule (or a search's verdict) while the run goes on; at the end, the requests still open.
+- The parent merges and summarises exactly as for the in-process client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import os
+import select
+import selectors
+import time
+from multiprocessing.connection import wait
+
+from ..serving.openai_client import OpenAIClient, RequestRecord
+from .failures import ErrorLog, is_timeout
+
+_PROGRESS_S = 0.1          # finished records go to the parent this often
+_START_MARGIN_NS = 100_000_000   # every worker has its shard before the first send is due
+_CHECK_EVERY_NS = 250_000_000
+_FINISH_S = 30.0           # cancelling open requests and sending records back takes this at most
+_PR_SET_TIMERSLACK = 29
+
+
+class _PreciseEpoll(selectors.EpollSelector):
+    """epoll_wait takes whole milliseconds (Python rounds a timeout up): wait on the epoll
+    descriptor with select() first, microsecond timeouts, woken by any registered event."""
+
+    def select(self, timeout=None):
+        if timeout is not None and timeout > 0:
+            select.select([self._selector.fileno()], [], [], timeout)
+            timeout = 0
+        return super().select(timeout)
+
+
+def _timer_slack(ns: int) -> None:
+    # a sleep may end up to the timer slack late (50 us by default): ask for 1 us
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK, ns, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _RemoteError(RuntimeError):
+    """An exception raised in a worker, carried back by type name and message."""
+
+
+def _remote(type_name: str, message: str) -> BaseException:
+    # the error log groups failures by exception type: keep the worker's type name
+    return type(type_name, (_RemoteError,), {})(message)
+
+
+# ----------------------------------------------------------------------------- the worker
+
+def _worker_main(conn, config: dict) -> None:
+    _timer_slack(1000)
+    loop = asyncio.SelectorEventLoop(_PreciseEpoll())
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve(conn, config))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass            # the parent went away: nothing to report to
+    finally:
+        loop.close()
+
+
+async def _serve(conn, cfg: dict) -> None:
+    loop = asyncio.get_running_loop()
+    client = OpenAIClient(cfg["url"], cfg["api"], cfg["stream"], cfg["api_key_env"],
+                          cfg["timeout"])
+    inbox: asyncio.Queue = asyncio.Queue()
+
+    def receive():
+        try:
+            inbox.put_nowait(conn.recv())
+        except (EOFError, OSError):
+            loop.remove_reader(conn.fileno())
+            inbox.put_nowait(("close",))
+    loop.add_reader(conn.fileno(), receive)
+    conn.send(("ready", os.getpid()))
+    try:
+        while True:
+            msg = await inbox.get()
+            if msg[0] == "run":
+                await _run(conn, inbox, client, cfg, *msg[1:])
+            elif msg[0] == "close":
+                return
+    finally:
+        await client.close()
+
+
+async def _run(conn, inbox, client, cfg, begin_ns: int, items: list) -> None:
+    """Send items [(index, scheduled offset ns)] at begin + offset; report finished records
+    every _PROGRESS_S; 'halt' stops issuing, 'finish' cancels what is still open and sends
+    it back (unanswered: the parent counts them as timeouts)."""
+    loop = asyncio.get_running_loop()
+    clock = time.perf_counter_ns
+    # loop.time() is time.monotonic(); perf_counter is the same clock on Linux: any offset
+    # between them (another OS) is measured once and applied
+    shift = time.monotonic() - clock() / 1e9
+    bodies, meta = cfg["bodies"], cfg["meta"]
+    open_: dict[int, tuple[asyncio.Task, RequestRecord]] = {}
+    finished: list = []
+    state = {"next": 0, "timer": None}
+    cpu0 = time.process_time()
+    # what exists now (imports, bodies, the session) is never scanned again: a collection
+    # during the run looks at the run's own young objects only (sub-millisecond pauses)
+    gc.collect()
+    gc.freeze()
+
+    async def one(rec: RequestRecord, body: bytes):
+        kind = None
+        try:
+            await client.send(rec, body)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed request is a result
+            rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            kind = ("timeout", None, None) if is_timeout(exc) else \
+                ("error", type(exc).__name__, str(exc))
+        open_.pop(rec.index, None)
+        finished.append((rec, kind))
+
+    def fire():
+        now = clock()
+        k = state["next"]
+        while k < len(items) and begin_ns + items[k][1] <= now:
+            i, off = items[k]
+            j = i % len(bodies)
+            ept, mt, conv, turn = meta[j]
+            rec = RequestRecord(index=i, scheduled_ns=begin_ns + off, dispatched_ns=clock(),
+                                expected_prompt_tokens=ept, max_tokens=mt, conversation=conv,
+                                turn=turn)
+            open_[i] = (loop.create_task(one(rec, bodies[j])), rec)
+            k += 1
+        state["next"] = k
+        arm()
+
+    def arm():
+        k = state["next"]
+        state["timer"] = (loop.call_at((begin_ns + items[k][1]) / 1e9 + shift, fire)
+                          if k < len(items) else None)
+
+    def flush():
+        if finished:
+            conn.send(("done", list(finished)))
+            finished.clear()
+
+    arm()
+    try:
+        while True:
+            try:
+                msg = await asyncio.wait_for(inbox.get(), _PROGRESS_S)
+            except asyncio.TimeoutError:
+                flush()
+                continue
+            if msg[0] == "halt":
+                if state["timer"] is not None:
+                    state["timer"].cancel()
+                    state["timer"] = None
+                flush()
+                conn.send(("halted", state["next"]))
+            elif msg[0] == "finish":
+                break
+            elif msg[0] == "close":     # the parent gave up on the run: end after it
+                inbox.put_nowait(msg)
+                break
+    finally:
+        if state["timer"] is not None:
+            state["timer"].cancel()
+        tasks = [t for t, _ in open_.values()]
+        left = [rec for _, rec in open_.values()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        gc.unfreeze()
+        conn.send(("final", list(finished), left, time.process_time() - cpu0))
+
+
+# ----------------------------------------------------------------------------- the parent
+
+class ClientProcesses:
+    """N worker processes, each with an event loop and a client to the server at `url`,
+    holding the prepared request bodies; started once per cell, reused for every run (the
+    steps of a rate search)."""
+
+    def __init__(self, n: int, url: str, api: str, stream: bool, api_key_env: str | None,
+                 timeout: float, prepared, start_timeout: float = 60.0):
+        ctx = multiprocessing.get_context("spawn")   # no fork of a threaded pytest process
+        config = {"url": url, "api": api, "stream": stream, "api_key_env": api_key_env,
+                  "timeout": timeout, "bodies": [p.body for p in prepared],
+                  "meta": [(p.expected_prompt_tokens, p.max_tokens, p.conversation, p.turn)
+                           for p in prepared]}
+        self.conns, self.procs = [], []
+        self.n = n
+        try:
+            for k in range(n):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker_main, args=(child, config),
+                                   name=f"inferbench-client-{k}", daemon=True)
+                proc.start()
+                child.close()
+                self.conns.append(parent)
+                self.procs.append(proc)
+            deadline = time.monotonic() + start_timeout
+            for conn, proc in zip(self.conns, self.procs):
+                if not conn.poll(max(0.0, deadline - time.monotonic())):
+                    raise RuntimeError(f"client process {proc.name} did not start in "
+                                       f"{start_timeout:g}s")
+                conn.recv()
+        except (EOFError, OSError) as exc:
+            self.close()
+            raise RuntimeError(f"a client process failed to start ({exc}); exit codes "
+                               f"{[p.exitcode for p in self.procs]}") from None
+        except BaseException:
+            self.close()
+            raise
+        self.cpu_s: list[float] = []
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(("close",))
+            except (OSError, ValueError):
+                pass
+        for proc in self.procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(2)
+        for conn in self.conns:
+            conn.close()
+
+    def run(self, schedule_ns, max_s: float, timeout_s: float, check=None):
+        """Send `schedule_ns` (offsets from the start), sharded round-robin. check(records
+        so far by index, ErrorLog, elapsed ns) runs every 250 ms: a stop reason or None.
+        Returns (records by index, begin_ns, end_ns, stop reason, ErrorLog, issued)."""
+        clock = time.perf_counter_ns
+        max_ns = int(max_s * 1e9)
+        schedule = [int(s) for s in schedule_ns if s < max_ns]
+        reason = "schedule_end" if len(schedule) == len(schedule_ns) else "max_duration"
+        begin = clock() + _START_MARGIN_NS
+        for k, conn in enumerate(self.conns):
+            conn.send(("run", begin, [(i, schedule[i]) for i in range(k, len(schedule),
+                                                                       self.n)]))
+        records: dict[int, RequestRecord] = {}
+        errors = ErrorLog()
+        halted: dict[int, int] = {}
+        final: dict[int, list] = {}
+        last_due = begin + (schedule[-1] if schedule else 0)
+        halt_sent = False
+        next_check = begin + _CHECK_EVERY_NS
+        drain_deadline = finish_by = None
+
+        def take(done):
+            for rec, kind in done:
+                records[rec.index] = rec
+                if kind is None:
+                    continue
+                if kind[0] == "timeout":
+                    errors.timeout()
+                else:
+                    errors.record(_remote(kind[1], kind[2]))
+
+        def halt():
+            for conn in self.conns:
+                conn.send(("halt",))
+
+        while len(final) < self.n:
+            for conn in wait(self.conns, timeout=0.05):
+                k = self.conns.index(conn)
+                try:
+                    msg = conn.recv()
+                except EOFError:
+                    raise RuntimeError(f"client process {self.procs[k].name} ended "
+                                       f"(exit code {self.procs[k].exitcode})") from None
+                if msg[0] == "done":
+                    take(msg[1])
+                elif msg[0] == "halted":
+                    halted[k] = msg[1]
+                elif msg[0] == "final":
+                    take(msg[1])
+                    final[k] = msg[2]
+                    self.cpu_s.append(msg[3])
+            now = clock()
+            if not halt_sent:
+                stop = None
+                if now >= last_due:
+                    stop = reason
+                elif now >= next_check and check is not None:
+                    stop = check(records, errors, now - begin)
+                    next_check = now + _CHECK_EVERY_NS
+                if stop:
+                    reason = stop
+                    halt()
+                    halt_sent = True
+            elif len(halted) == self.n and drain_deadline is None:
+                drain_deadline = now + int(timeout_s * 1e9)
+            if finish_by is not None and now > finish_by:
+                raise RuntimeError(f"client processes did not hand back their records "
+                                   f"{_FINISH_S:g}s after the run ended")
+            if drain_deadline is not None and finish_by is None and (
+                    len(records) >= sum(halted.values()) or now >= drain_deadline):
+                for conn in self.conns:
+                    conn.send(("finish",))
+                finish_by = now + int(_FINISH_S * 1e9)
+        end = clock()
+        issued = sum(halted.values())
+        for left in final.values():
+            for rec in left:
+                if rec.error is None:
+                    rec.error = "no answer before the run ended (counted as a timeout)"
+                records[rec.index] = rec
+                errors.timeout()
+        return records, begin, end, reason, errors, issued
