@@ -1,6 +1,6 @@
 """Simulate a benchmark session on fleets from 2 hosts to 64 hosts x 8 GPUs: the two-tier
 scheduler (pytest_inferbench/schedule/policy.py, unchanged) against device-exclusive FIFO and
-plain pytest-xdist `--dist load`. Pure arithmetic on a simulated clock; the decision time is
+plain pytest-xdist `--dist load` and `--dist worksteal`. Pure arithmetic on a simulated clock; the decision time is
 the real time spent in the policy.
 
     python benchmarks/scheduler_simulation.py [--items 10000] [--seed 0]
@@ -23,7 +23,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{args.items} items (20% CPU, 10% of GPU items need gpu=h200 hosts, lognormal "
           f"durations median 10 s sigma 1, estimates off by a lognormal factor sigma 0.3); "
-          f"co-running slowdown +70% per co-runner for `load`")
+          f"co-running slowdown +70% per co-runner for `load` and `worksteal`")
     head = (f"{'fleet':>12} {'policy':>9} {'avg completion s':>17} {'makespan s':>11} "
             f"{'co-located':>10} {'misplaced':>9} {'decisions':>9} {'decide s':>9}")
     print(head)
@@ -38,8 +38,9 @@ def main() -> None:
                   f"{o.decisions:9d} {o.decision_s:9.3f}")
         gain = base["fifo"].avg_completion_s / base["two-tier"].avg_completion_s
         print(f"{'':>12} two-tier vs fifo: {gain:.2f}x better average completion"
-              + (f", vs load: {base['load'].avg_completion_s / base['two-tier'].avg_completion_s:.2f}x"
-                 if "load" in base else "") + f"  ({time.perf_counter() - t0:.1f} s)")
+              + "".join(f", vs {p}: {base[p].avg_completion_s / base['two-tier'].avg_completion_s:.2f}x"
+                        for p in ("load", "worksteal") if p in base)
+              + f"  ({time.perf_counter() - t0:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -392,9 +392,10 @@ def test_a_crashed_cell_runs_again_once_then_fails_with_the_reason(pytester, mon
 def test_the_simulator_drives_the_policy_unchanged_and_never_colocates():
     from pytest_inferbench.schedule import simulator as sim
     items = sim.trace(300, seed=1)
-    two, fifo, load = sim.compare(4, 2, 300, seed=1)
+    two, fifo, load, steal = sim.compare(4, 2, 300, seed=1)
     assert two.colocated_pairs == 0 and fifo.colocated_pairs == 0 and two.misplaced == 0
     assert load.colocated_pairs > 0 and load.misplaced > 0     # xdist load: blind to devices
+    assert steal.policy == "worksteal" and steal.colocated_pairs > 0 and steal.misplaced > 0
     assert two.avg_completion_s < fifo.avg_completion_s        # shortest first pays off
     assert two.decisions <= len(items) + 1
 
@@ -551,3 +552,4 @@ def test_an_ssh_follower_takes_an_ssh_config_and_a_socket_one_no_python(tmp_path
     f.write_text("followers:\n  - {host: s, address: 'h:1', via: socket, ssh_config: /c}\n")
     with pytest.raises(SpecError, match="`ssh_config` applies to via: ssh only"):
         load_followers(f)
+

@@ -4,7 +4,7 @@ Three ways to run the same synthetic trace:
 - "two-tier": policy.TwoTier unchanged (shortest estimate first with aging, able hosts only,
   least-loaded host, one benchmark per device, a CPU benchmark alone on its host's CPUs).
 - "fifo": the same exclusivity and placement, first come first served.
-- "load": what plain pytest-xdist `--dist load` does: one worker per slot, items dealt in
+- "load" (and "worksteal", xdist's `--dist worksteal`): what plain pytest-xdist does: one worker per slot, items dealt in
   chunks in collection order (LoadScheduling's watermarks), no notion of devices, labels or
   exclusivity. A worker runs its items on the device it was pinned to; two items that share
   a GPU, or a CPU item beside any other item on its host, slow each other down (each by
@@ -148,14 +148,24 @@ def _dev(task: Task, slot: Slot) -> str:
     return res[-1][0].split("/", 1)[1]
 
 
-def simulate_load(slots: list[Slot], items: list[Item], slowdown: float = 0.7) -> Outcome:
+def simulate_load(slots: list[Slot], items: list[Item], slowdown: float = 0.7,
+                  steal: bool = False) -> Outcome:
     """pytest-xdist `--dist load`: workers = slots, items dealt in chunks in collection order,
     each worker runs its queue one item after another on its pinned device (the CPU slot's
-    GPU items on cuda:0); co-running items that share a resource slow each other down."""
+    GPU items on cuda:0); co-running items that share a resource slow each other down.
+    steal: `--dist worksteal` instead (WorkStealingScheduling): the items split evenly into
+    contiguous blocks up front, and a worker that runs dry steals half of the largest
+    remaining queue (from its end)."""
     workers = list(slots)
     n = len(workers)
     pending = list(items)
     queues: dict[str, list[Item]] = {w.id: [] for w in workers}
+    if steal:
+        per, extra = divmod(len(pending), n)
+        for i, w in enumerate(workers):
+            take = per + (1 if i < extra else 0)
+            queues[w.id].extend(pending[:take])
+            del pending[:take]
     chunk = max(2, len(pending) // n // 4)
     for w in workers:
         queues[w.id].extend(pending[:chunk])
@@ -176,6 +186,14 @@ def simulate_load(slots: list[Slot], items: list[Item], slowdown: float = 0.7) -
     def refill(wid):
         nonlocal pending
         q = queues[wid]
+        if steal:
+            if not q:
+                victim = max(queues.values(), key=len)
+                if len(victim) > 1:
+                    half = len(victim) // 2
+                    q.extend(victim[-half:])
+                    del victim[-half:]
+            return
         low, high = max(2, len(pending) // n // 4), max(2, len(pending) // n // 2)
         if pending and len(q) < low:
             take = high - len(q)
@@ -232,7 +250,8 @@ def simulate_load(slots: list[Slot], items: list[Item], slowdown: float = 0.7) -
             touched.add(host)
         for host in touched:
             rerate(host)
-    return Outcome("load", total / done, now, _pairs(runs), misplaced, 0.0, 0)
+    return Outcome("worksteal" if steal else "load", total / done, now, _pairs(runs),
+                   misplaced, 0.0, 0)
 
 
 def compare(hosts: int, gpus: int, n_items: int, seed: int = 0) -> list[Outcome]:
@@ -241,5 +260,6 @@ def compare(hosts: int, gpus: int, n_items: int, seed: int = 0) -> list[Outcome]
     out = [simulate_policy(slots, items), simulate_policy(slots, items, fifo=True)]
     if n_items * len(slots) <= 6_000_000:          # the load model is O(running) per event
         out.append(simulate_load(slots, items))
+        out.append(simulate_load(slots, items, steal=True))
     return out
 
