@@ -70,7 +70,7 @@ def test_spec_gate_baseline_and_ab_fields(write):
     ("ab: {baseline: {modle: mlp-small}}", 3, "benchmarks[0].ab.baseline.modle: unknown key"),
     ("ab: {rounds: 2}", 3, "benchmarks[0].ab.rounds"),
     ("ab: {baseline: {python: /no/such/python}}", 3, "python interpreter file not found"),
-    ("{workload: {scenario: server, rate: 10}, ab: {}}", 2, "closed-loop scenarios"),
+    ("{workload: {scenario: concurrency, concurrency: 2}, ab: {}}", 2, "not concurrency"),
 ])
 def test_spec_errors_name_file_line_and_field(write, entry, line, words):
     if entry.startswith("{"):
