@@ -82,7 +82,20 @@ class PersistentSUT:
             sut.stop()
 
 
-class LocalSide:
+class _CallableSide:
+    """What both local sides share: a blocking query callable `fn` and an ErrorLog."""
+    fn = None
+    errors: ErrorLog
+
+    def warm(self, warmup) -> None:
+        from ..workload.closed_loop import _warmup
+        _warmup(self.fn, warmup)
+
+    def run(self, seconds: float, out: array) -> int:
+        return closed_run(self.fn, seconds, out, self.errors)
+
+
+class LocalSide(_CallableSide):
     """A cell's runner loaded in this process, with its prepared query callable."""
 
     def __init__(self, cell, cache):
@@ -108,13 +121,6 @@ class LocalSide:
             self.runner.close()
             raise
         self.batch_size = cell.batch_size
-
-    def warm(self, warmup) -> None:
-        from ..workload.closed_loop import _warmup
-        _warmup(self.fn, warmup)
-
-    def run(self, seconds: float, out: array) -> int:
-        return closed_run(self.fn, seconds, out, self.errors)
 
     def sut(self) -> PersistentSUT:
         if self._sut is None:
@@ -148,7 +154,7 @@ class LocalSide:
         self.runner.close()
 
 
-class ServedSide:
+class ServedSide(_CallableSide):
     """A cell behind a server: one the harness launches for this side (Triton, FastAPI), or
     an existing endpoint. Both sides' servers stay up for the whole pair, idle while the other
     side runs, on the same server CPUs (the generator keeps to its own: see `client_cpus`)."""
@@ -180,13 +186,6 @@ class ServedSide:
     @property
     def client_cpus(self):
         return (self.server.affinity or {}).get("client") if self.server else None
-
-    def warm(self, warmup) -> None:
-        from ..workload.closed_loop import _warmup
-        _warmup(self.fn, warmup)
-
-    def run(self, seconds: float, out: array) -> int:
-        return closed_run(self.fn, seconds, out, self.errors)
 
     def sut(self) -> PersistentSUT:
         if self._sut is None:
