@@ -402,21 +402,14 @@ class ABBaseline(BaseModel):
     git: str | None = None         # a revision of the rootdir's repository (a worktree)
 
     def label(self) -> str:
-        parts = []
-        if self.model is not None:
-            parts.append(f"model {self.model_label}")
-        if self.runtime is not None:
-            parts.append(f"runtime {RuntimeSpec(name=self.runtime, **(self.runtime_options or {})).label()}")
-        if self.precision is not None:
-            parts.append(f"precision {self.precision}")
-        if self.threads is not None:
-            parts.append(f"threads {self.threads.label()}")
-        if self.serving is not None:
-            parts.append(f"serving {self.serving.label()}")
-        if self.python is not None:
-            parts.append(f"python {self.python}")
-        if self.git is not None:
-            parts.append(f"git {self.git}")
+        runtime = (RuntimeSpec(name=self.runtime, **(self.runtime_options or {})).label()
+                   if self.runtime is not None else None)
+        changes = (("model", self.model_label if self.model is not None else None),
+                   ("runtime", runtime), ("precision", self.precision),
+                   ("threads", self.threads.label() if self.threads is not None else None),
+                   ("serving", self.serving.label() if self.serving is not None else None),
+                   ("python", self.python), ("git", self.git))
+        parts = [f"{what} {value}" for what, value in changes if value is not None]
         return ", ".join(parts) or "the same cell (A/A)"
 
 

@@ -220,3 +220,8 @@ class OpenAIClient:
         if text:
             record.first_token_ns = record.end_ns
             record.chunk_ns.append(record.end_ns)
+
+
+def error_text(exc: BaseException) -> str:
+    """A failed request's error as the record keeps it: 'Type: message', or the type alone."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

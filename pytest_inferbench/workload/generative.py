@@ -49,7 +49,7 @@ import time
 import numpy as np
 
 from ..measure.stats import percentile, relative_half_width
-from ..serving.openai_client import OpenAIClient, OpenAIError, RequestRecord
+from ..serving.openai_client import OpenAIClient, OpenAIError, RequestRecord, error_text
 from .failures import ErrorLog
 
 METRICS = ("ttft", "itl", "tpot", "e2e")
@@ -324,7 +324,7 @@ async def _send(client, rec, body, errors: ErrorLog | None):
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failed request is a result
-        rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        rec.error = error_text(exc)
         if errors is not None:
             errors.record(exc)
         return exc

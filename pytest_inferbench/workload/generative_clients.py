@@ -36,7 +36,7 @@ import selectors
 import time
 from multiprocessing.connection import wait
 
-from ..serving.openai_client import OpenAIClient, RequestRecord
+from ..serving.openai_client import OpenAIClient, RequestRecord, error_text
 from .failures import ErrorLog, is_timeout
 
 _PROGRESS_S = 0.1          # finished records go to the parent this often
@@ -140,7 +140,7 @@ async def _run(conn, inbox, client, cfg, begin_ns: int, items: list) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed request is a result
-            rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            rec.error = error_text(exc)
             kind = ("timeout", None, None) if is_timeout(exc) else \
                 ("error", type(exc).__name__, str(exc))
         open_.pop(rec.index, None)
