@@ -297,13 +297,24 @@ def _cell_test(request):
                               paired_cells=state.paired_cells, rootdir=request.config.rootpath)
         result.placement = {**place, "lease_wait_s": lease["wait_s"], "colocated_with": []}
     except RuntimeUnavailable as exc:
-        _skip_at_spec_line(str(exc))
+        unavailable, failure = str(exc), None
     except Exception as exc:  # noqa: BLE001 - one cell failing must not hide the others
-        message = f"{type(exc).__name__}: {exc}"
-        pytest.fail(message, pytrace=False)
+        unavailable, failure = None, _failure(exc)
+    else:
+        unavailable = failure = None
     finally:
         if progress is not None:
             progress.clear()
+    # skip or fail outside the except blocks: one clean message, without "During handling
+    # of the above exception" and a second copy of it
+    if unavailable is not None:
+        _skip_at_spec_line(unavailable)
+    if failure is not None:
+        from .results.model import Result
+        message, recorded = failure
+        item.inferbench_results = [Result(status="failed", reason=message,
+                                          model={"label": cell.model_label, **recorded})]
+        pytest.fail(message, pytrace=False)
     item.inferbench_results = [result]
     if result.status == "failed":       # measured, but it did not hold: numbers kept, item fails
         pytest.fail(result.reason or "failed", pytrace=False)
@@ -311,6 +322,15 @@ def _cell_test(request):
     if ab and ab.get("verdict") == "regression" and state.gate.enabled:
         from .measure.paired import failure_message
         pytest.fail(failure_message(result), pytrace=False)
+
+
+def _failure(exc: BaseException) -> tuple[str, dict]:
+    """(message, what the failing step had recorded) for a cell that raised."""
+    from .measure.engine import CellStepError
+    if isinstance(exc, CellStepError):
+        return str(exc), exc.recorded
+    text = str(exc).strip()
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__), {}
 
 
 def _skip_at_spec_line(reason: str):

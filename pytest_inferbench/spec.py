@@ -222,6 +222,13 @@ class Serving(BaseModel):
     api: Literal["chat", "completions"] = "chat"  # openai: /v1/chat/completions or /v1/completions
     stream: bool = True                         # openai: streamed (SSE) responses
     api_key_env: str | None = None              # openai: environment variable holding the key
+    # triton, http, endpoint: tensors as JSON lists or in Triton's binary extension; auto:
+    # binary where the server's metadata lists `binary_tensor_data`, else JSON (HTTP only)
+    tensor_format: Literal["auto", "json", "binary"] = "auto"
+    # endpoint: HTTP headers (gRPC metadata) sent with every request, the statistics API's
+    # too; a value "${VAR}" is read from the environment at run time. Never dumped (results
+    # record the names only).
+    headers: dict[str, str] | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
     def _fields_fit_the_system(self):
@@ -233,6 +240,11 @@ class Serving(BaseModel):
             raise ValueError("serving system endpoint needs `url` and `model`")
         if self.system == "http" and self.protocol != "http":
             raise ValueError("serving system http speaks HTTP only")
+        if self.protocol == "grpc" and self.tensor_format != "auto":
+            raise ValueError("`tensor_format` applies to HTTP: gRPC carries tensors as raw bytes")
+        for name in self.headers or {}:
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"header name {name!r} is not an HTTP header name")
         return self
 
     def label(self) -> str:
@@ -244,9 +256,14 @@ class Serving(BaseModel):
                          else "nodb")
             if self.instances != 1:
                 parts.append(f"x{self.instances}")
+            if self.tensor_format != "auto":
+                parts.append(self.tensor_format)
             return f"triton({','.join(parts)})"
         if self.system == "endpoint":
-            return f"endpoint({self.protocol},{self.model})"
+            fmt = f",{self.tensor_format}" if self.tensor_format != "auto" else ""
+            return f"endpoint({self.protocol},{self.model}{fmt})"
+        if self.system == "http" and self.tensor_format != "auto":
+            return f"http({self.tensor_format})"
         if self.system == "openai":
             parts = [self.api] + ([self.model] if self.model else []) + \
                 ([] if self.stream else ["nostream"])
@@ -256,8 +273,10 @@ class Serving(BaseModel):
 
 _SERVING_FIELDS = {"inprocess": ("instances",),
                    "triton": ("instances", "protocol", "max_batch_size", "dynamic_batching",
-                              "max_queue_delay", "pin_cpus"),
-                   "http": ("pin_cpus",), "endpoint": ("protocol", "url", "model", "inputs", "data"),
+                              "max_queue_delay", "pin_cpus", "tensor_format"),
+                   "http": ("pin_cpus", "tensor_format"),
+                   "endpoint": ("protocol", "url", "model", "inputs", "data", "tensor_format",
+                                "headers"),
                    "openai": ("url", "model", "api", "stream", "api_key_env", "pin_cpus",
                               "max_batch_size")}
 
@@ -267,10 +286,10 @@ RUNTIME_OPTIONS = {
     "torch": ("include_copies", "cuda_graphs"),
     "torchscript": ("include_copies", "cuda_graphs"),
     "torch_compile": ("include_copies", "mode"),
-    "onnxruntime": ("include_copies", "graph_optimization", "provider"),
+    "onnxruntime": ("include_copies", "graph_optimization", "provider", "quantization"),
 }
 _OPTION_ALIASES = {"graph_optimization": "opt", "provider": "ep", "mode": "mode",
-                   "include_copies": "copies", "cuda_graphs": "graphs"}
+                   "include_copies": "copies", "cuda_graphs": "graphs", "quantization": "quant"}
 
 
 class RuntimeSpec(BaseModel):
@@ -281,6 +300,8 @@ class RuntimeSpec(BaseModel):
     cuda_graphs: bool = False      # torch/torchscript on cuda: capture once, replay per query
     graph_optimization: Literal["disabled", "basic", "extended", "all"] | None = None
     provider: Literal["cpu", "cuda", "tensorrt"] | None = None
+    # onnxruntime int8: dynamic (default) or static QDQ calibrated on generated inputs
+    quantization: Literal["dynamic", "static"] | None = None
     mode: Literal["default", "reduce-overhead", "max-autotune",
                   "max-autotune-no-cudagraphs"] | None = None
 
@@ -318,11 +339,57 @@ class Threads(BaseModel):
         return f"t{self.intra or 'auto'}" + (f"x{self.inter}" if self.inter else "")
 
 
+_AUTO = "auto"
+
+
+class ModelInput(BaseModel):
+    """One input of a file or factory model: per-sample shape (an axis may be a name bound by
+    the model's `dims`), dtype, and how values are generated. For an ONNX file every field is
+    optional: the file gives dtypes and shapes, and symbolic axes are bound by name."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    shape: tuple[Annotated[int, Field(ge=1)] | Annotated[str, Field(pattern=r"^[A-Za-z_][\w.-]*$")],
+                 ...] | None = None
+    dtype: str | None = None
+    high: int | None = None        # integers in [low, high)
+    low: float | None = None       # integers from low (default 0); floats uniform [low, low+1)
+    value: float | None = None     # every element this value (e.g. an attention mask of ones)
+    # where the batch axis goes: 0 (default), another axis, or null (fed as declared);
+    # "auto" for ONNX files: the first symbolic axis not bound by `dims`
+    batch_axis: int | None | Literal["auto"] = _AUTO
+
+    @model_validator(mode="after")
+    def _values_fit(self):
+        if self.value is not None and (self.high is not None or self.low is not None):
+            raise ValueError("give either `value` or a range (`low`/`high`), not both")
+        if self.high is not None and self.low is not None and self.high <= self.low:
+            raise ValueError(f"high ({self.high}) must be above low ({self.low:g})")
+        if isinstance(self.batch_axis, int) and self.batch_axis < 0:
+            raise ValueError("batch_axis counts axes from 0")
+        return self
+
+
+def _model_input(value):
+    return {"shape": value} if isinstance(value, (list, tuple)) else value
+
+
+class CheckSpec(BaseModel):
+    """The numerical check of a benchmark entry: `check: {tolerance: 0.05}` replaces the
+    precision's default tolerance (max error relative to the reference's largest value)."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    tolerance: float | None = Field(None, gt=0)
+
+
 class _ExternalModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    inputs: dict[str, Annotated[InputDecl, BeforeValidator(_input_decl)]] | None = None
+    inputs: dict[str, Annotated[ModelInput, BeforeValidator(_model_input)]] | None = None
+    # symbolic axes bound by name: {sequence: 128}; a list is a sweep (one cell per value)
+    dims: dict[str, Annotated[int, Field(ge=1)]] | None = None
+    data: str | None = None        # real inputs from a .npz or .json file (arrays by name)
     dtype: str = "float32"
     name: str | None = None
+
+    def dims_label(self) -> str:
+        return "".join(f"-{k}{v}" for k, v in (self.dims or {}).items())
 
     @field_validator("dtype")
     @classmethod
@@ -341,7 +408,7 @@ class FileModel(_ExternalModel):
     format: Literal["onnx", "torchscript"] | None = None
 
     def label(self) -> str:
-        return self.name or Path(self.path).stem
+        return (self.name or Path(self.path).stem) + self.dims_label()
 
 
 class FactoryModel(_ExternalModel):
@@ -349,7 +416,8 @@ class FactoryModel(_ExternalModel):
     factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
     def label(self) -> str:
-        return self.name or self.factory.rpartition(":")[2].rpartition(".")[2]
+        return (self.name or self.factory.rpartition(":")[2].rpartition(".")[2]) + \
+            self.dims_label()
 
 
 GeneratedModel = Annotated[Union[MLPSpec, ResNetSpec, TransformerSpec, DecoderSpec],
@@ -366,7 +434,7 @@ AXIS_DEFAULTS = {"runtime": "onnxruntime", "device": "cpu", "precision": "fp32",
 _MAPPING_AXES = ("runtime", "threads", "workload", "serving")   # matched on the keys written
 _SHORTHAND = {"runtime": "name", "workload": "scenario", "serving": "system", "threads": "intra"}
 ENTRY_KEYS = AXES + SETTINGS_FIELDS + ("name", "include", "exclude", "marks", "gate", "ab",
-                                       "placement")
+                                       "placement", "check")
 JOB_KEYS = ("name", "defaults", "benchmarks", "report", "cost", "gate", "baseline", "followers")
 SPEC_KEYS = ("name", "defaults", "benchmarks", "gate")
 
@@ -469,6 +537,7 @@ class Cell(BaseModel):
     gate: Gate | None = None        # job < spec < entry gate, merged key by key
     ab: ABSpec | None = None        # paired mode
     placement: Placement | None = None  # where it may run (not part of the id)
+    check: CheckSpec | None = None  # the numerical check's tolerance, when the entry sets it
 
     def params_label(self) -> str:
         runtime = RuntimeSpec(name=self.runtime, **self.runtime_options).label()
@@ -582,12 +651,27 @@ class _AxisResolver:
         if axis in _MAPPING_AXES + ("model",) and isinstance(value, dict):
             keep = {"inputs"} if axis == "model" else set()
             keys = [k for k, v in value.items() if isinstance(v, list) and k not in keep]
-            for k in keys:
-                if not value[k]:
-                    raise self.doc.error("an empty list leaves nothing to benchmark", path + (k,))
-            _check_matrix_size(self.doc, [len(value[k]) for k in keys], path)
-            combos = itertools.product(*(value[k] for k in keys))
-            return [self.resolve(axis, {**value, **dict(zip(keys, c))}, path) for c in combos]
+            sweeps = [((k,), value[k]) for k in keys]
+            dims = value.get("dims") if axis == "model" else None
+            if isinstance(dims, dict):       # `dims: {sequence: [128, 512]}` sweeps an axis
+                sweeps += [(("dims", k), v) for k, v in dims.items() if isinstance(v, list)]
+            for where, options in sweeps:
+                if not options:
+                    raise self.doc.error("an empty list leaves nothing to benchmark",
+                                         path + where)
+            _check_matrix_size(self.doc, [len(options) for _, options in sweeps], path)
+            out = []
+            for combo in itertools.product(*(options for _, options in sweeps)):
+                resolved = {**value}
+                if isinstance(dims, dict):
+                    resolved["dims"] = dict(dims)
+                for (where, _), choice in zip(sweeps, combo):
+                    if len(where) == 1:
+                        resolved[where[0]] = choice
+                    else:
+                        resolved["dims"][where[1]] = choice
+                out.append(self.resolve(axis, resolved, path))
+            return out
         return [self.resolve(axis, value, path)]
 
     def _runtime(self, value, path):
@@ -675,7 +759,7 @@ class _AxisResolver:
                                      f"expected one of: {', '.join(FAMILIES)}", path + ("family",))
             spec = self.doc.validate(FAMILIES[value["family"]], value, path)
         elif "path" in value:
-            value = dict(value)
+            value = self._model_data(dict(value), path)
             p = self._file(value["path"], "model", path)
             value["path"] = str(p)
             if "format" not in value:
@@ -684,11 +768,36 @@ class _AxisResolver:
             if spec.format == "torchscript" and not spec.inputs:
                 raise self.doc.error("a TorchScript file does not carry its input signature: give "
                                      "`inputs: {name: [per-sample shape]}` (and `dtype`)", path)
+            self._check_inputs(spec, path)
         elif "factory" in value:
-            spec = self.doc.validate(FactoryModel, value, path)
+            spec = self.doc.validate(FactoryModel, self._model_data(dict(value), path), path)
+            self._check_inputs(spec, path)
         else:
             raise self.doc.error("a model mapping needs one of 'family', 'path' or 'factory'", path)
         return spec, label
+
+    def _model_data(self, value: dict, path):
+        data = value.get("data")
+        if data is not None:
+            if not isinstance(data, str) or Path(data).suffix not in (".npz", ".json"):
+                raise self.doc.error(f"input data must be a .npz or .json file, got {data!r}",
+                                     path + ("data",))
+            value["data"] = str(self._file(data, "input data", path + ("data",)))
+        return value
+
+    def _check_inputs(self, spec, path):
+        """Inputs that cannot be built are a spec error now, not a failure mid-sweep: an ONNX
+        file's axes are checked against the file, declared shapes against `dims`."""
+        from .models.inputs import InputsProblem, declared_signature, onnx_file_signature
+        try:
+            if spec.kind == "file" and spec.format == "onnx":
+                onnx_file_signature(spec.path, spec)
+            elif spec.inputs:
+                declared_signature(spec)
+        except InputsProblem as exc:
+            raise self.doc.error(str(exc), path + (exc.field,)) from None
+        except Exception:  # noqa: BLE001 - a file that does not parse fails its cells, saying
+            pass           # so, when they load it; collection lists them all the same
 
     def _file(self, value, what, path) -> Path:
         """An existing file named in the spec; a relative path starts at the spec's directory."""
@@ -887,6 +996,8 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
     ab = _ab(ctx, entry["ab"], path + ("ab",)) if entry.get("ab") is not None else None
     placement = (parse_placement(entry["placement"], doc.path, doc.lines, path + ("placement",))
                  if entry.get("placement") is not None else None)
+    check = (doc.validate(CheckSpec, entry["check"], path + ("check",))
+             if entry.get("check") is not None else None)
     cells = []
     for combo, extra in combos:
         merged = {k: v for k, v in ctx.defaults.items() if k in SETTINGS_FIELDS}
@@ -916,7 +1027,7 @@ def _expand_entry(ctx: _Context, entry, index: int) -> list[Cell]:
                     batch_size=combo["batch_size"], threads=combo["threads"],
                     workload=combo["workload"],
                     serving=combo["serving"], settings=settings, marks=marks, gate=gate, ab=ab,
-                    placement=placement)
+                    placement=placement, check=check)
         if ab is not None:
             _check_ab_cell(doc, cell, path + ("ab",))
         cells.append(cell)
@@ -1149,6 +1260,19 @@ def _is_path(ref: str) -> bool:
     return "/" in ref or ref.endswith((".json", ".jsonl"))
 
 
+def importable(directory: Path) -> None:
+    """Put a spec's directory first on the import path, as pytest does for a test's directory,
+    so a factory module next to the spec imports; PYTHONPATH carries it to launched servers."""
+    import os
+    import sys
+    where = str(directory)
+    if where not in sys.path:
+        sys.path.insert(0, where)
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if where not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([where, *parts])
+
+
 def load_spec(path: str | Path, job: Job | None = None, rootdir: str | Path | None = None
               ) -> list[Cell]:
     """Parse, validate and expand one spec file into its cells (in file order)."""
@@ -1180,6 +1304,8 @@ def load_spec(path: str | Path, job: Job | None = None, rootdir: str | Path | No
     for index, entry in enumerate(benchmarks):
         raw_cells.extend(_expand_entry(ctx, entry, index))
         _check_matrix_size(doc, [len(raw_cells)], ("benchmarks", index))
+    if any(getattr(raw["model"], "kind", None) == "factory" for raw in raw_cells):
+        importable(path.parent)
     cells, seen = [], {}
     for raw in raw_cells:
         probe = Cell.model_construct(**raw)

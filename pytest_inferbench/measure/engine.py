@@ -15,7 +15,7 @@ import numpy as np
 
 from ..results.model import Latency, Result, Stop, Throughput
 from ..runtimes import runner_class
-from ..runtimes.base import LoadContext
+from ..runtimes.base import LoadContext, RuntimeUnavailable
 from ..workload.closed_loop import SCENARIOS, Progress
 from .monitors import ProcessMonitor
 
@@ -55,7 +55,8 @@ def _run_workload(fn, settings, workload, instances: int, progress, make_sut=Non
 
 def measure_callable(fn: Callable[[], object], settings, scenario="single_stream",
                      batch_size: int = 1, progress: Progress | None = None, gpu=None,
-                     instances: int = 1, make_sut=None, thread_init=None, timer=None) -> Result:
+                     instances: int = 1, make_sut=None, thread_init=None, timer=None,
+                     server_ports: set[int] | None = None) -> Result:
     """Run the scenario on fn (one call = one query of batch_size samples) and summarise.
 
     scenario: a name, or a spec Workload (server and concurrency need its fields).
@@ -71,7 +72,7 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
     from ..spec import Workload
     workload = scenario if isinstance(scenario, Workload) else Workload(scenario=scenario)
     scenario = workload.scenario
-    monitor = ProcessMonitor()
+    monitor = ProcessMonitor(server_ports)   # a local server's port: its processes are the SUT
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()            # a collection pause inside the window would be the harness's fault
@@ -193,11 +194,12 @@ def require_serving(cell) -> None:
 
 def reach_endpoint(cell):
     """A client of the cell's existing endpoint, after checking that it serves the model."""
-    from ..serving.client import Endpoint
+    from ..serving.client import Endpoint, resolve_headers
     serving = cell.serving
     url = serving.url.split("://", 1)[-1].rstrip("/")
     endpoint = Endpoint(url, serving.model, serving.protocol, "endpoint",
-                        timeout=cell.workload.timeout)
+                        headers=resolve_headers(serving.headers),
+                        timeout=cell.workload.timeout, tensor_format=serving.tensor_format)
     problem = endpoint.problem()
     if problem:
         raise RuntimeError(f"endpoint {serving.url}: {problem}")
@@ -208,6 +210,7 @@ def run_served_cell(cell, cache, progress: Progress | None = None, servers=None)
     """A cell behind a server: launch it (or reuse the pool's, or reach the endpoint), check
     its outputs against the source model, measure through tritonclient, and split latency
     with Triton's statistics."""
+    from ..serving.client import server_description
     from ..serving.pool import ServerPool
     serving = cell.serving
     require_serving(cell)
@@ -221,6 +224,7 @@ def run_served_cell(cell, cache, progress: Progress | None = None, servers=None)
             servers = own_pool = ServerPool()
         server, reused = servers.get(cell, cache.root)
         endpoint = server.endpoint(cell.workload.timeout)
+        endpoint.tensor_format = serving.tensor_format
         launched = {"reused": reused, "launch_s": round(server.launch_s, 3)
                     if server.launch_s is not None else None,
                     "cpu_affinity": server.affinity}
@@ -228,6 +232,9 @@ def run_served_cell(cell, cache, progress: Progress | None = None, servers=None)
         # the generator keeps off the launched server's CPUs while it measures
         with pinned((launched["cpu_affinity"] or {}).get("client")):
             result = _measure_served(cell, cache, endpoint, progress)
+        # read while the server is up (a pool of this call's own stops it below)
+        result.serving["server"] = server_description(cell, endpoint, launched,
+                                                      result.serving.get("breakdown"))
     except BaseException:
         if servers is not None:
             servers.close()     # a server a cell failed on is in an unknown state
@@ -245,12 +252,19 @@ def served_inputs(cell, cache, endpoint) -> tuple[dict[str, np.ndarray], dict]:
     """(inputs, check): the query's arrays for this endpoint (from its metadata, the spec's
     `inputs` and `data`), and the check of its outputs against the cell's source model, made
     once before measuring (raises OutputMismatch when they disagree)."""
-    from ..models.check import TOLERANCE, OutputMismatch, compare, reference_outputs
+    from ..models.check import OutputMismatch, compare, reference_outputs, tolerance_for
+    from ..models.signature import NAMED_VALUES, InputSignature
     from ..serving import inputs as endpoint_inputs
     serving = cell.serving
     seed = cell.settings.seed
-    meta = endpoint.inputs_metadata()
+    # where the metadata lists no inputs, serving.inputs declares them
+    meta = endpoint_inputs.declared_metadata(endpoint.inputs_metadata(), serving.inputs)
     signature = endpoint_inputs.signature_from_metadata(meta, serving.inputs, cell.batch_size)
+    # an attention mask of ones, token types of zero, as for in-process models
+    signature = InputSignature(inputs=tuple(
+        t.model_copy(update={"value": NAMED_VALUES[t.name]})
+        if t.name in NAMED_VALUES and t.high is None and t.value is None else t
+        for t in signature.inputs))
     if serving.data:
         inputs = endpoint_inputs.load_data(serving.data, signature, meta, cell.batch_size)
     else:
@@ -265,35 +279,96 @@ def served_inputs(cell, cache, endpoint) -> tuple[dict[str, np.ndarray], dict]:
         ref_in = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
                   for k, v in check_in.items()}
         check = compare(endpoint.infer(check_in), reference_outputs(cell.model, ref_in, context),
-                        TOLERANCE[cell.precision])
+                        tolerance_for(cell))
         check["reference"] = "source model fp32 cpu, through the server"
         if not check["ok"]:
             raise OutputMismatch(f"server outputs disagree with the source model: max relative "
-                                 f"error {check.get('max_rel_err')} > {check['tolerance']}")
+                                 f"error {check.get('max_rel_err')} > {check['tolerance']}",
+                                 check)
     return inputs, check
 
 
+def _local_port(url: str) -> set[int] | None:
+    """The endpoint's port when it is on this host (the monitor then counts exactly the
+    process listening there, and its tree, as the system under test), else None."""
+    import ipaddress
+    import socket
+    host, _, port = url.split("://", 1)[-1].split("/", 1)[0].rpartition(":")
+    host = host.strip("[]")
+    try:
+        addresses = {ipaddress.ip_address(a[4][0]) for a in socket.getaddrinfo(host, None)}
+        local = {ipaddress.ip_address(a[4][0])
+                 for a in socket.getaddrinfo(socket.gethostname(), None)}
+    except (OSError, ValueError):
+        return None
+    if port.isdigit() and all(a.is_loopback or a in local for a in addresses):
+        return {int(port)}
+    return None
+
+
 def _measure_served(cell, cache, endpoint, progress) -> Result:
-    from ..serving.client import breakdown
+    from ..serving.client import StatisticsWindow, breakdown
     serving = cell.serving
     inputs, check = served_inputs(cell, cache, endpoint)
+    from ..serving.client import server_message
     fn = endpoint.blocking_fn(inputs)
-    fn()
-    # warm up before reading the server's counters, so they cover the measured queries only
+    warm_errors = []
+
+    def warm():     # a failed query before the window is not the cell's end: the window counts
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - its own errors
+            warm_errors.append(exc)
+    warm()
+    # outside the window: what one query costs the client besides the server
+    try:
+        overhead = endpoint.overhead(inputs)
+    except Exception as exc:  # noqa: BLE001 - a failed query here is the window's business
+        overhead = {"error": server_message(exc)}
     from ..workload.closed_loop import _warmup
-    _warmup(fn, cell.settings.warmup)
+    _warmup(warm, cell.settings.warmup)
     settings = cell.settings.model_copy(update={"warmup": 0})
-    before = endpoint.statistics()
+    # the server's counters bracket the measured queries only: an open-loop client opens the
+    # window after its own warm-up requests (and closes it at stop; a search's steps add up),
+    # a closed-loop cell here, after the warm-up above
+    window = StatisticsWindow(endpoint)
+    scenario = cell.workload.scenario
+    if scenario not in OPEN_LOOP:
+        window.open()
     result = measure_callable(fn, settings, cell.workload, cell.batch_size, progress,
-                              make_sut=lambda: endpoint.async_sut(inputs))
-    after = endpoint.statistics()
+                              make_sut=lambda: endpoint.async_sut(inputs, window),
+                              server_ports=_local_port(endpoint.url))
+    if scenario not in OPEN_LOOP:
+        window.close()
+    if scenario in ("ramp", "capacity"):     # the client's figures are one step's
+        split = breakdown(window.delta, None)
+        if split:
+            split["scope"] = (f"the server's counts over all {window.windows} steps of the "
+                              f"search; the result's latency is one step's")
+    else:
+        split = breakdown(window.delta, result.latency_ms.mean, result.latency_ms.n,
+                          (result.errors or {}).get("attempted"))
+    note = window.note
+    if split is None and note is None:
+        note = ("the server's statistics counted no successful request in the window"
+                if window.windows else "no statistics window was measured")
+    fmt, why = endpoint.format()
     result.serving = {"system": serving.system, "protocol": serving.protocol,
-                      "url": endpoint.url,
-                      "breakdown": breakdown(before, after, result.latency_ms.mean)}
+                      "url": endpoint.url, "tensor_format": fmt, "tensor_format_reason": why,
+                      "breakdown": split, "overhead": overhead}
+    if split is None:
+        result.serving["breakdown_note"] = note
+    if endpoint.headers:
+        result.serving["headers"] = sorted(endpoint.headers)    # names only, never values
+    if warm_errors:
+        result.serving["warmup_errors"] = {"count": len(warm_errors),
+                                           "first": server_message(warm_errors[0])}
     result.model = {"label": cell.model_label, "check": check,
                     "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
                                for k, v in inputs.items()},
                     "inputs_source": serving.data or "generated"}
+    if not endpoint.inputs_metadata():
+        result.model["inputs_declared"] = "serving.inputs: the endpoint's metadata lists none"
     result.runtime = {"name": cell.runtime if cell.model is not None else None,
                       "served_by": serving.label()}
     return result
@@ -328,10 +403,26 @@ def run_cell(cell, cache, progress: Progress | None = None, servers=None,
     threads, threads_note = _threads_for(cell)
     context = LoadContext(cache=cache, seed=cell.settings.seed, options=cell.runtime_options,
                           threads=threads)
+    context.model = cell.model
+    context.check_tolerance = getattr(cell.check, "tolerance", None)
+    from ..models.check import OutputMismatch
+    from ..models.inputs import model_inputs
     try:
-        runner.load(cell.model, cell.device, cell.precision, context)
-        check = check_cell(cell, runner, context, cache.root)
-        inputs = context.signature.generate(cell.batch_size, seed=cell.settings.seed)
+        try:
+            runner.load(cell.model, cell.device, cell.precision, context)
+        except RuntimeUnavailable:
+            raise                          # a skip, saying what is missing
+        except Exception as exc:  # noqa: BLE001 - say which step failed, keep what it recorded
+            raise CellStepError("loading the model", exc, context.model_info) from None
+        try:
+            check = check_cell(cell, runner, context, cache.root)
+        except OutputMismatch as exc:      # recorded with the failed result, not lost
+            result = Result(status="failed", reason=str(exc))
+            result.model = _model_record(cell, context, exc.check)
+            result.runtime = runner.info()
+            return result
+        inputs = model_inputs(cell.model, context.signature, cell.batch_size,
+                              cell.settings.seed)
         gpu = GpuMonitor(cell.device) if cell.device.startswith("cuda") else None
         result = measure_runner(runner, inputs, cell.settings, cell.workload,
                                 cell.batch_size, progress, gpu, cell.serving.instances)
@@ -339,10 +430,30 @@ def run_cell(cell, cache, progress: Progress | None = None, servers=None,
         runner.close()
     if threads_note:
         result.runtime["threads_note"] = threads_note
-    result.model = {"label": cell.model_label, **context.model_info, "check": check,
-                    "inputs": {t.name: {"shape": [cell.batch_size, *t.shape], "dtype": t.dtype}
-                               for t in context.signature.inputs}}
+    result.model = _model_record(cell, context, check)
     return result
+
+
+def _model_record(cell, context, check) -> dict:
+    signature = context.signature
+    inputs = {} if signature is None else {
+        t.name: {"shape": list(t.full_shape(cell.batch_size)), **t.describe()}
+        for t in signature.inputs}
+    return {"label": cell.model_label, **context.model_info, "check": check, "inputs": inputs,
+            "inputs_source": getattr(cell.model, "data", None) or "generated"}
+
+
+class CellStepError(RuntimeError):
+    """A step of a cell failed: one clean message (the step, the cause) and what the step had
+    recorded (conversions done) so far."""
+
+    def __init__(self, step: str, exc: BaseException, recorded: dict | None = None):
+        self.cause = exc
+        self.recorded = recorded or {}
+        text = str(exc).strip() or type(exc).__name__
+        if not isinstance(exc, ValueError):     # our own messages are ValueErrors
+            text = f"{type(exc).__name__}: {text}"
+        super().__init__(f"{step}: {text}")
 
 
 OPEN_LOOP = ("server", "ramp", "capacity")

@@ -1,30 +1,32 @@
 """From a model spec to what a runtime loads: a torch module or an ONNX file, plus signature.
 
-Generated families and factories are built in torch; ONNX is exported once per content hash
-of (model spec, source bytes, torch and exporter versions) and reused by every run and worker.
+Generated families and factories are built in torch and called as their authors wrote them
+(models/calling.py: inputs by name, outputs flattened). Exports are cached by what the model
+*is*, never by where it came from: the digest of the built module (every weight and buffer,
+its architecture, and the source of every project file its code comes from), so a change in
+any of them, even in a module the factory imports, is a new artifact and never a stale one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import re
+import sys
+import sysconfig
+import types
 import warnings
 from pathlib import Path
 
 from ..runtimes.base import RuntimeUnavailable
 from .cache import file_hash
-from .signature import InputSignature, TensorSpec
+from .calling import adapt
+from .inputs import InputsProblem, declared_signature, onnx_file_signature
+from .signature import InputSignature
 
 EXPORT_OPSET = 17
-
-
-def _declared_signature(spec) -> InputSignature | None:
-    if not spec.inputs:
-        return None
-    return InputSignature(inputs=tuple(
-        TensorSpec(name=name, shape=tuple(d.shape), dtype=d.dtype or spec.dtype, high=d.high)
-        for name, d in spec.inputs.items()))
+PROBE_BATCH = 2
 
 
 def _seeded(seed: int):
@@ -36,7 +38,10 @@ def _seeded(seed: int):
 
 
 def torch_module(spec, context):
-    """(nn.Module, InputSignature) for a generated family, a factory or a TorchScript file."""
+    """(module, InputSignature) for a generated family, a factory or a TorchScript file.
+
+    The module is in eval mode and called positionally in the signature's order; records
+    in context.model_info its digest, parameter count and, where it was adapted, the call."""
     import torch
     kind = getattr(spec, "kind", "generated")
     if kind == "file" and spec.format == "onnx":
@@ -45,16 +50,27 @@ def torch_module(spec, context):
     if kind == "file":
         module = torch.jit.load(spec.path, map_location="cpu")
         context.model_info.update(source=spec.path)
-        return module, _declared_signature(spec)
-    if kind == "factory":
-        return _from_factory(spec)
-    rng = _seeded(spec.seed)
-    try:
-        module, signature = spec.build()
-    finally:
-        rng.__exit__(None, None, None)
-    context.model_info["parameters"] = sum(p.numel() for p in module.parameters())
-    return module.eval(), signature
+        signature = declared_signature(spec)
+        origin = {"file_sha256": file_hash(spec.path)}
+    elif kind == "factory":
+        module, signature, factory_module = _from_factory(spec)
+        origin = {"sources": project_sources(factory_module, module)}
+    else:
+        rng = _seeded(spec.seed)
+        try:
+            module, signature = spec.build()
+        finally:
+            rng.__exit__(None, None, None)
+        origin = {"spec": spec.model_dump(mode="json")}
+    module = module.eval()
+    module, call = adapt(module, signature, signature.generate(PROBE_BATCH, seed=0))
+    if call["by"] != "position" or call["extras"] or len(call["outputs"]) > 1:
+        context.model_info["call"] = call
+    context.model_info["outputs"] = call["outputs"]
+    if kind != "file":
+        context.model_info["parameters"] = sum(p.numel() for p in module.parameters())
+    context.model_info["digest"] = model_digest(module, signature, origin)
+    return module, signature
 
 
 def _from_factory(spec):
@@ -62,7 +78,10 @@ def _from_factory(spec):
     try:
         obj = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise ValueError(f"model factory '{spec.factory}': cannot import {mod_name}: {exc}") from None
+        raise ValueError(f"model factory '{spec.factory}': cannot import {mod_name}: {exc} "
+                         f"(the spec's directory and pytest's rootdir are importable; a "
+                         f"package elsewhere needs `pythonpath` in pytest.ini)") from None
+    factory_module = obj
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -73,123 +92,235 @@ def _from_factory(spec):
         made = obj()
     finally:
         rng.__exit__(None, None, None)
-    inputs = None
+    returned = None
     if isinstance(made, tuple):
-        made, inputs = made
-    signature = _declared_signature(spec)
-    if inputs is not None:
-        tensors = []
-        for name, decl in inputs.items():
+        made, returned = made
+    decls = {}
+    if returned is not None:
+        for name, decl in returned.items():
             if isinstance(decl, dict):
-                tensors.append(TensorSpec(name=name, shape=tuple(decl["shape"]),
-                                          dtype=decl.get("dtype", spec.dtype), high=decl.get("high")))
+                decls[name] = types.SimpleNamespace(
+                    shape=tuple(decl["shape"]), dtype=decl.get("dtype"), high=decl.get("high"),
+                    low=decl.get("low"), value=decl.get("value"),
+                    batch_axis=decl.get("batch_axis", 0))
             else:
-                tensors.append(TensorSpec(name=name, shape=tuple(decl), dtype=spec.dtype))
-        signature = InputSignature(inputs=tuple(tensors))
-    if signature is None:
+                decls[name] = types.SimpleNamespace(shape=tuple(decl), dtype=None, high=None,
+                                                    low=None, value=None, batch_axis=0)
+    for name, decl in (spec.inputs or {}).items():   # the spec's fields win, input by input
+        base = decls.get(name)
+        fields = {k: getattr(decl, k) for k in ("shape", "dtype", "high", "low", "value")}
+        if base is not None:
+            fields = {k: v if v is not None else getattr(base, k) for k, v in fields.items()}
+        fields["batch_axis"] = decl.batch_axis if decl.batch_axis != "auto" else (
+            base.batch_axis if base is not None else 0)
+        decls[name] = types.SimpleNamespace(**fields)
+    if not decls:
         raise ValueError(f"model factory '{spec.factory}' returned no input spec and the spec has "
                          f"no `inputs`: return (module, {{name: shape}}) or add `inputs`")
-    return made.eval(), signature
+    signature = declared_signature(types.SimpleNamespace(inputs=decls, dims=spec.dims,
+                                                         dtype=spec.dtype))
+    return made, _vocabulary_bounds(made, signature), factory_module
 
 
-def _source_key(spec) -> dict:
-    key = spec.model_dump(mode="json")
-    kind = getattr(spec, "kind", "generated")
-    if kind == "file":
-        key["source_sha256"] = file_hash(spec.path)
-    elif kind == "factory":
-        module = importlib.import_module(spec.factory.partition(":")[0])
+def _vocabulary_bounds(module, signature: InputSignature) -> InputSignature:
+    """Token ids below the model's vocabulary size (a Hugging Face config's vocab_size) where
+    the spec gave no range: ids beyond it index past the embedding table."""
+    vocab = getattr(getattr(module, "config", None), "vocab_size", None)
+    if not isinstance(vocab, int):
+        return signature
+    fixed = []
+    for t in signature.inputs:
+        if t.name.endswith("input_ids") and t.high is None and t.value is None:
+            t = t.model_copy(update={"high": vocab})
+        fixed.append(t)
+    return InputSignature(inputs=tuple(fixed))
+
+
+def _installed_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.add(str(Path(__file__).resolve().parents[1]))     # this plugin
+    return tuple(str(Path(r).resolve()) for r in roots if r)
+
+
+def project_sources(*roots) -> dict[str, str]:
+    """sha256 of every source file outside the standard library and installed packages that
+    the roots' code comes from: the modules they are defined in, and, transitively, the
+    project modules those import (a factory whose layer widths live in another module)."""
+    installed = _installed_roots()
+    seen: dict[str, str] = {}
+    stack = []
+    for root in roots:
+        if isinstance(root, types.ModuleType):
+            stack.append(root)
+        elif root is not None:
+            for m in (root.modules() if hasattr(root, "modules") else [root]):
+                stack.append(sys.modules.get(type(m).__module__))
+    while stack:
+        mod = stack.pop()
+        path = getattr(mod, "__file__", None)
+        if not path or not path.endswith(".py"):
+            continue
+        path = str(Path(path).resolve())
+        if path in seen or path.startswith(installed):
+            continue
         try:
-            key["source_sha256"] = file_hash(inspect.getsourcefile(module))
-        except (TypeError, OSError):
-            key["source_sha256"] = None
-    return key
+            seen[path] = file_hash(path)
+        except OSError:
+            continue
+        for value in list(vars(mod).values()):
+            if isinstance(value, types.ModuleType):
+                stack.append(value)
+            else:
+                owner = getattr(value, "__module__", None)
+                if isinstance(owner, str) and owner in sys.modules:
+                    stack.append(sys.modules[owner])
+    return dict(sorted(seen.items()))
+
+
+def model_digest(module, signature: InputSignature, origin: dict) -> str:
+    """What the model is: every weight and buffer (names, dtypes, shapes, bytes), the module's
+    structure (its repr carries layer sizes), the source of its classes' project files, its
+    input signature and where it came from."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(sorted(origin.items())).encode())
+    h.update(repr(_export_key(signature)).encode())   # sizes of `dims` axes are not the model
+    h.update(repr(module).encode())
+    state = module.state_dict() if hasattr(module, "state_dict") else {}
+    for name, tensor in state.items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(__import__("torch").uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _export_key(signature: InputSignature) -> dict:
+    """The signature as an export sees it: axes bound by name are dynamic, so their sizes
+    (`dims` values) do not make another export."""
+    out = []
+    for t in signature.inputs:
+        shape = [n if n else d for d, n in zip(t.shape, t.dim_names or (None,) * len(t.shape))]
+        out.append({"name": t.name, "dtype": t.dtype, "shape": shape,
+                    "batch_axis": t.batch_axis})
+    return {"inputs": out}
 
 
 def onnx_model(spec, context) -> tuple[str, InputSignature]:
     """Path to an fp32 ONNX file for the spec (the file itself, or a cached export) + signature."""
     if getattr(spec, "kind", None) == "file" and spec.format == "onnx":
         context.model_info.update(source=spec.path, artifact=spec.path)
+        context.model_info["digest"] = file_hash(spec.path)
         return spec.path, onnx_signature(spec.path, spec)
     import torch
     module, signature = torch_module(spec, context)
+    names = context.model_info["outputs"]
     key = {"converter": "torch.onnx.export", "torch": torch.__version__, "opset": EXPORT_OPSET,
-           "model": _source_key(spec)}
+           "model": context.model_info["digest"], "signature": _export_key(signature)}
     path = context.convert("onnx-export", key, "model.onnx",
-                           lambda tmp: export_onnx(module, signature, tmp))
+                           lambda tmp: export_onnx(module, signature, tmp, names))
     return str(path), signature
 
 
-def torchscript_model(spec, context) -> tuple[str, InputSignature]:
-    """A traced TorchScript file for the spec (a TorchScript file is used as it is)."""
+def torchscript_model(spec, context, dtype=None) -> tuple[str, InputSignature]:
+    """A traced TorchScript file for the spec (a TorchScript file is used as it is), traced in
+    `dtype` (a torch dtype; fp32 when None): a trace records dtypes as constants (attention
+    masks' minimum values, casts), so a trace cast to bf16 afterwards mixes dtypes."""
     if getattr(spec, "kind", None) == "file" and spec.format == "torchscript":
         context.model_info.update(source=spec.path, artifact=spec.path)
-        return spec.path, _declared_signature(spec)
+        context.model_info["digest"] = file_hash(spec.path)
+        return spec.path, declared_signature(spec)
     import torch
     module, signature = torch_module(spec, context)
 
+    dtype = dtype or torch.float32
+
     def build(tmp: Path):
-        example = tuple(torch.from_numpy(a) for a in signature.generate(2, seed=0).values())
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # the example made here: a cast made under a caller's inference mode would be an
+            # inference tensor, which tracing refuses ("do not track version counter")
+            example = tuple(torch.from_numpy(a) for a in
+                            signature.generate(PROBE_BATCH, seed=0).values())
+            example = tuple(t.to(dtype) if t.is_floating_point() else t for t in example)
             # TracerWarnings about shape arithmetic: shapes other than the batch are fixed
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(module, example, check_trace=False)
+            traced = torch.jit.trace(module.to(dtype), example, check_trace=False, strict=False)
         traced.save(str(tmp))
 
-    key = {"converter": "torch.jit.trace", "torch": torch.__version__, "model": _source_key(spec)}
+    # traced shapes are fixed: every dims value is its own trace
+    key = {"converter": "torch.jit.trace", "torch": torch.__version__,
+           "model": context.model_info["digest"], "dtype": str(dtype),
+           "signature": signature.model_dump(mode="json")}
     return str(context.convert("torchscript-trace", key, "model.pt", build)), signature
 
 
-def export_onnx(module, signature: InputSignature, path: Path) -> None:
-    """Export with a dynamic batch axis: the TorchScript-based exporter first (fast, mature),
-    then the dynamo exporter if it fails; the error says what both exporters said."""
+def export_onnx(module, signature: InputSignature, path: Path,
+                output_names: list[str] | None = None) -> None:
+    """Export with named inputs and outputs and dynamic batch and `dims` axes: the
+    TorchScript-based exporter first (fast, mature), then the dynamo exporter if it fails;
+    the error says what both exporters said."""
     import torch
-    example = tuple(torch.from_numpy(a) for a in signature.generate(2, seed=0).values())
+    example = tuple(torch.from_numpy(a) for a in signature.generate(PROBE_BATCH, seed=0).values())
     names = [t.name for t in signature.inputs]
-    dynamic = {n: {0: "batch"} for n in names}
-    dynamic["output"] = {0: "batch"}
+    outputs = list(output_names or ["output"])
+    dynamic = {}
+    for t in signature.inputs:
+        axes = {}
+        per_sample = list(t.dim_names or (None,) * len(t.shape))
+        if t.batch_axis is not None:
+            per_sample.insert(t.batch_axis, "batch")
+        for i, n in enumerate(per_sample):
+            if n:
+                axes[i] = n
+        dynamic[t.name] = axes
+    with torch.inference_mode():
+        probe = module(*example)
+    probe = probe if isinstance(probe, (list, tuple)) else (probe,)
+    for name, out in zip(outputs, probe):   # an output whose first axis follows the batch
+        if getattr(out, "ndim", 0) and out.shape[0] == PROBE_BATCH:
+            dynamic[name] = {0: "batch"}
     errors = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(module, example, str(path), input_names=names,
-                              output_names=["output"], dynamic_axes=dynamic,
+                              output_names=outputs, dynamic_axes=dynamic,
                               opset_version=EXPORT_OPSET, dynamo=False)
             return
         except Exception as exc:  # noqa: BLE001 - any exporter failure falls back
-            errors.append(f"TorchScript-based exporter: {type(exc).__name__}: {exc}")
+            errors.append(f"TorchScript-based exporter: {type(exc).__name__}: {_first_line(exc)}")
         try:
-            batch = torch.export.Dim("batch", min=1)
+            shapes = tuple({i: torch.export.Dim(n.replace(".", "_"), min=1)
+                            for i, n in dynamic[t.name].items()} for t in signature.inputs)
+            if _takes_varargs(module):      # forward(*tensors): one entry, the args tuple
+                shapes = (shapes,)
             torch.onnx.export(module, example, str(path), input_names=names,
-                              output_names=["output"],
-                              dynamic_shapes=tuple({0: batch} for _ in names), dynamo=True)
+                              output_names=outputs, dynamic_shapes=shapes, dynamo=True,
+                              verbose=False)
             return
         except Exception as exc:  # noqa: BLE001
-            first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:300]
-            errors.append(f"dynamo exporter: {type(exc).__name__}: {first}")
-    raise RuntimeError("ONNX export failed with both exporters:\n  " + "\n  ".join(errors))
+            errors.append(f"dynamo exporter: {type(exc).__name__}: {_first_line(exc)}")
+    raise RuntimeError("ONNX export failed with both exporters: " + "; ".join(errors))
+
+
+def _takes_varargs(module) -> bool:
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1 and params[0].kind is params[0].VAR_POSITIONAL
+
+
+def _first_line(exc) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 300 else first[:299] + "…"
 
 
 def onnx_signature(path: str, spec=None) -> InputSignature:
-    """Inputs of an ONNX file; the first symbolic axis is the batch axis. Spec `inputs` override."""
-    declared = _declared_signature(spec) if spec is not None else None
-    if declared is not None:
-        return declared
-    import onnx
-    from onnx.helper import tensor_dtype_to_np_dtype
-    graph = onnx.load(path, load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    tensors = []
-    for inp in graph.input:
-        if inp.name in initializers:
-            continue
-        ttype = inp.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
-        rest = dims[1:]
-        if any(d is None for d in rest):
-            raise ValueError(f"{Path(path).name}: input '{inp.name}' has symbolic dimensions "
-                             f"{dims} beyond the batch axis; give `inputs: {{{inp.name}: "
-                             f"[per-sample shape]}}` in the spec")
-        tensors.append(TensorSpec(name=inp.name, shape=tuple(rest),
-                                  dtype=str(tensor_dtype_to_np_dtype(ttype.elem_type))))
-    return InputSignature(inputs=tuple(tensors))
+    """Inputs of an ONNX file (dtypes and shapes from the file; `dims` and `inputs` of the spec
+    bind its symbolic axes)."""
+    try:
+        return onnx_file_signature(path, spec)
+    except InputsProblem as exc:
+        raise ValueError(str(exc)) from None

@@ -24,7 +24,17 @@ MAX_CHECK_BATCH = 16   # checked at the cell's batch size (capped): catches batc
 
 
 class OutputMismatch(AssertionError):
-    pass
+    """The outputs disagree; `check` is the comparison, recorded in the failed result."""
+
+    def __init__(self, message: str, check: dict | None = None):
+        super().__init__(message)
+        self.check = check
+
+
+def tolerance_for(cell) -> float:
+    """The entry's `check: {tolerance}`, else the precision's default."""
+    written = getattr(getattr(cell, "check", None), "tolerance", None)
+    return written if written is not None else TOLERANCE[cell.precision]
 
 
 def _is_reference(cell) -> bool:
@@ -41,12 +51,12 @@ def reference_outputs(model, inputs: dict, context) -> list[np.ndarray]:
         return [np.asarray(o, dtype=np.float32) for o in session.run(None, inputs)]
     import torch
 
-    from ..runtimes._torch_common import _flatten
     from .artifacts import torch_module
+    from .calling import flatten_outputs
     module, _ = torch_module(model, context)
     with torch.inference_mode():
         out = module.float()(*(torch.from_numpy(a) for a in inputs.values()))
-    return [o.float().numpy() for o in _flatten(out)]
+    return [o.float().numpy() for _, o in flatten_outputs(out)]
 
 
 def compare(got: list[np.ndarray], want: list[np.ndarray], tolerance: float) -> dict:
@@ -54,6 +64,7 @@ def compare(got: list[np.ndarray], want: list[np.ndarray], tolerance: float) -> 
         return {"ok": False, "detail": f"{len(got)} outputs, the reference has {len(want)}",
                 "tolerance": tolerance}
     worst_abs = worst_rel = 0.0
+    scales = []
     for g, w in zip(got, want):
         if g.shape != w.shape:
             return {"ok": False, "detail": f"output shape {g.shape}, the reference's {w.shape}",
@@ -63,10 +74,16 @@ def compare(got: list[np.ndarray], want: list[np.ndarray], tolerance: float) -> 
         if not np.all(np.isfinite(g)):
             max_abs = float("inf")
         scale = float(np.max(np.abs(w))) if w.size else 0.0
+        scales.append(scale)
         worst_abs = max(worst_abs, max_abs)
         worst_rel = max(worst_rel, max_abs / scale if scale > 0 else max_abs)
-    return {"ok": worst_rel <= tolerance, "max_abs_err": worst_abs, "max_rel_err": worst_rel,
-            "tolerance": tolerance}
+    out = {"ok": worst_rel <= tolerance, "max_abs_err": worst_abs, "max_rel_err": worst_rel,
+           "tolerance": tolerance}
+    if scales and max(scales) == 0:
+        # e.g. torchvision's ViT with weights=None: a zero-initialised head outputs zeros
+        out["note"] = ("the reference's outputs are all zero (a zero-initialised layer?): "
+                       "agreement shows only that both output zeros")
+    return out
 
 
 def check_cell(cell, runner, context, cache_root: Path) -> dict:
@@ -74,22 +91,27 @@ def check_cell(cell, runner, context, cache_root: Path) -> dict:
     if _is_reference(cell):
         return {"reference": True}
     artifact = context.model_info.get("artifact")
+    tolerance = tolerance_for(cell)
+    # the model's digest: a changed factory module is checked again, never served a verdict
+    # on its former self (the torch runtimes have no artifact file to hash)
     key = {"artifact_sha256": file_hash(artifact) if artifact else None,
+           "digest": context.model_info.get("digest"),
            "model": cell.model.model_dump(mode="json"), "runtime": cell.runtime,
            "options": cell.runtime_options, "precision": cell.precision,
-           "device": cell.device.split(":")[0], "tolerance": TOLERANCE[cell.precision],
+           "device": cell.device.split(":")[0], "tolerance": tolerance,
            "batch": min(cell.batch_size, MAX_CHECK_BATCH)}
     store = Path(cache_root, "checks", content_hash(key) + ".json")
     if store.exists():
         result = {**json.loads(store.read_text()), "cached": True}
     else:
         signature = context.signature
-        inputs = signature.generate(key["batch"], seed=cell.settings.seed)
+        from .inputs import model_inputs
+        inputs = model_inputs(cell.model, signature, key["batch"], cell.settings.seed)
         ref_inputs = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
                       for k, v in inputs.items()}
         want = reference_outputs(cell.model, ref_inputs, context.__class__(cache=context.cache))
         got = runner.infer(inputs)
-        result = compare(got, want, TOLERANCE[cell.precision])
+        result = compare(got, want, tolerance)
         result["reference"] = ("onnxruntime cpu fp32" if getattr(cell.model, "format", None)
                                == "onnx" else "torch eager cpu fp32")
         store.parent.mkdir(parents=True, exist_ok=True)
@@ -101,5 +123,7 @@ def check_cell(cell, runner, context, cache_root: Path) -> dict:
         detail = result.get("detail") or (
             f"max relative error {result['max_rel_err']:.3g} > tolerance {result['tolerance']:g} "
             f"(max abs error {result['max_abs_err']:.3g}) against {result['reference']}")
-        raise OutputMismatch(f"outputs disagree with the source model: {detail}")
+        raise OutputMismatch(f"outputs disagree with the source model: {detail}; if this "
+                             f"precision is expected to differ that much, set the entry's "
+                             f"`check: {{tolerance: ...}}`", result)
     return result

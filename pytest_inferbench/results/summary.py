@@ -13,6 +13,21 @@ def _fmt(x, digits=3):
     return f"{x:.{digits}g}" if abs(x) < 1 else f"{x:.{digits + 1}g}"
 
 
+REASON_CHARS = 120
+
+
+def clip(text: str | None, limit: int = REASON_CHARS) -> str:
+    """A reason's first line within `limit` characters; what is left out shows as an ellipsis
+    (the whole reason stays in the run file and the report)."""
+    lines = (text or "").strip().splitlines()
+    if not lines:
+        return ""
+    first = lines[0].rstrip()
+    if len(first) > limit:
+        return first[:limit - 1].rstrip() + "…"
+    return first + (" …" if len(lines) > 1 else "")
+
+
 def _sort_key(r: Result):
     c = r.cell or {}
     return (c.get("spec", ""), c.get("model_label", r.id), (c.get("workload") or {}).get("scenario", ""),
@@ -52,10 +67,9 @@ def _row(name: str, r: Result) -> dict:
     lat = r.latency_ms
     p = lat.percentiles
     if r.status != "passed" and not lat.n:
-        reason = (r.reason or "").strip().splitlines()
         return {"benchmark": name, "n": "-", "p50 ms": r.status.upper(), "p99 ms": "",
                 "mean ms": "", "queries/s": "", "samples/s": "", "cores": "", "rss MB": "",
-                "stop": reason[0][:80] if reason else ""}
+                "stop": clip(r.reason)}
     stop = r.stop.reason or "-"
     if r.stop.ci_half_width_rel is not None:
         stop += f" ±{100 * r.stop.ci_half_width_rel:.1f}%"
@@ -75,12 +89,18 @@ def _row(name: str, r: Result) -> dict:
     device = r.device_time or {}
     if device.get("launch_bound"):
         stop += f" launch-bound (device busy {100 * device['busy_share']:.0f}%)"
+    no_split = (r.serving or {}).get("breakdown_note")
+    if no_split:        # why a served cell has no server-side latency breakdown
+        stop += f" no breakdown: {no_split.split(' (')[0]}"
     other = (r.process or {}).get("other_cpu_cores")
+    offered = (r.load or {}).get("offered") or {}
+    if offered.get("flagged") and offered.get("offered_rate") is not None:
+        stop += (f" OFFERED {offered['offered_rate']:.3g}/s (target "
+                 f"{offered.get('target_rate', 0):.3g}/s)")
     if (r.process or {}).get("host_contended"):
         stop += f" HOST BUSY ({other:.2f} cores used by other processes)"
     if r.status != "passed":
-        why = (r.reason or "").strip().splitlines()
-        stop = f"{r.status.upper()}: {why[0][:100] if why else stop}"
+        stop = f"{r.status.upper()}: {clip(r.reason) or stop}"
     return {
         "benchmark": name, "n": lat.n,
         "p50 ms": _fmt(p["p50"].value) if "p50" in p else "-",
@@ -129,8 +149,7 @@ def _search_row(name: str, r: Result) -> dict | None:
             what += " for " + ", ".join(f"{k}<={1e3 * float(v):g}ms" for k, v in slo.items())
         what += f"; {len(steps)} steps, stop: {load.get('search_stop')}"
         if r.status != "passed":
-            why = (r.reason or "").strip().splitlines()
-            what = f"{r.status.upper()}: {why[0][:100] if why else what}"
+            what = f"{r.status.upper()}: {clip(r.reason) or what}"
         rate = load.get("max_rate", load.get("knee_rate"))
         return {"benchmark": name, "n": r.latency_ms.n, "p50 ms": "", "p99 ms": "",
                 "mean ms": "", "queries/s": _fmt(rate), "samples/s":

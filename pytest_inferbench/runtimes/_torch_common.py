@@ -54,6 +54,7 @@ class TorchRunnerBase(abc.ABC):
         self._mode.__enter__()
         self._thread_state = threading.local()
         self.first_call_s = None
+        self._first_calls: dict[tuple, float] = {}
 
     @abc.abstractmethod
     def build_module(self, model, context):
@@ -115,8 +116,16 @@ class TorchRunnerBase(abc.ABC):
             fn = launch
         t0 = time.perf_counter()
         fn()                             # first call: lazy init, compilation for torch_compile
-        self.first_call_s = time.perf_counter() - t0
+        self._note_first_call(inputs, time.perf_counter() - t0)
         return fn
+
+    def _note_first_call(self, inputs, seconds: float) -> None:
+        """first_call_s: the first call at each input shape (torch.compile compiles once per
+        shape: the numerical check's batch and the cell's), added up."""
+        key = tuple(np.shape(v) for v in inputs.values())
+        if key not in self._first_calls:
+            self._first_calls[key] = seconds
+            self.first_call_s = sum(self._first_calls.values())
 
     def _graph(self, tensors) -> "_Graph":
         """The CUDA graph for inputs of these shapes and dtypes, with `tensors`' values in its
@@ -187,13 +196,18 @@ class TorchRunnerBase(abc.ABC):
     def infer(self, inputs) -> list[np.ndarray]:
         """Outputs for the numerical check. With cuda_graphs they are a graph's replayed
         outputs (a graph captured for these shapes, e.g. the check's batch size)."""
-        if self.graphs:
-            with self._graph_lock:   # static buffers: one copy-in, replay, copy-out at a time
-                entry = self._graph(self._stage(inputs))
-                entry.graph.replay()
-                self.torch.cuda.synchronize(self.device)
-                return [o.float().cpu().numpy() for o in entry.outputs]
-        return [o.float().cpu().numpy() for o in _flatten(self.module(*self._stage(inputs)))]
+        # inference mode is thread-local: a server calls this from its own threads
+        with self.torch.inference_mode():
+            if self.graphs:
+                with self._graph_lock:   # static buffers: one copy-in, replay, copy-out at once
+                    entry = self._graph(self._stage(inputs))
+                    entry.graph.replay()
+                    self.torch.cuda.synchronize(self.device)
+                    return [o.float().cpu().numpy() for o in entry.outputs]
+            t0 = time.perf_counter()
+            out = [o.float().cpu().numpy() for o in _flatten(self.module(*self._stage(inputs)))]
+            self._note_first_call(inputs, time.perf_counter() - t0)
+            return out
 
     def synchronize(self):
         if self.device.type == "cuda":

@@ -44,6 +44,8 @@ class LoadContext:
         self.threads = threads          # spec Threads or None
         self.model_info: dict = {"conversions": []}
         self.signature = None           # InputSignature of what the runner is fed, set by load()
+        self.model = None               # the model spec (its `data` feeds conversions' judges)
+        self.check_tolerance = None     # the entry's `check: {tolerance}`, when it sets one
 
     def convert(self, step: str, key: dict, filename: str, build):
         """Build (or reuse) a cached artifact; records the step, its time and cache hit."""

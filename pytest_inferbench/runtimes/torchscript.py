@@ -12,7 +12,7 @@ class TorchScriptRunner(TorchRunnerBase):
 
     def build_module(self, model, context):
         from ..models.artifacts import torchscript_model
-        path, signature = torchscript_model(model, context)
+        path, signature = torchscript_model(model, context, self.dtype)
         torch = self.torch
         with warnings.catch_warnings():
             # TorchScript is deprecated upstream; a user who names it wants it measured anyway

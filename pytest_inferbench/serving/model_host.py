@@ -29,6 +29,11 @@ class HostedModel:
                                    options=cell.runtime_options, threads=threads)
         self.runner.load(cell.model, cell.device, cell.precision, self.context)
         self.signature = self.context.signature
+        unbatched = [t.name for t in self.signature.inputs if t.batch_axis != 0]
+        if unbatched:   # a KServe server batches every input along its first axis
+            raise ValueError(f"input(s) {', '.join(unbatched)} have no batch axis at 0 "
+                             f"(batch_axis): a served model's inputs are batched along their "
+                             f"first axis; benchmark this model in-process")
         probe = self.signature.generate(1, seed=0)
         self.output_shapes = [o.shape[1:] for o in self.runner.infer(probe)]
         self.output_names = [f"output{i}" if i else "output" for i in range(len(self.output_shapes))]
