@@ -39,10 +39,6 @@ class OnnxRuntimeRunner:
                                      f"(available: {', '.join(available)}): {hint}")
         check_cuda(device)
         self.device_id = int(device.split(":")[1]) if ":" in device else 0
-        path, signature = onnx_model(model, context)
-        path, signature = onnx_for_precision(path, signature, precision, device, context)
-        context.signature = signature
-
         opts = ort.SessionOptions()
         level = context.options.get("graph_optimization") or "all"
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
@@ -61,6 +57,11 @@ class OnnxRuntimeRunner:
                                                         "trt_fp16_enable": precision == "fp16"}),
                          ("CUDAExecutionProvider", {"device_id": self.device_id}),
                          "CPUExecutionProvider"]
+        path, signature = onnx_model(model, context)
+        # fp16 variants are judged on the providers the session will use
+        path, signature = onnx_for_precision(path, signature, precision, device, context,
+                                             providers)
+        context.signature = signature
         self.ort = ort
         self.session = ort.InferenceSession(path, sess_options=opts, providers=providers)
         self.on_gpu = provider != "cpu"
