@@ -5,6 +5,9 @@ A leading -1 is the batch axis (Triton's models with max_batch_size > 0). Other 
 dimensions need a shape from the spec (`serving: {inputs: {name: {shape: [...]}}}`, as
 perf_analyzer's --shape), and `high` bounds generated integers (token ids). `data: file.npz`
 (or .json) sends real inputs instead: one sample (tiled to the batch) or at least a batch.
+Where the metadata lists no inputs (servers that leave them to the client, e.g. MLServer
+without a model-settings signature), `serving.inputs` declares them: per-sample shape and
+dtype, sent with a leading batch axis.
 """
 
 from __future__ import annotations
@@ -20,8 +23,27 @@ TO_NUMPY = {"FP32": "float32", "FP16": "float16", "FP64": "float64", "INT64": "i
             "INT32": "int32", "INT16": "int16", "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
 
 
+FROM_NUMPY = {v: k for k, v in TO_NUMPY.items()}
+
+
 class EndpointInputError(ValueError):
     """The endpoint's inputs cannot be built from its metadata and the spec: says what to add."""
+
+
+def declared_metadata(inputs_meta: list[dict], overrides: dict | None) -> list[dict]:
+    """The endpoint's inputs: its metadata's; where that lists none, the ones serving.inputs
+    declares (per-sample shape, dtype float32 unless given), each with a dynamic batch axis."""
+    if inputs_meta or not overrides:
+        return inputs_meta
+    out = []
+    for name, decl in overrides.items():
+        dtype = decl.dtype or "float32"
+        datatype = dtype.upper() if dtype.upper() in TO_NUMPY else FROM_NUMPY.get(dtype)
+        if datatype is None:
+            raise EndpointInputError(f"serving.inputs.{name}.dtype '{dtype}' is not one of "
+                                     f"{', '.join(TO_NUMPY.values())} (or {', '.join(TO_NUMPY)})")
+        out.append({"name": name, "datatype": datatype, "shape": [-1, *decl.shape]})
+    return out
 
 
 def _batched(meta: dict) -> bool:
@@ -32,6 +54,10 @@ def _batched(meta: dict) -> bool:
 def signature_from_metadata(inputs_meta: list[dict], overrides: dict | None,
                             batch_size: int) -> InputSignature:
     overrides = overrides or {}
+    if not inputs_meta:
+        raise EndpointInputError("the endpoint's metadata lists no inputs: declare them, e.g. "
+                                 "serving: {inputs: {input-0: {shape: [4], dtype: float32}}} "
+                                 "(per-sample shape; requests add the batch axis)")
     names = [m["name"] for m in inputs_meta]
     unknown = sorted(set(overrides) - set(names))
     if unknown:
