@@ -55,11 +55,13 @@ class PersistentSUT:
         self._issue = None
         self._current = (0, None)       # (base, complete): swapped as one object
 
-    def _dispatch(self, g, error=None):
+    def _dispatch(self, g, error=None, sent_ns=None):
         base, complete = self._current
         if complete is None or g < base:
             return
-        if error is None:
+        if sent_ns is not None:          # the client's write time, for the send-lag rule
+            complete(g - base, error, sent_ns=sent_ns)
+        elif error is None:
             complete(g - base)
         else:
             complete(g - base, error)

@@ -3,7 +3,8 @@
 
 The pool holds at most one server. It is stopped when a cell needs another one (or none: an
 in-process cell must not share the host with an idle server's threads), when a cell on it
-fails (its state is unknown), and at the end of the session.
+fails (its state is unknown), and at the end of the session; stopping it stops every process
+it started (launcher.py), and a launch that fails half-way is stopped the same way.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ class ServerPool:
             return self._server, True
         self.close()
         server = LaunchedServer(cell, cache_dir)
-        server.__enter__()
+        try:
+            server.__enter__()
+        except BaseException:
+            server.__exit__(None, None, None)   # whatever it started is stopped (idempotent)
+            raise
         self._key, self._server = key, server
         return server, False
 

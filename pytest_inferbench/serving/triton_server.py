@@ -1,5 +1,6 @@
 """A Triton Inference Server (through NVIDIA PyTriton) serving one cell's model; run as
-`python -m pytest_inferbench.serving.triton_server CELL_JSON CACHE_DIR HTTP GRPC METRICS TOKEN`
+`python -m pytest_inferbench.serving.triton_server CELL_JSON CACHE_DIR HTTP GRPC METRICS`
+(the statistics token in INFERBENCH_TRITON_TOKEN)
 by the launcher. Triton's knobs come from the cell's `serving` mapping."""
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import numpy as np
 
 
 def main(argv: list[str]) -> None:
-    cell_path, cache_dir, http_port, grpc_port, metrics_port, token = argv
+    cell_path, cache_dir, http_port, grpc_port, metrics_port = argv
+    token = os.environ.pop("INFERBENCH_TRITON_TOKEN")   # from the launcher, not argv
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig

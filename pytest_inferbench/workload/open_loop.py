@@ -9,9 +9,27 @@ invalid, with the reason, when the lag changed what it reports (the target perce
 from the scheduled sends is over 10% above the same percentile timed from the actual sends)
 or the rate sent departs from the schedule (by over 2%).
 
+Where the query actually leaves. `issue(i)` is a hand-off; a client may put the request on
+the wire later (an event loop busy with responses, a connection pool, serialisation). A
+system under test that knows when it wrote a query reports it: `complete(i, exc, sent_ns=t)`
+(time.perf_counter_ns, the issuer's clock). Send lag, late sends, the rate sent and the lag
+effect are then judged on those write times (`send_time: "write"` in the figures); where a
+query has none, on its hand-off (`"hand-off"`). The lag to the hand-off alone is kept as
+`send_lag_issuer_ms`, and the client's own delay (write minus hand-off) as `client_lag_ms`.
+The KServe clients (serving/client.py) report the write: aiohttp's first body chunk handed
+to the socket (HTTP), the request serialised into gRPC's core call (gRPC).
+
+Offered rate. The schedule says what it was drawn from (arrivals.Schedule); the figures
+carry `offered`: the rate the run's window held against the target (arrivals.offered),
+flagged when it departs by more than the drawing allows. A stratified poisson schedule holds
+its nominal count in every block; a run the stopping rule ends early (ci_converged) stops at
+the end of the block it is in, not inside it, so that it too offers the nominal count. An
+error budget or a search's verdict stops at once, and says how far it fell from the target.
+
 The system under test is reached through `issue(i)`, which must return at once; it reports
 completion by calling `complete(i)`, or `complete(i, exc)` when the query failed (the
-exception is counted in the error log by kind; a timeout exception counts as a timeout). For an in-process runner, `InProcessSUT` puts queries
+exception is counted in the error log by kind; a timeout exception counts as a timeout), with
+`sent_ns=` its write time when it knows it. For an in-process runner, `InProcessSUT` puts queries
 on a FIFO served by `instances` worker threads (one model instance by default), so queueing
 under overload shows up in latency as it would in a server.
 """
@@ -28,6 +46,7 @@ from typing import Callable
 import numpy as np
 
 from ..measure.stats import percentile, rank, relative_half_width
+from . import arrivals
 from .closed_loop import Samples
 from .failures import ErrorLog
 
@@ -140,17 +159,23 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
     (or `decide(latencies_ns, waiting_ns)`: latencies of answered queries and the time
     unanswered ones have waited so far; True = stop) says so, or when errors exceed the
     budget. min_s overrides settings.min_duration as the earliest stop."""
+    drawn = schedule_ns                 # an arrivals.Schedule says what it was drawn from
+    schedule_ns = np.asarray(schedule_ns)
     n = len(schedule_ns)
     clock = time.perf_counter_ns
     sent = np.zeros(n, dtype=np.int64)
+    wrote = np.zeros(n, dtype=np.int64)     # the SUT's write times, where it reports them
     done = np.zeros(n, dtype=np.int64)
     ok = np.zeros(n, dtype=bool)
     completed = [0]
     lock = threading.Lock()
     errors = ErrorLog()
 
-    def complete(i: int, error: BaseException | None = None) -> None:
+    def complete(i: int, error: BaseException | None = None,
+                 sent_ns: int | None = None) -> None:
         done[i] = clock()
+        if sent_ns:
+            wrote[i] = sent_ns
         if error is None:
             ok[i] = True
         else:
@@ -170,11 +195,16 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
     next_check = begin + _CHECK_EVERY_NS
     issued = 0
     sleep = time.sleep
+    # a converged stratified run stops at the end of its block: whole blocks, nominal count
+    block_ns = (drawn.block_s * 1e9 if getattr(drawn, "stratified", False)
+                and getattr(drawn, "block_s", None) else 0.0)
+    limit_ns, pending, stop_ns = max_ns, None, None
     try:
         for i in range(n):
             due = begin + int(schedule_ns[i])
-            if due - begin >= max_ns:
-                reason = "max_duration"
+            if due - begin >= limit_ns:
+                reason = pending or "max_duration"
+                stop_ns = limit_ns
                 break
             now = clock()
             if due > now:
@@ -185,11 +215,20 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
             if sent[i] >= next_check:
                 reason = _check(issued, ok, done, begin, schedule_ns, sent[i], min_ns,
                                 settings, errors, target, progress, decide)
+                if reason == "ci_converged" and block_ns:
+                    if pending is None:
+                        pending = reason
+                        limit_ns = min(limit_ns, int((int(schedule_ns[i]) // block_ns + 1)
+                                                     * block_ns))
+                    reason = None
                 if reason:
+                    stop_ns = sent[i] - begin
                     break
                 reason = "schedule_end"
                 # time spent here shows up as send lag of the next queries: kept short
                 next_check = clock() + _CHECK_EVERY_NS
+        if reason == "schedule_end" and pending:
+            reason = pending
         issue_end = clock()
         deadline = issue_end + int(timeout_s * 1e9)
         while completed[0] < issued and clock() < deadline:
@@ -201,9 +240,27 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
         restore_priority()
         sut.stop()
     end = clock()
-    done, ok = done.copy(), ok.copy()   # a straggler completing now must not change the result
+    # a straggler completing now must not change the result
+    done, ok, wrote = done.copy(), ok.copy(), wrote.copy()
+    offer = arrivals.offered(drawn, issued, _window_s(drawn, schedule_ns, issued, stop_ns,
+                                                      limit_ns))
     return _samples(schedule_ns[:issued] + begin, sent[:issued], done[:issued], ok[:issued],
-                    begin, end, reason, target, errors, send_lag_bound_s, settings.confidence)
+                    begin, end, reason, target, errors, send_lag_bound_s, settings.confidence,
+                    wrote=wrote[:issued], offered=offer)
+
+
+def _window_s(drawn, schedule_ns, issued, stop_ns, limit_ns) -> float:
+    """The stretch of the schedule the run offered: up to where it stopped, or to the
+    schedule's end (its drawn duration when whole, else one mean gap past its last send)."""
+    if stop_ns is not None:
+        return stop_ns / 1e9
+    whole = getattr(drawn, "drawn", None) == len(schedule_ns)
+    end = getattr(drawn, "duration_s", None) if whole else None
+    if end is None:
+        if issued < 2:
+            return 0.0
+        end = schedule_ns[issued - 1] / 1e9 * issued / (issued - 1)
+    return min(end, limit_ns / 1e9)
 
 
 def _check(issued, ok, done, begin, schedule_ns, now, min_ns, settings, errors, target,
@@ -230,10 +287,16 @@ def _check(issued, ok, done, begin, schedule_ns, now, min_ns, settings, errors, 
 
 
 def _samples(sched, sent, done, ok, begin, end, reason, target, errors,
-             send_lag_bound_s, confidence) -> Samples:
+             send_lag_bound_s, confidence, wrote=None, offered=None) -> Samples:
+    """wrote: the SUT's write time per query (0 where it reported none); sends are judged
+    on it where present, on the hand-off `sent` elsewhere."""
     issued = len(sched)
     finished = done > 0
     good = finished & ok
+    handoff = sent
+    has_write = wrote > 0 if wrote is not None else np.zeros(issued, dtype=bool)
+    if has_write.any():
+        sent = np.where(has_write, wrote, handoff)
     lag = sent - sched
     late = int(np.count_nonzero(lag > send_lag_bound_s * 1e9))
     errors.timeout(int(issued - np.count_nonzero(finished)))
@@ -247,8 +310,9 @@ def _samples(sched, sent, done, ok, begin, end, reason, target, errors,
     # nominal rate vs the rate this (random) schedule asked for vs the rate actually sent
     scheduled_rate = ((issued - 1) / ((sched[-1] - sched[0]) / 1e9)
                       if issued > 1 and sched[-1] > sched[0] else None)
-    achieved_rate = ((issued - 1) / ((sent[-1] - sent[0]) / 1e9)
-                     if issued > 1 and sent[-1] > sent[0] else None)
+    # writes may leave in another order than the hand-offs: the span of all of them
+    span = int(sent.max() - sent.min()) if issued > 1 else 0
+    achieved_rate = (issued - 1) / (span / 1e9) if span > 0 else None
     lag_p99 = float(np.percentile(lag, 99)) / 1e6 if issued else None
     samples.sent_ns = sent[good]
     effect, problems = lag_validity(lat, done[good] - sent[good], target, lag_p99,
@@ -265,6 +329,14 @@ def _samples(sched, sent, done, ok, begin, end, reason, target, errors,
         "send_lag_ms": {"p50": float(np.percentile(lag, 50)) / 1e6 if issued else None,
                         "p99": lag_p99,
                         "max": float(lag.max()) / 1e6 if issued else None},
+        # what "sent" is: the SUT's write (all or some queries) or the issuer's hand-off
+        "send_time": "write" if has_write.all() and issued else
+                     "write, some hand-off" if has_write.any() else "hand-off",
+        "writes_reported": int(np.count_nonzero(has_write)),
+        "send_lag_issuer_ms": _lag_ms(handoff - sched),
+        "client_lag_ms": _lag_ms((sent - handoff)[has_write]) if has_write.any() else None,
+        "offered_rate": offered["offered_rate"] if offered else None,
+        "offered": offered,
         "late_sends": late,
         "late_fraction": late / issued if issued else 0.0,
         "send_lag_bound_ms": send_lag_bound_s * 1e3,
@@ -273,6 +345,13 @@ def _samples(sched, sent, done, ok, begin, end, reason, target, errors,
         "invalid_reasons": problems,
     }
     return samples
+
+
+def _lag_ms(lag_ns: np.ndarray) -> dict:
+    if not len(lag_ns):
+        return {"p50": None, "p99": None, "max": None}
+    return {"p50": float(np.percentile(lag_ns, 50)) / 1e6,
+            "p99": float(np.percentile(lag_ns, 99)) / 1e6, "max": float(lag_ns.max()) / 1e6}
 
 
 def lag_validity(from_sched_ns: np.ndarray, from_sent_ns: np.ndarray, target: float,
