@@ -377,7 +377,7 @@ def test_failures_give_one_clean_message_and_keep_the_check(pytester):
     result = pytester.runpytest("--infer-json", "run.json", "-p", "no:cacheprovider")
     out = result.stdout.str()
     assert "During handling" not in out
-    assert out.count("weights corrupted on purpose") == 2     # the failure and summary rows
+    assert "CellStepError" not in out          # the message alone, no exception chain
     by_id = _results(pytester)
     broken = by_id["broken[torch-cpu-fp32-bs1-offline]"]
     assert broken["status"] == "failed"

@@ -50,7 +50,7 @@ class TorchRunnerBase(abc.ABC):
         module, signature = self.build_module(model, context)
         self.module = module
         context.signature = signature
-        self._mode = torch.inference_mode()
+        self._mode = _InferenceModeHold(torch)
         self._mode.__enter__()
         self._thread_state = threading.local()
         self.first_call_s = None
@@ -238,6 +238,37 @@ class TorchRunnerBase(abc.ABC):
         if self.device.type == "cuda":
             out["device_name"] = torch.cuda.get_device_name(self.device)
         return out
+
+
+class _InferenceModeHold:
+    """Inference mode in the loading thread while any runner is loaded. Each runner entering
+    and leaving its own guard breaks when two runners close out of order (paired mode loads a
+    baseline and a candidate): the guards restore each other's earlier state and inference
+    mode stays on for the rest of the process, where a later TorchScript trace then fails
+    ("Inference tensors do not track version counter"). One guard per thread (the mode is
+    thread-local), counted, is order-free."""
+    _state = threading.local()
+
+    def __init__(self, torch):
+        self.torch = torch
+
+    def __enter__(self):
+        state = self._state
+        if getattr(state, "count", 0) == 0:
+            state.guard = self.torch.inference_mode()
+            state.guard.__enter__()
+            state.count = 0
+        state.count += 1
+        return self
+
+    def __exit__(self, *exc):
+        state = self._state
+        if getattr(state, "count", 0) <= 0:
+            return          # closed from another thread than the one that loaded it
+        state.count -= 1
+        if state.count == 0:
+            state.guard.__exit__(None, None, None)
+            state.guard = None
 
 
 class _Graph(NamedTuple):
