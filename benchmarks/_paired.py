@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 # The statistics live in the package (the plugin's paired A/B cells use them too).
-from pytest_inferbench.gate.stats import (RESAMPLES, SEED, Estimate,  # noqa: E402,F401
+from pytest_inferbench.core.verdicts import (RESAMPLES, SEED, Estimate,  # noqa: E402,F401
                                           bootstrap_mean_ci, ratio_estimate)
 
 

@@ -174,7 +174,7 @@ def _paired_cell_name(cell) -> str:
 
 def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
                 slice_s: float, log, open_loop: bool = False) -> dict:
-    from pytest_inferbench.measure.engine import run_cell
+    from pytest_inferbench.run.cell import run_cell
     from pytest_inferbench.models.cache import ArtifactCache
     from pytest_inferbench.spec import load_spec
     sys.path.insert(0, str(work))

@@ -38,9 +38,10 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _paired  # noqa: E402
 
-from pytest_inferbench.measure.engine import measure_callable  # noqa: E402
+from pytest_inferbench.workload.driver import measure_callable  # noqa: E402
 from pytest_inferbench.models.artifacts import export_onnx  # noqa: E402
-from pytest_inferbench.models.families import MLPSpec  # noqa: E402
+from pytest_inferbench.models.families import build  # noqa: E402
+from pytest_inferbench.spec.families import MLPSpec  # noqa: E402
 from pytest_inferbench.spec import Settings  # noqa: E402
 
 TARGET = _paired.Target(lo=0.97)
@@ -63,7 +64,7 @@ def main() -> None:
     args = ap.parse_args()
 
     spec = MLPSpec(layers=2, hidden=64, features=32, classes=10)
-    module, signature = spec.build()
+    module, signature = build(spec)
     params = sum(p.numel() for p in module.parameters())
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads

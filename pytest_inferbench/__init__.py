@@ -1,11 +1,6 @@
 """pytest-inferbench: benchmark deep-learning inference from a few lines of YAML."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("pytest-inferbench")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+from .core.version import __version__
 
 __all__ = ["__version__", "load_results", "render_report"]
 
@@ -14,9 +9,9 @@ def __getattr__(name):
     # Imported on first use: the pytest plugin loads this package in every session, and pandas
     # is needed only when results are analysed.
     if name == "load_results":
-        from .analysis.frame import load_results
+        from .analysis.frame import load_results  # lazy: pandas
         return load_results
     if name == "render_report":
-        from .report.render import render_report
+        from .report.render import render_report  # lazy: pandas
         return render_report
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

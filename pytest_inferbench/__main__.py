@@ -15,6 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from .results.store import RunFileError, load_run
+from .gate.baselines import BaselineError, resolve
+from .core.thresholds import GateError, parse_gate
+from .gate.compare import compare_runs, render_text
+from .spec import load_job
+from .core.errors import SpecError
 
 
 class UsageError(Exception):
@@ -62,15 +68,13 @@ def _add_report(sub) -> None:
 
 
 def _run_report(args) -> int:
-    from .analysis.frame import ResultsError
-    from .report.render import ReportError, parse_slo, render_report
+    from .analysis.frame import ResultsError  # lazy: pandas
+    from .report.render import ReportError, parse_slo, render_report  # lazy: pandas
     for run in args.runs:
         if not Path(run).exists():
             raise UsageError(f"{run}: no such file or directory")
     title, slo, cost, peak_flops, peak_bw = args.title, None, None, None, None
     if args.config:
-        from .errors import SpecError
-        from .spec import load_job
         try:
             job = load_job(args.config)
         except SpecError as exc:
@@ -137,10 +141,6 @@ def _add_compare(sub) -> None:
 def _run_compare(args) -> int:
     import json
 
-    from .gate.compare import compare_runs, render_text
-    from .gate.thresholds import GateError, parse_gate
-    from .results.baselines import BaselineError, resolve
-    from .results.store import RunFileError, load_run
     gate = None
     try:
         if args.gate:

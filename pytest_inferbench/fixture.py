@@ -6,15 +6,15 @@ from typing import Callable
 
 from pydantic import ValidationError
 
-from .errors import format_field_path
+from .core.errors import format_field_path
 from .spec import SCENARIOS, Settings, Workload
+from .runtimes.base import Runner
+from .workload.driver import measure_callable, measure_runner
 
 
 def make_bench(item, state):
     def bench(target, inputs=None, *, scenario: str = "single_stream", batch_size: int = 1,
               name: str | None = None, **settings):
-        from .measure.engine import measure_callable, measure_runner
-        from .runtimes.base import Runner
         if scenario not in SCENARIOS:
             raise ValueError(f"inferbench: unknown scenario '{scenario}'; expected one of "
                              f"{', '.join(SCENARIOS)}")

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import fnmatch
-import os
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from .errors import SpecError
-from .spec import Cell, Job, load_job, load_spec
+from .core.errors import CellStepError, SpecError
+from .spec import Cell, Gate, load_job, load_spec
+from .runtimes.base import RuntimeUnavailable, check_cuda
+from .fixture import make_bench
+from .session import FOLLOWERS_KEY, JOB_KEY, SCHED_KEY, STATE_KEY, SessionState
+from .schedule.worker import lease_for, misplaced, placement_here, run_device
+from .schedule.facts import check_node
+from .core.result import Result
+from .serving.pool import group_by_server
+from .gate.session import GateSetupError, SessionGate
+from .run.paired import failure_message
+from .run.cell import run_cell
+from .spec.followers import load_followers, tx_specs
 
-JOB_KEY = pytest.StashKey[Job | None]()
-STATE_KEY = pytest.StashKey["SessionState"]()
-FOLLOWERS_KEY = pytest.StashKey[tuple | None]()
-SCHED_KEY = pytest.StashKey[object]()
 
 
 # ----------------------------------------------------------------------------- options
@@ -85,7 +89,6 @@ def pytest_configure(config):
             config.args.append(job.path)
     config.stash[JOB_KEY] = job
     _followers_to_workers(config, job)
-    from .results.gating import GateSetupError, SessionGate
     root = config.rootpath
     try:
         gate = SessionGate.from_options(
@@ -112,7 +115,6 @@ def _followers_to_workers(config, job) -> None:
     path = config.getoption("--infer-followers")
     followers = None
     if path:
-        from .schedule.inventory import load_followers
         try:
             followers = load_followers(Path(config.invocation_params.dir, path))
         except SpecError as exc:
@@ -125,10 +127,9 @@ def _followers_to_workers(config, job) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         raise pytest.UsageError("inferbench: followers run as pytest-xdist workers; install "
                                 "pytest-xdist (or leave out `followers`/--infer-followers)")
-    from .schedule.inventory import tx_specs
     config.option.tx = [spec for spec, _ in tx_specs(followers)]
     if any(f.via != "local" or f.chdir for f in followers):   # chdir: a copy of rootdir
-        from .schedule.xdist_scheduler import args_relative_to_rootdir
+        from .schedule.xdist_scheduler import args_relative_to_rootdir  # lazy: pytest-xdist
         args_relative_to_rootdir(config)
     if config.option.maxworkerrestart is None:   # as xdist's -n N: no endless restarts
         config.option.maxworkerrestart = str(4 * len(config.option.tx))
@@ -141,7 +142,7 @@ def pytest_xdist_make_scheduler(config, log):
     """`--dist load` (what -n N and --infer-followers use) -> the two-tier scheduler."""
     if config.getvalue("dist") != "load":
         return None
-    from .schedule.xdist_scheduler import CellTasks, TwoTierScheduling
+    from .schedule.xdist_scheduler import CellTasks, TwoTierScheduling  # lazy: pytest-xdist
     runs = Path(config.rootpath, config.getoption("--infer-runs-dir")
                 or config.getini("inferbench_runs_dir"))
     sched = TwoTierScheduling(config, log, CellTasks(config.rootpath, config.stash.get(
@@ -156,7 +157,6 @@ def pytest_configure_node(node):
     model files with the follower's copy, and ask what it really has (schedule/facts.py)."""
     followers = node.config.stash.get(FOLLOWERS_KEY, None)
     if followers:
-        from .schedule.facts import check_node
         check_node(node, followers, node.config.stash.get(JOB_KEY, None))
 
 
@@ -207,7 +207,6 @@ def pytest_collect_file(file_path: Path, parent):
 class SpecFile(pytest.File):
     def collect(self):
         job = self.config.stash.get(JOB_KEY, None)
-        from .serving.pool import group_by_server
         cells = load_spec(self.path, job=job, rootdir=self.config.rootpath)
         for cell in group_by_server(cells):     # one server launch for cells that share it
             item = CellItem.from_parent(self, name=cell.id, callobj=_cell_test,
@@ -273,17 +272,13 @@ class CellItem(pytest.Function):
 
 def _cell_test(request):
     """Body of every generated item: measure the cell, or skip/fail with the reason."""
-    from .measure.engine import run_cell
-    from .runtimes.base import RuntimeUnavailable
 
     item = request.node
     state = request.config.stash[STATE_KEY]
     progress = state.progress_for(item)
     cell = item.cell
     if cell.ab is not None and state.gate.gate is not None:    # --infer-gate applies here too
-        from .spec import Gate
         cell = cell.model_copy(update={"gate": Gate(**state.gate.gate.to_json())})
-    from .schedule.worker import lease_for, misplaced, placement_here, run_device
     reason = misplaced(cell)
     if reason:
         _skip_at_spec_line(reason)
@@ -310,7 +305,6 @@ def _cell_test(request):
     if unavailable is not None:
         _skip_at_spec_line(unavailable)
     if failure is not None:
-        from .results.model import Result
         message, recorded = failure
         item.inferbench_results = [Result(status="failed", reason=message,
                                           model={"label": cell.model_label, **recorded})]
@@ -320,13 +314,11 @@ def _cell_test(request):
         pytest.fail(result.reason or "failed", pytrace=False)
     ab = getattr(result, "ab", None)
     if ab and ab.get("verdict") == "regression" and state.gate.enabled:
-        from .measure.paired import failure_message
         pytest.fail(failure_message(result), pytrace=False)
 
 
 def _failure(exc: BaseException) -> tuple[str, dict]:
     """(message, what the failing step had recorded) for a cell that raised."""
-    from .measure.engine import CellStepError
     if isinstance(exc, CellStepError):
         return str(exc), exc.recorded
     text = str(exc).strip()
@@ -368,207 +360,6 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-def _reason(report) -> str | None:
-    if report.skipped and isinstance(report.longrepr, tuple):
-        return str(report.longrepr[2]).removeprefix("Skipped: ")
-    if report.failed:
-        text = report.longreprtext.strip()
-        return text[-4000:] if text else "failed"
-    return None
-
-
-class SessionState:
-    """Controller-side (and worker-side) state: cache location, results, run file, summary."""
-
-    def __init__(self, config, gate=None):
-        from .results.gating import SessionGate
-        self.config = config
-        self.gate = gate if gate is not None else SessionGate()
-        self.paired_cells = 1
-        root = config.rootpath
-        cache = os.environ.get("INFERBENCH_CACHE_DIR") or config.getini("inferbench_cache_dir")
-        from .models.cache import ArtifactCache
-        self.cache = ArtifactCache(Path(root, cache))
-        self.is_worker = hasattr(config, "workerinput")
-        from .serving.pool import ServerPool
-        self.servers = ServerPool()         # launched servers, reused by consecutive cells
-        self.results = []
-        self.writer = None
-        self.run_files: list[Path] = []
-        self.html_report: Path | None = None
-        self.html_error: str | None = None
-
-    # -- progress (controller without xdist, terminal only, not under -q)
-    def progress_for(self, item):
-        if self.is_worker or self.config.getoption("--infer-no-progress"):
-            return None
-        if self.config.get_verbosity() < 0:
-            return None
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        capman = self.config.pluginmanager.get_plugin("capturemanager")
-        if tr is None or not tr.isatty():
-            return None
-        return LiveLine(tr, capman)
-
-    # -- controller: collect results as reports arrive
-    def pytest_runtest_logreport(self, report):
-        payload = getattr(report, "inferbench", None)
-        if not payload or self.is_worker:
-            return
-        if report.when == "teardown":
-            return
-        from .results.model import Result
-        for entry in payload:
-            result = Result.model_validate(entry)
-            if result.status != "failed":   # a result may fail on its own (errors, n = 0)
-                result.status = report.outcome
-            if result.status != "passed":
-                result.reason = result.reason or _reason(report)
-            self.results.append(result)
-            entry = result.to_json()
-            from .schedule.worker import link_colocated
-            link_colocated(entry, self._writer().results)
-            self._writer().add(entry)
-
-    def _writer(self):
-        if self.writer is None:
-            from .results import provenance
-            from .results.store import RunWriter
-            runs = self.config.getoption("--infer-runs-dir") or self.config.getini("inferbench_runs_dir")
-            extra = self.config.getoption("--infer-json")
-            job = self.config.stash.get(JOB_KEY, None)
-            self.writer = RunWriter(Path(self.config.rootpath, runs), job.name if job else "session",
-                                    provenance.collect(str(self.config.rootpath)),
-                                    Path(self.config.invocation_params.dir, extra) if extra else None)
-        return self.writer
-
-    def pytest_sessionfinish(self, session):
-        self.servers.close()
-        if not self.is_worker and self.writer is not None:
-            from .results.provenance import now_iso
-            from .schedule.facts import run_file_section     # followers: what they reported
-            self.run_files = self.writer.finish(now_iso(), {**self._gate_run(),
-                                                            **run_file_section(self.config)})
-            if self.run_files:
-                self.gate.save_baseline(self._run_doc(), self.run_files[0], now_iso())
-            self._render_html()
-            if self.gate.failed and session.exitstatus == 0:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-    def _run_doc(self) -> dict:
-        w = self.writer
-        return {"format": "pytest-inferbench-run", "version": 1, "name": w.name,
-                "provenance": w.provenance, "results": w.results,
-                **({"repeats": self.gate.repeats} if self.gate.repeats > 1 else {})}
-
-    def _gate_run(self) -> dict:
-        """Top-level run-file keys: repeats, and the comparison with the baseline. A failure
-        here is a warning in the summary, never a lost run file."""
-        extra = {"repeats": self.gate.repeats} if self.gate.repeats > 1 else {}
-        try:
-            comparison = self.gate.compare(self._run_doc(), exclude=[self.writer.path])
-        except Exception as exc:  # noqa: BLE001 - the results matter more than the verdicts
-            first = (str(exc).strip().splitlines() or [""])[0]
-            self.gate.notes.append((f"the comparison failed ({type(exc).__name__}: {first})",
-                                    True))
-            comparison = None
-        if comparison is not None:
-            extra["comparison"] = comparison
-        return extra
-
-    def _html_path(self) -> Path | None:
-        """--infer-no-html > --infer-html > the job's report.html > reports/<name>.html."""
-        if self.config.getoption("--infer-no-html"):
-            return None
-        option = self.config.getoption("--infer-html")
-        if option:
-            return Path(self.config.invocation_params.dir, option)
-        job = self.config.stash.get(JOB_KEY, None)
-        name = job.name if job else "session"
-        configured = job.report.html if job and job.report else None
-        if configured is False:
-            return None
-        template = configured or "reports/{name}.html"
-        return Path(self.config.rootpath, template.replace("{name}", name))
-
-    def _render_html(self) -> None:
-        """The HTML report, from the run file already on disk: a failure here is a warning in
-        the summary, never a lost result."""
-        target = self._html_path()
-        if target is None or not self.run_files:
-            return
-        job = self.config.stash.get(JOB_KEY, None)
-        report = job.report if job else None
-        try:
-            from .report.render import render_report
-            self.html_report = render_report(
-                [self.run_files[0]], target, title=report.title if report else None,
-                cost=job.cost if job else None, slo=report.slo if report else None,
-                peak_flops=report.peak_flops if report else None,
-                peak_bandwidth=report.peak_bandwidth if report else None)
-        except Exception as exc:  # noqa: BLE001 - the run file is safe; say what went wrong
-            first = (str(exc).strip().splitlines() or [""])[0]
-            self.html_error = f"{type(exc).__name__}: {first}"
-
-    def pytest_terminal_summary(self, terminalreporter):
-        if self.is_worker or not self.results:
-            return
-        from .results.summary import summary_table
-        tr = terminalreporter
-        tr.section("inferbench")
-        tr.write_line(summary_table(self.results, width=tr._tw.fullwidth))
-        for path in self.run_files:
-            tr.write_line(f"run file: {path}")
-        if self.html_report is not None:
-            tr.write_line(f"html report: {self.html_report}")
-        if self.html_error is not None:
-            tr.write_line(f"warning: the HTML report was not written ({self.html_error}); the "
-                          f"run file has every result: python -m pytest_inferbench report "
-                          f"{self.run_files[0] if self.run_files else 'RUN'}", yellow=True)
-        lines = self.gate.section()
-        if lines:
-            tr.section("inferbench gate")
-            for text, markup in lines:
-                tr.write_line(text, **markup)
-        workers = getattr(self.config.option, "numprocesses", None)
-        sched = self.config.stash.get(SCHED_KEY, None)
-        if sched is not None:
-            from .schedule.worker import summary_line
-            tr.write_line(f"note: {summary_line(sched, self.results)}")
-        elif workers and getattr(self.config.option, "dist", "no") != "no":
-            tr.write_line(f"note: {workers} xdist workers measured cells at the same time on this "
-                          f"host; concurrent cells disturb each other's numbers", yellow=True)
-
-
-class LiveLine:
-    """A status line for the running cell (elapsed, queries, current p99), erased afterwards."""
-
-    def __init__(self, tr, capman):
-        self.tr = tr
-        self.capman = capman
-        self.shown = 0
-        self.started = time.perf_counter()
-
-    def __call__(self, elapsed_s: float, queries: int, p99_ms: float | None) -> None:
-        text = f" [{elapsed_s:5.1f}s {queries:,} q p99 {p99_ms:.3g} ms]" if p99_ms is not None \
-            else f" [{elapsed_s:5.1f}s {queries:,} q]"
-        self._write("\b" * self.shown + text + " " * max(0, self.shown - len(text))
-                    + "\b" * max(0, self.shown - len(text)))
-        self.shown = len(text)
-
-    def clear(self) -> None:
-        if self.shown:
-            self._write("\b" * self.shown + " " * self.shown + "\b" * self.shown)
-            self.shown = 0
-
-    def _write(self, text: str) -> None:
-        if self.capman is not None:
-            with self.capman.global_and_fixture_disabled():
-                self.tr.write(text, flush=True)
-        else:
-            self.tr.write(text, flush=True)
-
-
 # ----------------------------------------------------------------------------- fixture API
 
 @pytest.fixture
@@ -582,7 +373,6 @@ def inferbench(request):
     Pass a zero-argument callable, or a Runner plus `inputs` (dict of arrays). Settings are the
     spec's measurement fields (warmup, min_duration, max_duration, min_queries, ...).
     """
-    from .fixture import make_bench
     state = request.config.stash[STATE_KEY]
     return make_bench(request.node, state)
 
@@ -596,7 +386,6 @@ def inferbench_device(request):
 
         @pytest.mark.parametrize("inferbench_device", ["cpu", "cuda:1"], indirect=True)
     """
-    from .runtimes.base import RuntimeUnavailable, check_cuda
     name = getattr(request, "param", "cuda")
     try:
         check_cuda(name)

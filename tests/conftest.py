@@ -8,7 +8,7 @@ import numpy.fft  # noqa: F401
 import onnxruntime  # noqa: F401
 import scipy.stats  # noqa: F401
 import torch  # noqa: F401
-import pytest_inferbench.measure.engine  # noqa: F401
+import pytest_inferbench.run.cell  # noqa: F401
 import pytest_inferbench.models.artifacts  # noqa: F401
 import pytest_inferbench.runtimes.onnxruntime_runner  # noqa: F401
 import pytest_inferbench.runtimes.torch_eager  # noqa: F401
@@ -21,8 +21,9 @@ def _import_lazy_modules():
     from pathlib import Path
 
     from pytest_inferbench.models.artifacts import export_onnx, onnx_signature
-    from pytest_inferbench.models.families import MLPSpec
-    module, signature = MLPSpec(layers=1, hidden=4, features=4, classes=2).build()
+    from pytest_inferbench.spec.families import MLPSpec
+    from pytest_inferbench.models.families import build
+    module, signature = build(MLPSpec(layers=1, hidden=4, features=4, classes=2))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "m.onnx")
         export_onnx(module, signature, path)

@@ -307,7 +307,7 @@ TORCH_COUNTS = {"mlp-small": (300_032, 150_794), "resnet-tiny": (12_683_776, 310
 
 @pytest.mark.parametrize("preset", sorted(TORCH_COUNTS))
 def test_model_work_counts_flops_of_generated_models(preset):
-    from pytest_inferbench.models.families import PRESETS
+    from pytest_inferbench.spec.families import PRESETS
     work = model_work(PRESETS[preset])
     assert (work["flops_per_sample"], work["parameters"]) == TORCH_COUNTS[preset]
 

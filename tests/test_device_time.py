@@ -9,7 +9,7 @@ import pytest
 
 from pytest_inferbench.measure import device_timer
 from pytest_inferbench.measure.device_timer import DeviceTimer, Unavailable
-from pytest_inferbench.results.model import Latency, Percentile, Result, Stop
+from pytest_inferbench.core.result import Latency, Percentile, Result, Stop
 from pytest_inferbench.results.summary import _row
 from pytest_inferbench.runtimes.base import LoadContext, RuntimeUnavailable
 
@@ -183,7 +183,7 @@ def test_unavailable_says_why():
 
 
 def test_engine_resets_after_warmup_and_stores_device_time():
-    from pytest_inferbench.measure.engine import measure_callable
+    from pytest_inferbench.workload.driver import measure_callable
     from pytest_inferbench.spec import Settings
     dev = FakeDevice(kernel_ms=1.0, launch_gap_ms=3.0, enqueue_ms=3.0)
     timer = timer_for(dev)
@@ -215,7 +215,7 @@ def test_summary_says_launch_bound():
 
 
 def test_cuda_graphs_option_in_the_id_and_only_for_torch_and_torchscript(tmp_path):
-    from pytest_inferbench.errors import SpecError
+    from pytest_inferbench.core.errors import SpecError
     from pytest_inferbench.spec import load_spec
     spec = tmp_path / "bench_g.yaml"
     spec.write_text(textwrap.dedent("""

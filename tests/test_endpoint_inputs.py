@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pytest_inferbench.errors import SpecError
+from pytest_inferbench.core.errors import SpecError
 from pytest_inferbench.serving.inputs import (EndpointInputError, generate, load_data,
                                               signature_from_metadata)
 from pytest_inferbench.spec import InputDecl, load_spec

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from pytest_inferbench.__main__ import main as cli
-from pytest_inferbench.errors import SpecError
+from pytest_inferbench.core.errors import SpecError
 from pytest_inferbench.gate.compare import (compare_runs, config_key, histogram_percentile,
                                             mismatches, render_text)
-from pytest_inferbench.gate.stats import (Obs, decide, holm, paired_judgement,
+from pytest_inferbench.core.verdicts import (Obs, decide, holm, paired_judgement,
                                           stored_judgement)
-from pytest_inferbench.gate.thresholds import GateError, parse_gate
-from pytest_inferbench.measure.stats import percentile_with_bounds
-from pytest_inferbench.results.model import log_histogram
+from pytest_inferbench.core.thresholds import GateError, parse_gate
+from pytest_inferbench.core.stats import percentile_with_bounds
+from pytest_inferbench.core.result import log_histogram
 from pytest_inferbench.spec import load_job, load_spec
 
 # ----------------------------------------------------------------------------- thresholds
@@ -363,7 +363,7 @@ def test_a_missing_named_baseline_warns_and_still_writes_everything(pytester):
 
 
 def test_no_gate_reports_but_does_not_fail():
-    from pytest_inferbench.results.gating import SessionGate
+    from pytest_inferbench.gate.session import SessionGate
     base = _doc([_result(1.0, repeat=k) for k in (1, 2, 3)])
     new = _doc([_result(2.0)])
     for enabled, failed in ((True, True), (False, False)):

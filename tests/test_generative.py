@@ -21,13 +21,14 @@ import pytest
 pytest.importorskip("aiohttp", reason="aiohttp not installed: pip install aiohttp "
                     "(the OpenAI-compatible client)")
 
-from pytest_inferbench.errors import SpecError  # noqa: E402
-from pytest_inferbench.measure.engine import run_cell  # noqa: E402
-from pytest_inferbench.measure.stats import percentile  # noqa: E402
+from pytest_inferbench.core.errors import SpecError  # noqa: E402
+from pytest_inferbench.run.cell import run_cell  # noqa: E402
+from pytest_inferbench.core.stats import percentile  # noqa: E402
 from pytest_inferbench.serving.openai_client import RequestRecord  # noqa: E402
 from pytest_inferbench.spec import load_spec  # noqa: E402
-from pytest_inferbench.workload.generative import request_metrics, slo_verdict  # noqa: E402
-from pytest_inferbench.workload.prompts import Prompts, load_dataset, prepare  # noqa: E402
+from pytest_inferbench.workload.generative_metrics import request_metrics, slo_verdict  # noqa: E402
+from pytest_inferbench.spec.prompts import Prompts  # noqa: E402
+from pytest_inferbench.workload.prompts import load_dataset, prepare  # noqa: E402
 
 MOCK = r'''
 import asyncio, json, sys
@@ -395,9 +396,10 @@ def test_decoder_kv_cache_decodes_as_the_full_forward():
     again without a cache."""
     import torch
 
-    from pytest_inferbench.models.families import DecoderSpec
+    from pytest_inferbench.spec.families import DecoderSpec
     torch.manual_seed(0)
-    model, sig = DecoderSpec(layers=2, hidden=32, heads=4, vocab=50, max_seq=64).build()
+    from pytest_inferbench.models.families import build
+    model, sig = build(DecoderSpec(layers=2, hidden=32, heads=4, vocab=50, max_seq=64))
     assert sig.inputs[0].shape == (64,) and sig.inputs[0].high == 50
     ids = [3, 14, 15, 9, 26]
     token, cache = model.prefill(torch.tensor([ids]))

@@ -85,7 +85,7 @@ def test_cuda_graphs_cells_check_replayed_outputs_and_report_device_time(pyteste
 
 def test_replayed_graph_outputs_equal_eager_outputs(tmp_path):
     from pytest_inferbench.models.cache import ArtifactCache
-    from pytest_inferbench.models.families import PRESETS, ResNetSpec
+    from pytest_inferbench.spec.families import PRESETS, ResNetSpec
     from pytest_inferbench.runtimes.base import LoadContext
     from pytest_inferbench.runtimes.torch_eager import TorchRunner
     spec = ResNetSpec.model_validate(PRESETS["resnet-tiny"])

@@ -16,10 +16,11 @@ import pytest
 pytest.importorskip("tritonclient", reason="tritonclient not installed: "
                     "pip install 'pytest-inferbench[serve]'")
 
-from pytest_inferbench.errors import SpecError  # noqa: E402
-from pytest_inferbench.measure.engine import run_cell  # noqa: E402
+from pytest_inferbench.core.errors import SpecError  # noqa: E402
+from pytest_inferbench.run.cell import run_cell  # noqa: E402
 from pytest_inferbench.models.cache import ArtifactCache  # noqa: E402
-from pytest_inferbench.serving.client import Endpoint, breakdown, resolve_headers  # noqa: E402
+from pytest_inferbench.serving.client import Endpoint, resolve_headers  # noqa: E402
+from pytest_inferbench.serving.statistics import breakdown  # noqa: E402
 from pytest_inferbench.serving.launcher import LaunchedServer  # noqa: E402
 from pytest_inferbench.spec import load_spec  # noqa: E402
 

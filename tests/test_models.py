@@ -12,7 +12,7 @@ import torch
 from conftest import FAST
 from pytest_inferbench.models.artifacts import onnx_model, torch_module
 from pytest_inferbench.models.cache import ArtifactCache
-from pytest_inferbench.models.families import PRESETS, MLPSpec, ResNetSpec, TransformerSpec
+from pytest_inferbench.spec.families import PRESETS, MLPSpec, ResNetSpec, TransformerSpec
 from pytest_inferbench.runtimes.base import LoadContext
 
 SMALL = [MLPSpec(layers=2, hidden=32, features=16, classes=5),
@@ -46,7 +46,7 @@ def test_weights_are_deterministic_per_seed():
 
 
 def test_presets_are_valid():
-    from pytest_inferbench.models.families import FAMILIES
+    from pytest_inferbench.spec.families import FAMILIES
     for name, preset in PRESETS.items():
         FAMILIES[preset["family"]].model_validate(preset)
 
@@ -78,7 +78,7 @@ def test_user_onnx_and_torchscript_files(pytester):
     net = torch.nn.Sequential(torch.nn.Linear(6, 3)).eval()
     torch.jit.trace(net, torch.randn(2, 6)).save(str(pytester.path / "net.pt"))
     from pytest_inferbench.models.artifacts import export_onnx
-    from pytest_inferbench.models.signature import InputSignature, TensorSpec
+    from pytest_inferbench.core.signature import InputSignature, TensorSpec
     export_onnx(net, InputSignature(inputs=(TensorSpec(name="feat", shape=(6,)),)),
                 pytester.path / "net.onnx")
     pytester.makefile(".yaml", bench_files=f"""

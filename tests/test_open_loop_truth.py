@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from pytest_inferbench.measure.engine import measure_callable
+from pytest_inferbench.workload.driver import measure_callable
 from pytest_inferbench.measure.monitors import ProcessMonitor
 from pytest_inferbench.spec import Settings, Workload, load_spec
 from pytest_inferbench.workload import arrivals
@@ -252,7 +252,7 @@ def user_triton(tmp_path_factory):
 
 
 def test_a_triton_on_this_host_is_the_system_under_test(user_triton, tmp_path):
-    from pytest_inferbench.measure.engine import run_cell
+    from pytest_inferbench.run.cell import run_cell
     from pytest_inferbench.models.cache import ArtifactCache
     f = tmp_path / "e.yaml"
     f.write_text(textwrap.dedent(f"""
@@ -329,7 +329,7 @@ def test_no_process_of_a_failed_triton_cell_survives(tmp_path, monkeypatch, kill
     the pool stops the server, and nothing of its tree is left."""
     pytest.importorskip("tritonclient")
     pytest.importorskip("pytriton")
-    from pytest_inferbench.measure.engine import run_cell
+    from pytest_inferbench.run.cell import run_cell
     from pytest_inferbench.models.cache import ArtifactCache
     from pytest_inferbench.serving import launcher
     from pytest_inferbench.serving.pool import ServerPool

@@ -9,9 +9,9 @@ from array import array
 
 import pytest
 
-from pytest_inferbench.gate.stats import look_schedule
-from pytest_inferbench.measure.engine import run_cell
-from pytest_inferbench.measure.paired import _round
+from pytest_inferbench.core.verdicts import look_schedule
+from pytest_inferbench.run.cell import run_cell
+from pytest_inferbench.run.paired import _round
 from pytest_inferbench.models.cache import ArtifactCache
 from pytest_inferbench.spec import load_spec
 
@@ -248,7 +248,7 @@ def test_paired_mode_in_the_open_loop_server_scenario(pytester):
 
 
 def test_paired_mode_refuses_what_it_cannot_interleave(tmp_path):
-    from pytest_inferbench.errors import SpecError
+    from pytest_inferbench.core.errors import SpecError
     cases = {
         "workload: {scenario: server, arrival: trace, trace: t.csv}": "trace replay",
         "workload: {scenario: concurrency, concurrency: 2}": "not concurrency",

@@ -259,7 +259,7 @@ def test_inputs_without_a_batch_axis_and_fixed_values(pytester):
 
 
 def test_signature_values_ranges_and_batch_axes():
-    from pytest_inferbench.models.signature import InputSignature, TensorSpec
+    from pytest_inferbench.core.signature import InputSignature, TensorSpec
     sig = InputSignature(inputs=(
         TensorSpec(name="mask", shape=(5,), dtype="int64", value=1),
         TensorSpec(name="ids", shape=(5,), dtype="int64", low=10, high=12),

@@ -16,7 +16,7 @@ import pytest
 import pytest_inferbench.report.render as render_module
 from conftest import FAST
 from pytest_inferbench import load_results
-from pytest_inferbench.errors import SpecError
+from pytest_inferbench.core.errors import SpecError
 from pytest_inferbench.report import render_report
 from pytest_inferbench.spec import load_job, load_spec
 

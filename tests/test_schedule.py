@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_inferbench.errors import SpecError
+from pytest_inferbench.core.errors import SpecError
 from pytest_inferbench.schedule import leases
-from pytest_inferbench.schedule.inventory import load_followers
+from pytest_inferbench.spec.followers import load_followers
 from pytest_inferbench.schedule.policy import (ReadyQueue, Retries, Slot, Task, TwoTier, able,
                                                estimate_s, resources)
 from pytest_inferbench.spec import load_job, load_spec

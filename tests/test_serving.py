@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("tritonclient", reason="tritonclient not installed: "
                     "pip install 'pytest-inferbench[serve]'")
 
-from pytest_inferbench.measure.engine import run_cell  # noqa: E402
+from pytest_inferbench.run.cell import run_cell  # noqa: E402
 from pytest_inferbench.models.cache import ArtifactCache  # noqa: E402
 from pytest_inferbench.serving.launcher import LaunchedServer, ServerError  # noqa: E402
 from pytest_inferbench.spec import load_spec  # noqa: E402

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_inferbench.errors import SpecError
+from pytest_inferbench.core.errors import SpecError
 from pytest_inferbench.spec import load_job, load_spec
 
 

@@ -12,11 +12,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_inferbench.errors import SpecError
-from pytest_inferbench.models.families import FAMILIES
+from pytest_inferbench.core.errors import SpecError
+from pytest_inferbench.spec.families import FAMILIES
 from pytest_inferbench import spec as schema
 from pytest_inferbench.spec import load_job, load_spec
-from pytest_inferbench.yaml_lines import MAX_BYTES, MAX_DEPTH, MAX_VALUES
+from pytest_inferbench.spec.yaml_lines import MAX_BYTES, MAX_DEPTH, MAX_VALUES
 
 GOOD = "name: x\nbenchmarks:\n  - model: mlp-tiny\n    batch_size: [1, 2]\n"
 

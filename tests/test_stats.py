@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom
 
-from pytest_inferbench.measure.stats import (bound_ranks, percentile, percentile_with_bounds,
+from pytest_inferbench.core.stats import (bound_ranks, percentile, percentile_with_bounds,
                                              rank, relative_half_width, samples_needed)
 
 samples = st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=400)

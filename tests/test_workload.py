@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import FAST
-from pytest_inferbench.errors import SpecError
-from pytest_inferbench.measure.early_stopping import min_passing_queries, verdict
-from pytest_inferbench.measure.engine import measure_callable
+from pytest_inferbench.core.errors import SpecError
+from pytest_inferbench.core.early_stopping import min_passing_queries, verdict
+from pytest_inferbench.workload.driver import measure_callable
 from pytest_inferbench.spec import Settings, Workload, load_spec
 from pytest_inferbench.workload.arrivals import load_trace, schedule
 

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from ..results.store import RunFileError, load_run
 
 STANDARD_PERCENTILES = ("p50", "p90", "p95", "p99", "p99.9")
 
@@ -84,7 +85,6 @@ def run_files_in(directory: Path) -> list[Path]:
 
 def read_runs(sources) -> list[Run]:
     """Paths (files or directories), run documents (dicts) or Runs -> list of Runs, in order."""
-    from ..results.store import RunFileError, load_run
     if isinstance(sources, (str, Path, Mapping, Run)):
         sources = [sources]
     runs: list[Run] = []

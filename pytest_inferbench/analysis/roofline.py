@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 
 import pandas as pd
+from ..models.families import RESNET_BLOCKS
+from ..spec.families import FAMILIES
 
 BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
@@ -36,7 +38,6 @@ def model_work(model_spec: Mapping) -> dict | None:
 @lru_cache(maxsize=256)
 def _model_work(key: str) -> dict | None:
     spec = json.loads(key)
-    from ..models.families import FAMILIES
     family = FAMILIES[spec["family"]].model_validate(spec)     # the family's defaults filled in
     macs, params = _COUNTERS[spec["family"]](family)
     return {"flops_per_sample": 2.0 * macs, "parameters": int(params),
@@ -57,13 +58,12 @@ def _conv(size: int, cin: int, cout: int, k: int, stride: int, pad: int) -> tupl
 
 def _resnet(r) -> tuple[int, int]:
     """The network models/_resnet.py builds: stem, four stages of blocks, pooling, linear."""
-    from ..models.families import _RESNET_BLOCKS
     bottleneck = r.depth >= 50
     size, macs, params = _conv(r.resolution, r.channels, r.width, 7, 2, 3)
     params += 2 * r.width                                   # batch norm (scale, shift)
     size = (size + 2 - 3) // 2 + 1                          # max pool 3x3, stride 2
     cin = r.width
-    for stage, count in enumerate(_RESNET_BLOCKS[r.depth]):
+    for stage, count in enumerate(RESNET_BLOCKS[r.depth]):
         planes = r.width * 2 ** stage
         for i in range(count):
             stride = 2 if (i == 0 and stage > 0) else 1

@@ -25,9 +25,10 @@ import json
 import math
 from pathlib import Path
 
-from .stats import (IMPROVEMENT, NO_CHANGE, REGRESSION, SEVERITY, UNDETERMINED, Obs,
+from ..core.verdicts import (IMPROVEMENT, NO_CHANGE, REGRESSION, SEVERITY, UNDETERMINED, Obs,
                     cell_verdict, decide, judge, quantile, stored_judgement)
-from .thresholds import GateConfig, default_noise, threshold_text
+from ..core.thresholds import GateConfig, default_noise, threshold_text
+from ..core.stats import bound_ranks, rank
 
 # Cell fields that do not change what is measured: where it is written and how long it runs.
 _NOT_CONFIG = ("id", "spec", "spec_name", "entry", "line", "marks", "settings", "gate", "ab",
@@ -59,12 +60,12 @@ def display(result: dict) -> str:
     return str(result.get("id") or "?")
 
 
-def _measured(result: dict) -> bool:
+def is_measured(result: dict) -> bool:
     lat = result.get("latency_ms") or {}
     return result.get("status") == "passed" and bool(lat.get("n"))
 
 
-def _group(results) -> dict[str, list[dict]]:
+def group_by_config(results) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for r in results:
         groups.setdefault(config_key(r), []).append(r)
@@ -104,7 +105,6 @@ def histogram_percentile(hist, p: float, confidence: float) -> dict | None:
     to within its bin: the upper edge of the bin holding the rank)."""
     if not hist or not hist.get("counts"):
         return None
-    from ..measure.stats import bound_ranks, rank
     counts = hist["counts"]
     edges = hist["edges_ms"]
     n = int(sum(counts))
@@ -193,8 +193,8 @@ def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None =
     new_prov = new_doc.get("provenance") or {}
     # paired cells judge themselves; the stored comparison covers the rest
     paired = [r for r in new_results if r.get("ab")]
-    base_groups = _group(r for r in base_results if not r.get("ab"))
-    new_groups = _group(r for r in new_results if not r.get("ab"))
+    base_groups = group_by_config(r for r in base_results if not r.get("ab"))
+    new_groups = group_by_config(r for r in new_results if not r.get("ab"))
     mismatch = mismatches(base_prov, new_prov) if has_base else []
     entries, judged = [], []
     only_base, only_new, not_measured = [], [], []
@@ -203,8 +203,8 @@ def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None =
             if has_base:
                 only_new.append(display(rows[0]))
             continue
-        b_rows = [r for r in base_groups[key] if _measured(r)]
-        n_rows = [r for r in rows if _measured(r)]
+        b_rows = [r for r in base_groups[key] if is_measured(r)]
+        n_rows = [r for r in rows if is_measured(r)]
         if not b_rows or not n_rows:
             side = "the baseline" if not b_rows else "this run"
             status = (base_groups[key] if not b_rows else rows)[0].get("status")

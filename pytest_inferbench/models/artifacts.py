@@ -19,11 +19,12 @@ import types
 import warnings
 from pathlib import Path
 
-from ..runtimes.base import RuntimeUnavailable
+from ..core.errors import RuntimeUnavailable
 from .cache import file_hash
 from .calling import adapt
-from .inputs import InputsProblem, declared_signature, onnx_file_signature
-from .signature import InputSignature
+from ..spec.inputs import InputsProblem, declared_signature, onnx_file_signature
+from ..core.signature import InputSignature
+from .families import build as build_family
 
 EXPORT_OPSET = 17
 PROBE_BATCH = 2
@@ -58,7 +59,7 @@ def torch_module(spec, context):
     else:
         rng = _seeded(spec.seed)
         try:
-            module, signature = spec.build()
+            module, signature = build_family(spec)
         finally:
             rng.__exit__(None, None, None)
         origin = {"spec": spec.model_dump(mode="json")}

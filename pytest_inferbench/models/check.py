@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from .cache import content_hash, file_hash
+from .inputs import model_inputs
+from .calling import flatten_outputs
+from .artifacts import torch_module
 
 # Max error relative to the reference's largest magnitude. fp32 allows for TF32 convolutions
 # on GPUs; int8 for dynamic quantisation of random weights. Broken conversions are far beyond.
@@ -51,8 +54,6 @@ def reference_outputs(model, inputs: dict, context) -> list[np.ndarray]:
         return [np.asarray(o, dtype=np.float32) for o in session.run(None, inputs)]
     import torch
 
-    from .artifacts import torch_module
-    from .calling import flatten_outputs
     module, _ = torch_module(model, context)
     with torch.inference_mode():
         out = module.float()(*(torch.from_numpy(a) for a in inputs.values()))
@@ -105,7 +106,6 @@ def check_cell(cell, runner, context, cache_root: Path) -> dict:
         result = {**json.loads(store.read_text()), "cached": True}
     else:
         signature = context.signature
-        from .inputs import model_inputs
         inputs = model_inputs(cell.model, signature, key["batch"], cell.settings.seed)
         ref_inputs = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
                       for k, v in inputs.items()}

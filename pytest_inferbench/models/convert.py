@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtimes.base import RuntimeUnavailable
+from ..core.errors import RuntimeUnavailable
 from .cache import file_hash
-from .signature import InputSignature
+from ..core.signature import InputSignature
+from .inputs import model_inputs
+from .check import TOLERANCE, compare
 
 FP16_MAX = 65504.0
 JUDGE_BATCH = 1            # fp16 variants are judged at batch 1 (fixed-batch models fit it)
@@ -536,11 +538,9 @@ def to_fp16(src: str, signature: InputSignature, context, providers=None) -> str
     """
     import onnxruntime
 
-    from .check import TOLERANCE, compare
     # the entry's own tolerance and real inputs (`data`) where it gives them, as the cell's
     # numerical check will use
     tolerance = getattr(context, "check_tolerance", None) or TOLERANCE["fp16"]
-    from .inputs import model_inputs
     inputs = model_inputs(getattr(context, "model", None), signature, JUDGE_BATCH,
                           context.seed)
     ref_inputs = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)

@@ -1,144 +1,39 @@
-"""Generated model families with deterministic random weights (no downloads needed).
-
-Each family is a pydantic schema (its size fields, validated from YAML) plus a builder that
-returns a torch module and its input signature. torch is imported only inside builders so that
-collection stays fast.
-"""
+"""Build a generated model family's torch module, with deterministic random weights (the
+caller seeds torch): the schemas (size fields, labels, signatures) are spec/families.py's.
+torch is imported only when a module is built, so that collection stays fast."""
 
 from __future__ import annotations
 
-from typing import Literal
+from ..core.signature import InputSignature
+from ..spec.families import DecoderSpec, MLPSpec, ResNetSpec, TransformerSpec
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from .signature import InputSignature, TensorSpec
-
-
-class _Family(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    seed: int = 0
-
-    def label(self) -> str:
-        """Short readable name: the family plus every size field that differs from its default."""
-        parts = [self.family]
-        for name, field in type(self).model_fields.items():
-            if name in ("family", "seed"):
-                continue
-            value = getattr(self, name)
-            if value != field.default:
-                parts.append(f"{_ABBREV.get(name, name)}{value}")
-        if self.seed:
-            parts.append(f"s{self.seed}")
-        return "-".join(parts)
+# basic blocks per stage, by depth (torchvision's resnet layouts)
+RESNET_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3),
+                 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
-_ABBREV = {"layers": "l", "hidden": "h", "features": "f", "classes": "c", "depth": "d",
-           "width": "w", "resolution": "r", "heads": "nh", "seq_len": "seq", "vocab": "v",
-           "channels": "ch", "max_seq": "ms"}
+def build(spec) -> tuple[object, InputSignature]:
+    """(torch module, input signature) of a generated family's spec."""
+    return _module(spec), spec.signature()
 
 
-class MLPSpec(_Family):
-    family: Literal["mlp"] = "mlp"
-    layers: int = Field(2, ge=1, le=64)
-    hidden: int = Field(256, ge=1)
-    features: int = Field(64, ge=1)
-    classes: int = Field(10, ge=1)
-
-    def build(self):
+def _module(spec):
+    if isinstance(spec, MLPSpec):
         import torch.nn as nn
-        dims = [self.features] + [self.hidden] * self.layers
+        dims = [spec.features] + [spec.hidden] * spec.layers
         layers = []
         for a, b in zip(dims, dims[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
-        layers.append(nn.Linear(dims[-1], self.classes))
-        sig = InputSignature(inputs=(TensorSpec(name="x", shape=(self.features,), dtype="float32"),))
-        return nn.Sequential(*layers), sig
-
-
-_RESNET_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3),
-                  101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-
-
-class ResNetSpec(_Family):
-    family: Literal["resnet"] = "resnet"
-    depth: Literal[10, 18, 34, 50, 101, 152] = 18
-    width: int = Field(64, ge=1)
-    resolution: int = Field(224, ge=32)
-    classes: int = Field(1000, ge=1)
-    channels: int = Field(3, ge=1)
-
-    def build(self):
-        from ._resnet import build_resnet
-        module = build_resnet(_RESNET_BLOCKS[self.depth], bottleneck=self.depth >= 50,
-                              width=self.width, classes=self.classes, channels=self.channels)
-        shape = (self.channels, self.resolution, self.resolution)
-        return module, InputSignature(inputs=(TensorSpec(name="x", shape=shape, dtype="float32"),))
-
-
-class TransformerSpec(_Family):
-    family: Literal["transformer"] = "transformer"
-    layers: int = Field(2, ge=1, le=96)
-    hidden: int = Field(128, ge=8)
-    heads: int = Field(2, ge=1)
-    seq_len: int = Field(128, ge=1)
-    vocab: int = Field(30522, ge=2)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-        return self
-
-    def build(self):
-        from ._transformer import build_encoder
-        module = build_encoder(self.layers, self.hidden, self.heads, self.seq_len, self.vocab)
-        sig = InputSignature(inputs=(
-            TensorSpec(name="input_ids", shape=(self.seq_len,), dtype="int64", high=self.vocab),))
-        return module, sig
-
-
-class DecoderSpec(_Family):
-    """A GPT-style decoder (KV cache, greedy decoding) for generative serving: served by the
-    plugin's own OpenAI-compatible server (`serving: {system: openai}` without a url)."""
-    family: Literal["decoder"] = "decoder"
-    layers: int = Field(4, ge=1, le=96)
-    hidden: int = Field(256, ge=8)
-    heads: int = Field(4, ge=1)
-    vocab: int = Field(32000, ge=2)
-    max_seq: int = Field(2048, ge=2)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-        return self
-
-    def build(self):
-        """The module and, for runtimes that call it whole, a sequence of min(max_seq, 128)."""
-        from ._decoder import build_decoder
-        module = build_decoder(self.layers, self.hidden, self.heads, self.vocab, self.max_seq)
-        sig = InputSignature(inputs=(TensorSpec(name="input_ids", shape=(min(self.max_seq, 128),),
-                                                dtype="int64", high=self.vocab),))
-        return module, sig
-
-
-FAMILIES = {"mlp": MLPSpec, "resnet": ResNetSpec, "transformer": TransformerSpec,
-            "decoder": DecoderSpec}
-
-# Short names a spec may use as `model: NAME`.
-PRESETS: dict[str, dict] = {
-    "mlp-tiny": {"family": "mlp", "layers": 2, "hidden": 64, "features": 32, "classes": 10},
-    "mlp-small": {"family": "mlp", "layers": 3, "hidden": 256, "features": 64, "classes": 10},
-    "mlp-large": {"family": "mlp", "layers": 4, "hidden": 2048, "features": 512, "classes": 1000},
-    "resnet-tiny": {"family": "resnet", "depth": 10, "width": 16, "resolution": 64, "classes": 10},
-    "resnet10": {"family": "resnet", "depth": 10},
-    "resnet18": {"family": "resnet", "depth": 18},
-    "resnet34": {"family": "resnet", "depth": 34},
-    "resnet50": {"family": "resnet", "depth": 50},
-    "resnet101": {"family": "resnet", "depth": 101},
-    "bert-tiny": {"family": "transformer", "layers": 2, "hidden": 128, "heads": 2, "seq_len": 128},
-    "bert-mini": {"family": "transformer", "layers": 4, "hidden": 256, "heads": 4, "seq_len": 128},
-    "bert-small": {"family": "transformer", "layers": 4, "hidden": 512, "heads": 8, "seq_len": 128},
-    "bert-base": {"family": "transformer", "layers": 12, "hidden": 768, "heads": 12,
-                  "seq_len": 128},
-}
+        layers.append(nn.Linear(dims[-1], spec.classes))
+        return nn.Sequential(*layers)
+    if isinstance(spec, ResNetSpec):
+        from ._resnet import build_resnet  # lazy: torch
+        return build_resnet(RESNET_BLOCKS[spec.depth], bottleneck=spec.depth >= 50,
+                            width=spec.width, classes=spec.classes, channels=spec.channels)
+    if isinstance(spec, TransformerSpec):
+        from ._transformer import build_encoder  # lazy: torch
+        return build_encoder(spec.layers, spec.hidden, spec.heads, spec.seq_len, spec.vocab)
+    if isinstance(spec, DecoderSpec):
+        from ._decoder import build_decoder  # lazy: torch
+        return build_decoder(spec.layers, spec.hidden, spec.heads, spec.vocab, spec.max_seq)
+    raise TypeError(f"not a generated model family: {type(spec).__name__}")

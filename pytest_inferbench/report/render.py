@@ -27,8 +27,11 @@ from ..analysis.pareto import pareto_frontier
 from ..analysis.roofline import roofline
 from ..analysis.scaling import batch_scaling
 from ..analysis.slo import best_under_slo
+from ..core.version import __version__
 from . import charts
 from .charts import fmt
+from ..gate.compare import headline
+from ..core.units import parse_duration
 
 MAX_CHANGES_LISTED = 8            # slower cells listed under Problems; the rest in the table
 DEFAULT_SLO = (99.0, 50.0)          # p99 <= 50 ms when neither the caller nor the cells say
@@ -99,7 +102,6 @@ def _frame(sources) -> tuple[pd.DataFrame, list[dict]]:
 
 def parse_slo(slo, df: pd.DataFrame | None = None) -> tuple[float, float, str]:
     """(percentile, bound in ms, where it came from)."""
-    from ..units import parse_duration
     if slo is None:
         if df is not None and len(df) and df["slo_bound_ms"].notna().any():
             pairs = df[["slo_percentile", "slo_bound_ms"]].dropna().drop_duplicates()
@@ -235,7 +237,6 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
 
 
 def _version() -> str:
-    from .. import __version__
     return __version__
 
 
@@ -401,7 +402,6 @@ def _comparison(runs: list[dict], tags: dict) -> dict | None:
     if found is None:
         return None
     run, c = found
-    from ..gate.compare import headline
     rows, problems = [], []
     for e in c.get("verdicts") or []:
         for m in e.get("metrics") or []:

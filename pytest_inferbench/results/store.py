@@ -14,7 +14,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from .model import Result
+from ..core.result import Result
 
 FORMAT = "pytest-inferbench-run"
 VERSION = 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .model import Result
+from ..core.result import Result
 
 
 def _fmt(x, digits=3):

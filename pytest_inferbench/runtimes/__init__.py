@@ -1,18 +1,12 @@
-"""Runtime registry. Adding a runtime = one module with a Runner class + one line here.
-
-Entries are import paths so that collection never imports torch or onnxruntime.
-"""
+"""Runtimes: one module per runtime behind the Runner protocol (base.py). Adding a runtime = one
+module with a Runner class + its name and import path in the registry, spec/runtime.py's
+RUNTIMES (import paths, so that collection never imports torch or onnxruntime)."""
 
 from __future__ import annotations
 
 import importlib
 
-RUNTIMES: dict[str, str] = {
-    "torch": "pytest_inferbench.runtimes.torch_eager:TorchRunner",
-    "torchscript": "pytest_inferbench.runtimes.torchscript:TorchScriptRunner",
-    "torch_compile": "pytest_inferbench.runtimes.torch_compile:TorchCompileRunner",
-    "onnxruntime": "pytest_inferbench.runtimes.onnxruntime_runner:OnnxRuntimeRunner",
-}
+from ..spec.runtime import RUNTIMES
 
 
 def runner_class(name: str):

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .base import LoadContext, RuntimeUnavailable, check_cuda, require
+from ..measure.device_timer import cuda_timer
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -106,7 +107,6 @@ class TorchRunnerBase(abc.ABC):
         else:
             launch = compute = functools.partial(module, *self._stage(inputs))
         if cuda:
-            from ..measure.device_timer import cuda_timer
             # launch + synchronize per query; one query in ten also records two CUDA events
             self.device_timer = cuda_timer(torch, self.device, launch, compute=compute,
                                            launch_syncs=self.copies)

@@ -11,9 +11,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-
-class RuntimeUnavailable(Exception):
-    """This cell cannot run on this machine; the message says what is missing and how to get it."""
+from ..core.errors import RuntimeUnavailable  # re-exported: runners raise it
 
 
 @runtime_checkable

@@ -12,6 +12,9 @@ import functools
 import numpy as np
 
 from .base import LoadContext, RuntimeUnavailable, check_cuda, require
+from ..measure.device_timer import Unavailable
+from ..models.convert import onnx_for_precision
+from ..models.artifacts import onnx_model
 
 _OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -24,8 +27,6 @@ class OnnxRuntimeRunner:
 
     def load(self, model, device: str, precision: str, context: LoadContext) -> None:
         ort = require("onnxruntime", "pip install onnxruntime")
-        from ..models.artifacts import onnx_model
-        from ..models.convert import onnx_for_precision
         provider = context.options.get("provider") or ("cuda" if device != "cpu" else "cpu")
         if provider != "cpu" and device == "cpu":
             raise RuntimeUnavailable(f"provider {provider} needs a cuda device, not cpu")
@@ -67,7 +68,6 @@ class OnnxRuntimeRunner:
         self.on_gpu = provider != "cpu"
         self.device_timer = None
         if self.on_gpu:
-            from ..measure.device_timer import Unavailable
             self.device_timer = Unavailable(
                 f"onnxruntime's Python API exposes neither the {_PROVIDERS[provider]}'s CUDA "
                 f"stream nor events on it, so only the wall-clock side is measured (the GPU "

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from ._torch_common import TorchRunnerBase
 from .base import RuntimeUnavailable
+from ..models.artifacts import torch_module
 
 
 class TorchCompileRunner(TorchRunnerBase):
     name = "torch_compile"
 
     def build_module(self, model, context):
-        from ..models.artifacts import torch_module
         torch = self.torch
         module, signature = torch_module(model, context)
         module = module.to(self.device, self.dtype)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ._torch_common import TorchRunnerBase
+from ..models.artifacts import torch_module
 
 
 class TorchRunner(TorchRunnerBase):
     name = "torch"
 
     def build_module(self, model, context):
-        from ..models.artifacts import torch_module
         module, signature = torch_module(model, context)
         return module.to(self.device, self.dtype), signature

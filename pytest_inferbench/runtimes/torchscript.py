@@ -5,13 +5,13 @@ from __future__ import annotations
 import warnings
 
 from ._torch_common import TorchRunnerBase
+from ..models.artifacts import torchscript_model
 
 
 class TorchScriptRunner(TorchRunnerBase):
     name = "torchscript"
 
     def build_module(self, model, context):
-        from ..models.artifacts import torchscript_model
         path, signature = torchscript_model(model, context, self.dtype)
         torch = self.torch
         with warnings.catch_warnings():

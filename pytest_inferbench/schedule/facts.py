@@ -15,6 +15,9 @@ run then are reported skipped with the reason (xdist_scheduler).
 from __future__ import annotations
 
 import pytest
+from ..spec.followers import SLOT_ENV
+from . import file_hashes
+from ..spec.runtime import RUNTIMES
 
 FLEET_KEY = pytest.StashKey["Fleet"]()
 
@@ -111,7 +114,6 @@ def ask(gateway) -> dict:
 def installed_runtimes(facts: dict) -> frozenset:
     """Runtime names whose package is installed on the follower (unknown runtimes count as
     installed: nothing to check them by)."""
-    from ..runtimes import RUNTIMES
     packages = facts.get("packages") or {}
     return frozenset(name for name in set(RUNTIMES) | set(RUNTIME_DISTS)
                      if name not in RUNTIME_DISTS
@@ -154,7 +156,6 @@ class Fleet:
         """pytest_configure_node: ask the node's follower (first slot of each host), set
         node.inferbench_facts = {host, devices, runtimes} for the scheduler's slot."""
         env = getattr(node.gateway.spec, "env", None) or {}
-        from .inventory import SLOT_ENV
         host = (env.get(SLOT_ENV) or "").partition("/")[0]
         follower = self.followers.get(host)
         if follower is None:
@@ -189,8 +190,6 @@ def check_node(node, followers, job=None) -> None:
     """The plugin's pytest_configure_node (controller, before the worker starts): the
     leader's files against the follower's copy (file_hashes: a difference stops the session),
     then the follower's facts (Fleet.check)."""
-    from . import file_hashes
-    from .inventory import SLOT_ENV
     config = node.config
     fleet = config.stash.get(FLEET_KEY, None)
     if fleet is None:

@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 
 import pytest
+from ..spec import load_spec
+from ..core.errors import SpecError
 
 HASHES_KEY = pytest.StashKey[dict]()
 SHORT = 12
@@ -90,8 +92,6 @@ def spec_files(config) -> list[Path]:
 
 def session_files(config, job=None, followers_file=None) -> dict[str, str]:
     """Leader: {path as the follower finds it: sha256} of the files the cells come from."""
-    from ..errors import SpecError
-    from ..spec import load_spec
     root = config.rootpath.resolve()
     files: list[Path] = spec_files(config)
     if job is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from .inventory import LABELS_ENV, SLOT_ENV
+from ..spec.followers import LABELS_ENV, SLOT_ENV
 from .leases import DEFAULT_TIMEOUT_S, hold
 from .policy import Slot, Task, device_on, resources
 

@@ -36,8 +36,9 @@ from pathlib import Path
 from xdist.report import report_collection_diff
 from xdist.workermanage import parse_tx_spec_config
 
-from .inventory import SLOT_ENV
+from ..spec.followers import SLOT_ENV
 from .policy import ReadyQueue, Retries, Slot, Task, TwoTier, able, estimate_s
+from ..spec import load_spec
 
 _REPEAT = re.compile(r"-r\d+\]$")
 
@@ -67,7 +68,6 @@ class CellTasks:
         if not sep:
             return None
         if file not in self._files:
-            from ..spec import load_spec
             try:
                 cells = load_spec(self.rootdir / file, job=self.job, rootdir=self.rootdir) \
                     if file.endswith((".yaml", ".yml")) else []

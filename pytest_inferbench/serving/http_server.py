@@ -11,6 +11,7 @@ import json
 import sys
 
 import numpy as np
+from .model_host import HostedModel
 
 _DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64,
            "INT32": np.int32, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
@@ -121,7 +122,6 @@ def main(argv: list[str]) -> None:
     cell_path, cache_dir, port = argv
     import uvicorn
 
-    from .model_host import HostedModel
     app = make_app(HostedModel(cell_path, cache_dir))
     uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.signature import InputSignature, TensorSpec
+from ..core.signature import InputSignature, TensorSpec
 
 TO_NUMPY = {"FP32": "float32", "FP16": "float16", "FP64": "float64", "INT64": "int64",
             "INT32": "int32", "INT16": "int16", "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}

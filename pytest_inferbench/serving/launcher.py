@@ -38,6 +38,7 @@ from pathlib import Path
 import psutil
 
 from .client import Endpoint
+from .affinity import split
 
 _LIVE: set[subprocess.Popen] = set()
 TAG_VARIABLE = "INFERBENCH_SERVER_TAG"
@@ -244,7 +245,6 @@ class LaunchedServer:
         self.ready_timeout = ready_timeout
         self.proc = None
         self.launch_s = None
-        from .affinity import split
         self.affinity = split() if cell.serving.pin_cpus else None
         self.tmp = tempfile.TemporaryDirectory(prefix="inferbench-server-")
 

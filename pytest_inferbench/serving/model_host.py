@@ -10,7 +10,7 @@ import numpy as np
 from ..models.cache import ArtifactCache
 from ..runtimes import runner_class
 from ..runtimes.base import LoadContext
-from ..spec import Cell
+from ..spec import Cell, Threads
 
 
 class HostedModel:
@@ -23,7 +23,6 @@ class HostedModel:
             # as many intra-op threads as the cores this server was given (see affinity.py)
             import os
 
-            from ..spec import Threads
             threads = Threads(intra=len(os.sched_getaffinity(0)))
         self.context = LoadContext(cache=ArtifactCache(cache_dir), seed=cell.settings.seed,
                                    options=cell.runtime_options, threads=threads)

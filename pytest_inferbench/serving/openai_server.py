@@ -24,21 +24,12 @@ import queue
 import sys
 import threading
 import time
-import zlib
+
+from ..models.families import build as build_family
+from ..models.tokenizer import Tokenizer
+from ..spec import Cell
 
 EOS = 0
-
-
-class Tokenizer:
-    def __init__(self, vocab: int):
-        from ..workload.prompts import WORDS
-        self.vocab, self.words = vocab, WORDS
-
-    def encode(self, text: str) -> list[int]:
-        return [zlib.crc32(w.encode()) % (self.vocab - 1) + 1 for w in text.split()]
-
-    def decode(self, token: int) -> str:
-        return " " + self.words[token % len(self.words)]
 
 
 class _Sequence:
@@ -203,7 +194,6 @@ def load(cell_path: str):
     """(engine, tokenizer, served name, max_seq) for the cell's decoder."""
     import torch
 
-    from ..spec import Cell
     cell = Cell.model_validate(json.loads(open(cell_path).read()))
     spec = cell.model
     if cell.device == "cpu":
@@ -211,7 +201,7 @@ def load(cell_path: str):
         torch.set_num_threads(cell.threads.intra if cell.threads and cell.threads.intra
                               else len(os.sched_getaffinity(0)))
     torch.manual_seed(spec.seed)
-    module, _ = spec.build()
+    module, _ = build_family(spec)
     module = module.to(cell.device)
     engine = Engine(module, cell.device, cell.serving.max_batch_size)
     return engine, Tokenizer(spec.vocab), cell.model_label, spec.max_seq

@@ -10,6 +10,7 @@ it started (launcher.py), and a launch that fails half-way is stopped the same w
 from __future__ import annotations
 
 import json
+from .launcher import LaunchedServer
 
 
 def server_key(cell) -> str | None:
@@ -35,7 +36,6 @@ class ServerPool:
     def get(self, cell, cache_dir):
         """(server, reused): the running server for this cell's configuration, launched if
         needed; any other server is stopped first."""
-        from .launcher import LaunchedServer
         key = server_key(cell)
         if self._server is not None and key == self._key and self._server.alive():
             return self._server, True

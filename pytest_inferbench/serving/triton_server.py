@@ -11,6 +11,7 @@ import sys
 import tempfile
 
 import numpy as np
+from .model_host import HostedModel
 
 
 def main(argv: list[str]) -> None:
@@ -20,7 +21,6 @@ def main(argv: list[str]) -> None:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    from .model_host import HostedModel
 
     host = HostedModel(cell_path, cache_dir)
     serving = host.cell.serving

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..measure.stats import relative_half_width, rank
+from ..core.stats import relative_half_width, rank
 from .failures import ErrorLog
 
 # Default target percentile of the stopping rule per scenario (MLPerf single-stream reports p90;
@@ -63,7 +63,7 @@ def _latencies(ends: array, chunk_first: array, chunk_start: array) -> np.ndarra
 Progress = Callable[[float, int, float | None], None]   # (elapsed s, queries, current p99 ms)
 
 
-def _warmup(fn, warmup) -> tuple[int, float]:
+def warm_up(fn, warmup) -> tuple[int, float]:
     clock = time.perf_counter
     t0 = clock()
     if isinstance(warmup, int):
@@ -85,7 +85,7 @@ def run_closed_loop(fn: Callable[[], object], settings, scenario: str,
     A query that raises is recorded in the error log and left out of the samples; the next
     query starts a new chunk with its own clock reading, so no latency spans a failure."""
     target = settings.target_percentile or DEFAULT_TARGET.get(scenario, 50.0)
-    warm_n, warm_s = _warmup(fn, settings.warmup)
+    warm_n, warm_s = warm_up(fn, settings.warmup)
 
     clock = time.perf_counter_ns
     # One clock read per query: a query starts when the previous one returned, except the first

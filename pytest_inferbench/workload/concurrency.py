@@ -10,7 +10,7 @@ from array import array
 
 import numpy as np
 
-from ..measure.stats import rank, relative_half_width
+from ..core.stats import rank, relative_half_width
 from .closed_loop import Samples
 from .failures import ErrorLog
 

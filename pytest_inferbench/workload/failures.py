@@ -122,3 +122,21 @@ class ErrorLog:
                       for (t, _), (m, c) in self._kinds.items()],
             "other_kinds": self.other,
         }
+
+
+def judge_errors(result, errors, max_error_rate: float) -> None:
+    """Record failed queries in the result; fail it when nothing succeeded or too much failed.
+    A cell that measured nothing never passes."""
+    n = result.latency_ms.n
+    result.errors = errors.to_json(n)
+    first = errors.first()
+    if not n:
+        result.status = "failed"
+        result.reason = "measured no successful query" + (f"; first error: {first}"
+                                                           if first else "")
+    elif errors.failed and result.errors["error_rate"] > max_error_rate:
+        result.status = "failed"
+        result.reason = (f"{first} ({errors.failed} of {result.errors['attempted']} queries "
+                         f"failed: {errors.errors} errors, {errors.timeouts} timeouts; "
+                         f"{100 * result.errors['error_rate']:.3g}% > max_error_rate "
+                         f"{100 * max_error_rate:g}%)")

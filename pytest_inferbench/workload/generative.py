@@ -1,26 +1,5 @@
-"""Generative serving: TTFT, ITL, TPOT, E2E and goodput of an OpenAI-compatible server.
-
-Metric definitions (the README repeats them), per request, every time from the request's
-*scheduled* send (open loop: its slot in the arrival schedule; concurrency: the moment its
-client was ready to send, i.e. the previous request's end), so a late send or a queue in
-front of the server makes them worse, never better:
-
-- TTFT = first chunk carrying text - scheduled.
-- ITL = each gap between two consecutive chunks carrying text (TTFT is not one of them).
-  A server that puts several tokens in a chunk shows fewer, longer gaps: ITL is per chunk.
-- E2E = last chunk carrying text - scheduled (the response's end when it had no text).
-- TPOT = (E2E - TTFT) / (output tokens - 1), output tokens from the server's `usage`;
-  undefined for one output token and for non-streamed requests.
-- Output tokens come from `usage.completion_tokens`; the chunks carrying text are counted
-  too and every request where the two disagree is reported, never silently mixed.
-
-Per cell: percentiles with distribution-free bounds (measure/stats.py through Latency) of
-each metric, requests/s, output tokens/s and total tokens/s over the window (first scheduled
-send to last response), and goodput: the rate of requests that succeeded and met *every*
-bound of the SLO (`ttft_p99: 2s` bounds that request's TTFT by 2 s; `itl_pNN`: every gap of
-the request). The SLO verdict applies LoadGen's early-stopping rule (measure/early_stopping.py)
-to each metric: `pass` only when each is proven, `fail` when one is over its bound,
-`undetermined` with "too few requests" and the count a verdict needs otherwise.
+"""Generative serving: issuing the requests of an OpenAI-compatible benchmark and driving its
+scenario (the metrics are defined in workload/generative_metrics.py).
 
 Issuing: the open loop is the harness's own (workload/open_loop.py): an issuer thread sleeps
 to each scheduled time and hands the request to the client's event loop in another thread,
@@ -48,234 +27,22 @@ import time
 
 import numpy as np
 
-from ..measure.stats import percentile, relative_half_width
+from ..core.stats import relative_half_width
 from ..serving.openai_client import OpenAIClient, OpenAIError, RequestRecord, error_text
-from .failures import ErrorLog
+from ..spec.generative import parse_slo_key
+from .generative_metrics import metric_values, request_metrics, slo_verdict, summarise
+from .failures import ErrorLog, judge_errors
+from .search import bounds_decided, judge_bounds, run_capacity, step_schedule
+from .generative_clients import ClientProcesses
+from .prompts import Prompts, prepare
+from ..core.result import Latency, Result, Stop, Throughput
+from ..measure.monitors import ProcessMonitor
+from .open_loop import lag_validity, run_open_loop
+from . import arrivals
 
-METRICS = ("ttft", "itl", "tpot", "e2e")
-SCENARIOS = ("server", "concurrency", "single_stream", "capacity")
 _CHECK_EVERY_S = 0.25
 MAX_LAG_EFFECT = 0.10            # as open_loop.py: the client's lag may move TTFT this much
 CHUNKS_PER_PROCESS = 6000       # chunks/s one client event loop parses at about half a core
-
-
-def parse_slo_key(key: str) -> tuple[str, float] | None:
-    """'ttft_p99' -> ('ttft', 99.0); None when the key is not a generative metric's."""
-    metric, _, pct = key.partition("_p")
-    if metric not in METRICS or not pct:
-        return None
-    try:
-        p = float(pct)
-    except ValueError:
-        return None
-    return (metric, p) if 0 < p < 100 else None
-
-
-def cell_problem(workload, serving, model) -> str | None:
-    """Why a spec's generative cell cannot run as written (spec.py raises it with the line)."""
-    generative = serving.system == "openai"
-    if not generative:
-        if workload.prompts is not None or workload.keep_requests or \
-                workload.client_processes is not None:
-            return ("`prompts`, `keep_requests` and `client_processes` apply to "
-                    "`serving: {system: openai}` only")
-        if workload.slo and any(parse_slo_key(k) for k in workload.slo):
-            return "SLOs on ttft/itl/tpot/e2e apply to `serving: {system: openai}` only"
-        return None
-    if workload.scenario not in SCENARIOS:
-        return (f"generative serving measures the scenarios {', '.join(SCENARIOS)}, "
-                f"not {workload.scenario}")
-    if workload.client_processes is not None and workload.scenario not in ("server",
-                                                                           "capacity"):
-        return "`client_processes` sends an open loop: scenario server or capacity"
-    if workload.scenario == "capacity" and workload.client_processes == 0:
-        return ("the capacity search on goodput sends from client processes: "
-                "`client_processes` of at least 1")
-    if serving.url is None:
-        if model is None or getattr(model, "family", None) != "decoder":
-            return ("`serving: {system: openai}` without a `url` launches the plugin's own "
-                    "server, which serves a generated decoder: "
-                    "`model: {family: decoder, ...}` (or give the `url` of a running server)")
-    elif model is not None:
-        return "a `url` names a running server: its model is `serving.model`, not `model`"
-    if workload.slo:
-        bad = [k for k in workload.slo if parse_slo_key(k) is None]
-        if bad:
-            return (f"SLO key '{bad[0]}': a generative SLO bounds ttft, itl, tpot or e2e "
-                    f"at a percentile, e.g. {{ttft_p99: 2s, tpot_p99: 200ms}}")
-    return None
-
-
-# ----------------------------------------------------------------------------- metrics
-
-def request_metrics(records: list[RequestRecord], streamed: bool = True) -> dict:
-    """Per-request metric arrays (ns) of the successful requests, and the ITL gaps pooled.
-    Keys: ttft, e2e, tpot (NaN where undefined), itl (all gaps), output, prompt (tokens),
-    and `good_itl_max` (each request's largest gap, 0 without gaps)."""
-    ok = [r for r in records if r.ok]
-    n = len(ok)
-    ttft = np.full(n, np.nan)
-    e2e = np.empty(n)
-    tpot = np.full(n, np.nan)
-    itl_max = np.zeros(n)
-    output = np.empty(n)
-    prompt = np.full(n, np.nan)
-    gaps = []
-    for k, r in enumerate(ok):
-        last = r.chunk_ns[-1] if r.chunk_ns else r.end_ns
-        e2e[k] = last - r.scheduled_ns
-        tokens = r.output_tokens if r.output_tokens is not None else len(r.chunk_ns)
-        output[k] = tokens
-        if r.prompt_tokens is not None:
-            prompt[k] = r.prompt_tokens
-        if r.first_token_ns is not None:
-            ttft[k] = r.first_token_ns - r.scheduled_ns
-        if len(r.chunk_ns) > 1:
-            g = np.diff(np.asarray(r.chunk_ns, dtype=np.int64))
-            gaps.append(g)
-            itl_max[k] = g.max()
-        if streamed and tokens > 1 and r.first_token_ns is not None:
-            tpot[k] = (e2e[k] - ttft[k]) / (tokens - 1)
-    itl = np.concatenate(gaps) if gaps else np.empty(0)
-    return {"ttft": ttft, "e2e": e2e, "tpot": tpot, "itl": itl, "itl_max": itl_max,
-            "output": output, "prompt": prompt}
-
-
-def metric_values(m: dict, metric: str) -> np.ndarray:
-    """The values a metric's percentiles are computed over (ns, defined ones only)."""
-    v = m[metric]
-    return v[~np.isnan(v)] if metric != "itl" else v
-
-
-def meets_slo(m: dict, slo: dict[str, float]) -> np.ndarray:
-    """Per successful request: True when it met every bound (seconds) of the SLO. An
-    undefined TPOT (one output token) has no second token to be late: it meets the bound;
-    an undefined TTFT (no text at all) does not."""
-    good = np.ones(len(m["e2e"]), dtype=bool)
-    for key, bound in slo.items():
-        metric, _ = parse_slo_key(key)
-        b = bound * 1e9
-        if metric == "itl":
-            good &= m["itl_max"] <= b
-        elif metric == "tpot":
-            good &= np.isnan(m["tpot"]) | (m["tpot"] <= b)
-        else:
-            good &= ~np.isnan(m[metric]) & (m[metric] <= b)
-    return good
-
-
-def slo_verdict(m: dict, slo: dict[str, float], confidence: float = 0.99) -> dict:
-    """Each bound judged with LoadGen's early-stopping rule; the cell's verdict is `pass` only
-    when every one is proven, `fail` as soon as one is over, else `undetermined` (too few
-    requests, with how many a verdict needs)."""
-    from ..measure.early_stopping import verdict
-    per = {}
-    for key, bound in slo.items():
-        metric, p = parse_slo_key(key)
-        values = metric_values(m, metric)
-        per[key] = verdict(values, int(bound * 1e9), p, confidence)
-        per[key]["values"] = "gaps" if metric == "itl" else "requests"
-    states = [v["verdict"] for v in per.values()]
-    if "fail" in states:
-        state = "fail"
-        failing = [k for k, v in per.items() if v["verdict"] == "fail"]
-        reason = f"{', '.join(failing)} over the bound"
-    elif all(s == "pass" for s in states):
-        state, reason = "pass", None
-    else:
-        state = "undetermined"
-        short = [f"{k}: {v['queries']} of {v['queries_needed']} {v['values']}"
-                 for k, v in per.items() if v["verdict"] == "undetermined"]
-        reason = "too few requests for a verdict (" + "; ".join(short) + ")"
-    return {"verdict": state, "reason": reason, "confidence": confidence,
-            "queries": len(m["e2e"]), "metrics": per}
-
-
-def _ms(x) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x) / 1e6, 6)
-
-
-def _lag(values_ns: np.ndarray) -> dict:
-    if not len(values_ns):
-        return {"p50": None, "p99": None, "max": None}
-    return {"p50": _ms(np.percentile(values_ns, 50)), "p99": _ms(np.percentile(values_ns, 99)),
-            "max": _ms(values_ns.max())}
-
-
-def summarise(records: list[RequestRecord], settings, slo: dict | None, streamed: bool,
-              window_start_ns: int) -> dict:
-    """The cell's generative figures (JSON) from its request records."""
-    from ..results.model import Latency
-    m = request_metrics(records, streamed)
-    ok = [r for r in records if r.ok]
-    ends = [r.end_ns for r in records if r.end_ns is not None]
-    window_s = (max(ends) - window_start_ns) / 1e9 if ends else 0.0
-    out: dict = {}
-    for metric in METRICS:
-        out[f"{metric}_ms"] = Latency.from_ns(metric_values(m, metric), settings.percentiles,
-                                              settings.confidence).model_dump(mode="json")
-    n_out = float(m["output"].sum())
-    prompt_known = ~np.isnan(m["prompt"])
-    n_in = float(m["prompt"][prompt_known].sum())
-    rate = (lambda x: x / window_s if window_s > 0 else None)
-    out.update({"requests": len(records), "completed": len(ok), "window_s": round(window_s, 6),
-                "requests_per_s": rate(len(ok)), "output_tokens_per_s": rate(n_out),
-                "total_tokens_per_s": rate(n_out + n_in) if prompt_known.all() else None,
-                "streamed": streamed})
-    out["tokens"] = token_report(ok, m)
-    if slo:
-        good = meets_slo(m, slo)
-        out["goodput"] = {"requests_per_s": rate(float(good.sum())), "good": int(good.sum()),
-                          "share": float(good.mean()) if len(good) else None,
-                          "slo": {k: v * 1e3 for k, v in slo.items()}, "unit": "ms"}
-    sched = np.array([r.scheduled_ns for r in records], dtype=np.int64)
-    disp = np.array([r.dispatched_ns for r in records], dtype=np.int64)
-    sent = np.array([r.sent_ns for r in records if r.sent_ns], dtype=np.int64)
-    sched_sent = np.array([r.scheduled_ns for r in records if r.sent_ns], dtype=np.int64)
-    out["send_lag_ms"] = {"issuer": _lag(disp - sched), "client": _lag(sent - sched_sent)}
-    # the same TTFT percentile timed from the actual sends: what the client's lag changed
-    ttft_sent = np.array([r.first_token_ns - r.sent_ns for r in ok
-                          if r.first_token_ns is not None], dtype=np.float64)
-    ttft = metric_values(m, "ttft")
-    out["client_lag_effect"] = None
-    if len(ttft) and len(ttft_sent):
-        target = settings.target_percentile or 99.0
-        # nearest rank, as every reported percentile (measure/stats.py)
-        a, b = percentile(np.sort(ttft), target), percentile(np.sort(ttft_sent), target)
-        out["client_lag_effect"] = float(a / b - 1) if b > 0 else 0.0
-    return out
-
-
-def token_report(ok: list[RequestRecord], m: dict) -> dict:
-    """Input/output lengths from the server's usage; where usage and the counted chunks
-    disagree; how the prompt lengths the server saw compare with the lengths built."""
-    def stats(v):
-        v = v[~np.isnan(v)]
-        if not len(v):
-            return None
-        return {"mean": float(v.mean()), "stdev": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                "min": int(v.min()), "max": int(v.max()), "total": int(v.sum())}
-    no_usage = sum(1 for r in ok if r.output_tokens is None)
-    differ = [r for r in ok if r.output_tokens is not None
-              and r.output_tokens != len(r.chunk_ns)]
-    short = sum(1 for r in ok if r.max_tokens and r.output_tokens is not None
-                and r.output_tokens < r.max_tokens)
-    report = {"input": stats(m["prompt"]), "output": stats(m["output"]),
-              "output_source": "usage" if not no_usage else
-              ("chunks" if no_usage == len(ok) else "usage, chunks where usage was missing"),
-              "usage_missing": no_usage,
-              "chunks_differ": len(differ),
-              "chunks_differ_max": max((abs(r.output_tokens - len(r.chunk_ns))
-                                        for r in differ), default=0),
-              "shorter_than_max_tokens": short}
-    pairs = np.array([(r.prompt_tokens - r.expected_prompt_tokens) for r in ok
-                      if r.prompt_tokens is not None and r.expected_prompt_tokens is not None])
-    if len(pairs):
-        # a chat template adds a constant: the offset's spread is what says lengths are exact
-        report["prompt_check"] = {"requests": len(pairs), "offset_median": float(np.median(pairs)),
-                                  "offset_min": int(pairs.min()), "offset_max": int(pairs.max()),
-                                  "exact": float(np.mean(pairs == 0))}
-    return report
 
 
 # ----------------------------------------------------------------------------- the client side
@@ -375,7 +142,6 @@ class GenerativeSUT:
 
 
 def _schedule(workload, settings) -> np.ndarray:
-    from . import arrivals
     schedule = arrivals.schedule(workload.arrival, workload.rate, settings.max_duration,
                                  seed=settings.seed, burstiness=workload.burstiness,
                                  on_s=workload.on, off_s=workload.off, trace=workload.trace)
@@ -410,7 +176,6 @@ def client_processes(workload, prompts) -> int:
 def run_open(loop: _Loop, prepared, workload, settings, target, progress):
     """The server scenario: the harness's open loop with the generative SUT. Returns
     (records, window start ns, the open loop's Samples)."""
-    from .open_loop import run_open_loop
     schedule = _schedule(workload, settings)
     sut = GenerativeSUT(loop, prepared, len(schedule))
     samples = run_open_loop(sut, schedule, settings, workload.timeout, workload.send_lag_bound,
@@ -441,7 +206,6 @@ def open_extra(records: list[RequestRecord], begin: int, end: int, reason: str,
                errors: ErrorLog, issued: int, send_lag_bound_s: float, target: float) -> dict:
     """The open loop's figures (workload/open_loop.py's `extra`) from records of a run whose
     sends were timed by client processes: 'sent' is when a worker's timer fired for it."""
-    from .open_loop import lag_validity
     recs = sorted((r for r in records if r.dispatched_ns), key=lambda r: r.index)
     sched = np.array([r.scheduled_ns for r in recs], dtype=np.int64)
     sent = np.array([r.dispatched_ns for r in recs], dtype=np.int64)
@@ -533,7 +297,6 @@ class CapacitySteps:
         return out
 
     def run(self, rate, seconds, min_s, seed, progress):
-        from .search import bounds_decided, step_schedule
         schedule = step_schedule(self.workload, rate, seconds, seed)
         settings = self.settings.model_copy(update={"max_duration": seconds})
         decide = (lambda done, elapsed: bounds_decided(self.bounds(done)))  # noqa: E731
@@ -551,7 +314,6 @@ class CapacitySteps:
         return _StepRun(records, begin, reason, errors, extra, figures)
 
     def judge(self, runs) -> str:
-        from .search import judge_bounds
         records = [r for run in runs for r in run.records]
         timeouts = sum(run.extra["timeouts"] for run in runs)
         return judge_bounds(self.bounds(records, timeouts))
@@ -626,7 +388,6 @@ def _probe(loop: _Loop, prompts, api, model, stream, seed, timeout):
     """One request before anything is measured: the server is reachable and answers, and it
     accepts `ignore_eos`/`min_tokens` (else they are dropped and the result says so).
     Returns (extras_for, note)."""
-    from .prompts import prepare
 
     def with_extras(max_tokens):
         return {"ignore_eos": True, "min_tokens": max_tokens}
@@ -661,9 +422,6 @@ def _warmup(loop: _Loop, prepared, warmup) -> tuple[int, float]:
 
 def measure_generative(url: str, model_name: str, cell, progress=None):
     """Measure one generative cell against the server at url; returns a Result."""
-    from ..measure.monitors import ProcessMonitor
-    from ..results.model import Latency, Result, Stop, Throughput
-    from .prompts import Prompts, prepare
     serving, workload, settings = cell.serving, cell.workload, cell.settings
     prompts = workload.prompts or Prompts()
     slo = dict(workload.slo) if workload.slo else None
@@ -686,7 +444,6 @@ def measure_generative(url: str, model_name: str, cell, progress=None):
         warm_n, warm_s = _warmup(loop, prepared, settings.warmup)
         procs = client_processes(workload, prompts) if scenario in ("server", "capacity") else 0
         if procs:   # started before the window: spawning is not part of the measurement
-            from .generative_clients import ClientProcesses
             pool = ClientProcesses(procs, url, serving.api, serving.stream,
                                    serving.api_key_env, workload.timeout, prepared)
         monitor = ProcessMonitor()
@@ -699,7 +456,6 @@ def measure_generative(url: str, model_name: str, cell, progress=None):
         window_start = time.time()
         open_extra = None
         if scenario == "capacity":
-            from .search import run_capacity
             steps = CapacitySteps(pool, workload, settings, target, slo, serving.stream)
             best = run_capacity(None, settings, workload, target, progress, stepper=steps)
             # the figures are the highest passing step's (the last step's if none passed);
@@ -769,7 +525,6 @@ def measure_generative(url: str, model_name: str, cell, progress=None):
     if workload.keep_requests:
         result.requests = [r.to_json(begin) for r in records]
     # failed requests: the open loop's log holds errors and timeouts alike
-    from ..measure.engine import judge_errors
     judge_errors(result, errors, settings.max_error_rate)
     failure = load.get("search_failure")
     if failure and result.status != "failed":
@@ -779,43 +534,3 @@ def measure_generative(url: str, model_name: str, cell, progress=None):
 
 def _finite(x):
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
-
-
-def run_generative_cell(cell, cache, progress=None, servers=None):
-    """A `serving: {system: openai}` cell: the server at `url`, or the plugin's own server
-    (launched, or reused from the pool) serving the cell's generated decoder."""
-    from ..serving.affinity import pinned
-    from ..runtimes.base import require
-    require("aiohttp", "pip install aiohttp (the OpenAI-compatible client)")
-    serving = cell.serving
-    launched = {"reused": False, "launch_s": None, "cpu_affinity": None}
-    own_pool = None
-    if serving.url:
-        url, model_name = serving.url, serving.model
-    else:
-        require("fastapi", "pip install 'pytest-inferbench[serve]'")
-        from ..serving.pool import ServerPool
-        if servers is None:
-            servers = own_pool = ServerPool()
-        server, reused = servers.get(cell, cache.root)
-        url, model_name = server.url, server.served_model
-        launched = {"reused": reused, "launch_s": round(server.launch_s, 3)
-                    if server.launch_s is not None else None,
-                    "cpu_affinity": server.affinity}
-    try:
-        with pinned((launched["cpu_affinity"] or {}).get("client")):
-            result = measure_generative(url, model_name, cell, progress)
-    except BaseException:
-        if servers is not None:
-            servers.close()
-        raise
-    finally:
-        if own_pool is not None:
-            own_pool.close()
-    if result.status == "failed" and servers is not None and not serving.url:
-        servers.close()
-    result.serving = {"system": "openai", "protocol": "http", "url": url, "model": model_name,
-                      "api": serving.api, "stream": serving.stream, **launched}
-    result.model = {"label": cell.model_label}
-    result.runtime = {"name": None, "served_by": serving.label()}
-    return result

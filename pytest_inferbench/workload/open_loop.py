@@ -45,7 +45,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..measure.stats import percentile, rank, relative_half_width
+from ..core.stats import percentile, rank, relative_half_width
 from . import arrivals
 from .closed_loop import Samples
 from .failures import ErrorLog

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from .errors import SpecError
+from ..core.errors import SpecError
 
 MAX_BYTES = 4 * 2**20     # a spec is a few KB; a file this big is not one
 MAX_DEPTH = 64            # the schema nests about 6 levels deep

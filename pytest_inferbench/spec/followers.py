@@ -26,8 +26,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
     model_validator
 
-from ..errors import SpecError, did_you_mean, format_field_path
-from ..yaml_lines import line_for, load_yaml
+from ..core.errors import SpecError, did_you_mean, format_field_path
+from .yaml_lines import line_for, load_yaml
 
 DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
 SLOT_ENV = "INFERBENCH_SLOT"          # "<host>/<device>", set in every follower's worker

@@ -20,6 +20,7 @@ import math
 import os
 import re
 from pathlib import Path
+from .compare import display, group_by_config, is_measured, observe
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NOISE_METRICS = ("p50", "p90", "p99", "mean", "throughput")
@@ -70,10 +71,9 @@ def resolve(ref: str, *, runs_dir: Path, baselines_dir: Path, base: Path | None 
 
 def noise_summary(results: list[dict]) -> dict:
     """Per cell with repeats: the A/A spread of each metric over its repeats."""
-    from ..gate.compare import _group, _measured, display, observe
     out = {}
-    for rows in _group(r for r in results if not r.get("ab")).values():
-        rows = [r for r in rows if _measured(r)]
+    for rows in group_by_config(r for r in results if not r.get("ab")).values():
+        rows = [r for r in rows if is_measured(r)]
         if len(rows) < 2:
             continue
         entry = {"repeats": len(rows)}

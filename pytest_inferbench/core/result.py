@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import numpy as np
 
-from ..measure.stats import percentile_with_bounds
+from .stats import percentile_with_bounds
 
 
 class _Open(BaseModel):

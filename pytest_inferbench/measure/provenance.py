@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
 import psutil
+from .gpu_monitor import gpu_inventory
 
 PACKAGES = ("pytest-inferbench", "pytest", "numpy", "torch", "onnx", "onnxruntime",
             "onnxruntime-gpu", "tensorrt", "nvidia-ml-py", "pytest-xdist")
@@ -42,7 +43,6 @@ def _git(rootdir: str) -> dict | None:
 
 
 def _gpu() -> dict:
-    from ..measure.gpu_monitor import gpu_inventory
     return gpu_inventory()
 
 

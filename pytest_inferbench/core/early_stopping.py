@@ -12,12 +12,12 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import betainc
 
 
 def odds(h: int, t: int, p: float, d: float = 0.0) -> float:
     if h <= 0:
         return 1.0
+    from scipy.special import betainc  # lazy: scipy costs ~0.1 s at pytest start
     return float(betainc(h, 1 + t, p - d))
 
 

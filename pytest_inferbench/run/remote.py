@@ -27,6 +27,7 @@ from array import array
 from pathlib import Path
 
 from ..workload.failures import ErrorLog
+from ..runtimes.base import require
 
 HARNESS = Path(__file__).resolve().parents[1]      # the pytest_inferbench package directory
 START_TIMEOUT_S = 300.0
@@ -37,12 +38,14 @@ class RemoteError(RuntimeError):
 
 
 def _remote_main(channel, harness, sys_path, cell_json, cache_root, chdir):
-    """Runs in the remote interpreter (execnet sends this function's source)."""
+    """Runs in the remote interpreter (execnet sends this function's source): load the harness
+    from this session's package directory (pinned by path), then serve the side
+    (run/remote_worker.py) over the channel."""
+    import importlib
     import importlib.util
     import json
     import os
     import sys
-    from array import array
     if chdir:
         os.chdir(chdir)
     for p in reversed(sys_path):
@@ -54,36 +57,11 @@ def _remote_main(channel, harness, sys_path, cell_json, cache_root, chdir):
         module = importlib.util.module_from_spec(spec)
         sys.modules["pytest_inferbench"] = module
         spec.loader.exec_module(module)
-        from pytest_inferbench.measure.paired_sides import LocalSide
-        from pytest_inferbench.workload.failures import ErrorLog
-        from pytest_inferbench.models.cache import ArtifactCache
-        from pytest_inferbench.results.provenance import versions
-        from pytest_inferbench.spec import Cell
-        side = LocalSide(Cell.model_validate(json.loads(cell_json)), ArtifactCache(cache_root))
-        info = side.info()
-        info.update(process=f"{sys.executable} (pid {os.getpid()})",
-                    python=sys.version.split()[0], versions=versions())
-        channel.send(json.dumps({"ok": True, "info": info, "batch_size": side.batch_size},
-                                default=str))
+        worker = importlib.import_module("pytest_inferbench.run.remote_worker")
     except BaseException as exc:  # noqa: BLE001 - reported to the caller as one line
         channel.send(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         return
-    try:
-        while True:
-            msg = channel.receive()
-            if msg[0] == "run":
-                out = array("q")
-                side.errors = ErrorLog()
-                busy = side.run(msg[1], out)
-                channel.send((out.tobytes(), busy, json.dumps(side.errors.to_json(len(out)))))
-            elif msg[0] == "warm":
-                side.warm(msg[1])
-                channel.send(True)
-            else:
-                break
-    finally:
-        side.close()
-        channel.send(True)
+    worker.serve(channel, cell_json, cache_root)
 
 
 class RemoteSide:
@@ -91,7 +69,6 @@ class RemoteSide:
 
     def __init__(self, cell, cache, python: str | None = None, git: str | None = None,
                  rootdir=None):
-        from ..runtimes.base import require
         execnet = require("execnet", "pip install execnet (it comes with pytest-xdist)")
         self.batch_size = cell.batch_size
         self.errors = ErrorLog()

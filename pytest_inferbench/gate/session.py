@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..gate.thresholds import GateConfig, GateError, parse_gate
+from ..core.thresholds import GateConfig, GateError, parse_gate
 from .baselines import BaselineError, check_name, is_path, resolve, save
+from .compare import compare_runs, render_text
+from ..results.store import RunFileError, load_run
 
 
 class GateSetupError(ValueError):
@@ -66,8 +68,6 @@ class SessionGate:
     def compare(self, new_doc: dict, exclude=()) -> dict | None:
         """Compare the finished session with the baseline (and list paired verdicts);
         None when there is nothing to say."""
-        from ..gate.compare import compare_runs
-        from .store import RunFileError, load_run
         base_doc, label = None, None
         if self.baseline_ref is not None:
             try:
@@ -117,7 +117,6 @@ class SessionGate:
 
     def section(self) -> list[tuple[str, dict]]:
         """Terminal lines with their markup, for the "inferbench gate" section."""
-        from ..gate.compare import render_text
         out = []
         if self.comparison is not None:
             text = render_text(self.comparison).splitlines()

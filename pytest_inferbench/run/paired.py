@@ -30,12 +30,18 @@ from array import array
 
 import numpy as np
 
-from ..gate.stats import UNDETERMINED, cell_verdict, judge, look_schedule
-from ..gate.thresholds import GateConfig
-from ..results.model import Latency, Result, Stop, Throughput
-from ..workload.failures import ErrorLog
-from .paired_sides import baseline_cell, make_baseline_side, make_side
-from .stats import percentile
+from ..core.verdicts import UNDETERMINED, cell_verdict, judge, look_schedule
+from ..core.thresholds import GateConfig
+from ..core.result import Latency, Result, Stop, Throughput
+from ..workload.failures import ErrorLog, judge_errors
+from .remote import RemoteSide
+from .sides import LocalSide, ServedSide
+from ..core.stats import percentile
+from ..measure.monitors import ProcessMonitor
+from ..serving.affinity import pinned
+from ..workload.open_loop import lag_validity, run_open_loop
+from ..workload import arrivals
+from ..workload.closed_loop import DEFAULT_TARGET
 
 ROUND_METRICS = ("p50", "p90", "p99", "mean", "throughput")
 OPEN_ROUND_METRICS = ("p50", "p90", "p99", "mean")   # the rate is offered, not measured
@@ -85,15 +91,12 @@ class OpenLoopDrive:
         self.workload = cell.workload
         self.settings = cell.settings
         self.slices = {}            # id(side) -> per-slice latencies and load figures
-        from ..workload.closed_loop import DEFAULT_TARGET
         self.target = cell.settings.target_percentile or DEFAULT_TARGET.get("server", 99.0)
 
     def reset(self) -> None:
         self.slices = {}
 
     def __call__(self, side, seconds: float, out: array, index: int, j: int) -> int:
-        from ..workload import arrivals
-        from ..workload.open_loop import run_open_loop
         w = self.workload
         seed = (self.settings.seed * 1_000_003 + index * 1009 + j) % (2 ** 32)
         sched = arrivals.schedule(w.arrival, w.rate, seconds, seed=seed,
@@ -118,7 +121,6 @@ class OpenLoopDrive:
         """The side's open-loop figures over all its sub-slices. Validity is judged on the
         pooled queries (a sub-slice alone holds too few for a p99): the lag effect on the
         target percentile, and the rate sent against the rate scheduled, summed over slices."""
-        from ..workload.open_loop import lag_validity
         kept = self.slices.get(id(side), {"sched": [], "sent": [], "extra": []})
         slices = kept["extra"]
         issued = sum(x["issued"] for x in slices)
@@ -152,9 +154,6 @@ class OpenLoopDrive:
 def run_paired_cell(cell, cache, progress=None, cells: int = 1, rootdir=None) -> Result:
     """Measure a cell with `ab`: baseline and candidate interleaved; see the module doc.
     cells: how many paired cells the session judges (the Bonferroni family)."""
-    from ..serving.affinity import pinned
-    from .engine import judge_errors
-    from .monitors import ProcessMonitor
     ab = cell.ab.for_scenario(cell.workload.scenario)
     gate = GateConfig.from_json(cell.gate) if cell.gate is not None else GateConfig()
     drive = OpenLoopDrive(cell) if cell.workload.scenario == "server" else ClosedLoopDrive()
@@ -349,3 +348,46 @@ def summary_line(ab: dict) -> str:
             f"; {ab.get('rounds')} rounds vs {ab.get('baseline', {}).get('changes')}")
 
 
+def baseline_cell(cell):
+    """The candidate cell with the baseline's overrides applied."""
+    b = cell.ab.baseline
+    update = {}
+    if b.model is not None:
+        update.update(model=b.model, model_label=b.model_label)
+    if b.runtime is not None:
+        update.update(runtime=b.runtime, runtime_options=b.runtime_options or {})
+    if b.precision is not None:
+        update["precision"] = b.precision
+    if b.threads is not None:
+        update["threads"] = b.threads
+    if b.serving is not None:
+        update["serving"] = b.serving
+    return cell.model_copy(update={**update, "ab": None})
+
+
+def _torch_thread_clash(a, b) -> str | None:
+    torchy = ("torch", "torchscript", "torch_compile")
+    in_process = a.serving.system == "inprocess" and b.serving.system == "inprocess"
+    if in_process and a.runtime in torchy and b.runtime in torchy and a.threads != b.threads:
+        return ("the two sides set different torch thread counts, and torch has one thread pool "
+                "per process: run the baseline in its own process (ab.baseline.python: the "
+                "same interpreter) or give both the same threads")
+    return None
+
+
+def make_side(cell, cache):
+    """The side that measures this cell as written: in this process or behind its server."""
+    if cell.serving.system == "inprocess":
+        return LocalSide(cell, cache)
+    return ServedSide(cell, cache)
+
+
+def make_baseline_side(cell, cache, rootdir=None):
+    b = cell.ab.baseline
+    base = baseline_cell(cell)
+    if b.python is not None or b.git is not None:
+        return RemoteSide(base, cache, python=b.python, git=b.git, rootdir=rootdir)
+    clash = _torch_thread_clash(base, cell)
+    if clash:
+        raise ValueError(clash)
+    return make_side(base, cache)

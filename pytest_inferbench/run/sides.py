@@ -17,6 +17,14 @@ import time
 from array import array
 
 from ..workload.failures import ErrorLog
+from ..serving.launcher import LaunchedServer
+from .served import reach_endpoint, require_serving, served_inputs
+from ..workload.open_loop import InProcessSUT
+from .inprocess import threads_for
+from ..runtimes.base import LoadContext
+from ..runtimes import runner_class
+from ..models.check import check_cell
+from ..workload.closed_loop import warm_up
 
 
 def closed_run(fn, seconds: float, out: array, errors: ErrorLog) -> int:
@@ -90,8 +98,7 @@ class _CallableSide:
     errors: ErrorLog
 
     def warm(self, warmup) -> None:
-        from ..workload.closed_loop import _warmup
-        _warmup(self.fn, warmup)
+        warm_up(self.fn, warmup)
 
     def run(self, seconds: float, out: array) -> int:
         return closed_run(self.fn, seconds, out, self.errors)
@@ -101,14 +108,10 @@ class LocalSide(_CallableSide):
     """A cell's runner loaded in this process, with its prepared query callable."""
 
     def __init__(self, cell, cache):
-        from ..models.check import check_cell
-        from ..runtimes import runner_class
-        from ..runtimes.base import LoadContext
-        from .engine import _threads_for
         self.cell = cell
         self.errors = ErrorLog()
         self.runner = runner_class(cell.runtime)()
-        threads, self.threads_note = _threads_for(cell)
+        threads, self.threads_note = threads_for(cell)
         self.context = LoadContext(cache=cache, seed=cell.settings.seed,
                                    options=cell.runtime_options, threads=threads)
         self._sut = None
@@ -126,7 +129,6 @@ class LocalSide(_CallableSide):
 
     def sut(self) -> PersistentSUT:
         if self._sut is None:
-            from ..workload.open_loop import InProcessSUT
             self._sut = PersistentSUT(lambda: InProcessSUT(
                 self.fn, self.cell.serving.instances, getattr(self.runner, "enter_thread", None)))
         return self._sut
@@ -162,7 +164,6 @@ class ServedSide(_CallableSide):
     side runs, on the same server CPUs (the generator keeps to its own: see `client_cpus`)."""
 
     def __init__(self, cell, cache):
-        from .engine import reach_endpoint, require_serving, served_inputs
         self.cell = cell
         self.errors = ErrorLog()
         self.batch_size = cell.batch_size
@@ -172,7 +173,6 @@ class ServedSide(_CallableSide):
         if cell.serving.system == "endpoint":
             self.endpoint = reach_endpoint(cell)
         else:
-            from ..serving.launcher import LaunchedServer
             server = LaunchedServer(cell, cache.root)
             server.__enter__()
             self.server = server
@@ -222,50 +222,3 @@ class ServedSide(_CallableSide):
         if self.server is not None:
             server, self.server = self.server, None
             server.__exit__(None, None, None)
-
-
-def baseline_cell(cell):
-    """The candidate cell with the baseline's overrides applied."""
-    b = cell.ab.baseline
-    update = {}
-    if b.model is not None:
-        update.update(model=b.model, model_label=b.model_label)
-    if b.runtime is not None:
-        update.update(runtime=b.runtime, runtime_options=b.runtime_options or {})
-    if b.precision is not None:
-        update["precision"] = b.precision
-    if b.threads is not None:
-        update["threads"] = b.threads
-    if b.serving is not None:
-        update["serving"] = b.serving
-    return cell.model_copy(update={**update, "ab": None})
-
-
-def _torch_thread_clash(a, b) -> str | None:
-    torchy = ("torch", "torchscript", "torch_compile")
-    in_process = a.serving.system == "inprocess" and b.serving.system == "inprocess"
-    if in_process and a.runtime in torchy and b.runtime in torchy and a.threads != b.threads:
-        return ("the two sides set different torch thread counts, and torch has one thread pool "
-                "per process: run the baseline in its own process (ab.baseline.python: the "
-                "same interpreter) or give both the same threads")
-    return None
-
-
-def make_side(cell, cache):
-    """The side that measures this cell as written: in this process or behind its server."""
-    if cell.serving.system == "inprocess":
-        return LocalSide(cell, cache)
-    return ServedSide(cell, cache)
-
-
-def make_baseline_side(cell, cache, rootdir=None):
-    b = cell.ab.baseline
-    base = baseline_cell(cell)
-    if b.python is not None or b.git is not None:
-        from .remote import RemoteSide
-        return RemoteSide(base, cache, python=b.python, git=b.git, rootdir=rootdir)
-    clash = _torch_thread_clash(base, cell)
-    if clash:
-        raise ValueError(clash)
-    return make_side(base, cache)
-

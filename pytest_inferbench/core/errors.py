@@ -40,3 +40,20 @@ def format_field_path(path) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+class RuntimeUnavailable(Exception):
+    """This cell cannot run on this machine; the message says what is missing and how to get it."""
+
+
+class CellStepError(RuntimeError):
+    """A step of a cell failed: one clean message (the step, the cause) and what the step had
+    recorded (conversions done) so far."""
+
+    def __init__(self, step: str, exc: BaseException, recorded: dict | None = None):
+        self.cause = exc
+        self.recorded = recorded or {}
+        text = str(exc).strip() or type(exc).__name__
+        if not isinstance(exc, ValueError):     # our own messages are ValueErrors
+            text = f"{type(exc).__name__}: {text}"
+        super().__init__(f"{step}: {text}")
