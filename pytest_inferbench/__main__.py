@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from .results.store import RunFileError, load_run
-from .gate.baselines import BaselineError, resolve
-from .core.thresholds import GateError, parse_gate
-from .gate.compare import compare_runs, render_text
-from .spec import load_job
+
 from .core.errors import SpecError
+from .core.thresholds import GateError, parse_gate
+from .gate.baselines import BaselineError, resolve
+from .gate.compare import compare_runs, render_text
+from .results.store import RunFileError, load_run
+from .spec import load_job
 
 
 class UsageError(Exception):

@@ -7,8 +7,8 @@ from typing import Callable
 from pydantic import ValidationError
 
 from .core.errors import format_field_path
-from .spec import SCENARIOS, Settings, Workload
 from .runtimes.base import Runner
+from .spec import SCENARIOS, Settings, Workload
 from .workload.driver import measure_callable, measure_runner
 
 

@@ -8,20 +8,18 @@ from pathlib import Path
 import pytest
 
 from .core.errors import CellStepError, SpecError
-from .spec import Cell, Gate, load_job, load_spec
-from .runtimes.base import RuntimeUnavailable, check_cuda
-from .fixture import make_bench
-from .session import FOLLOWERS_KEY, JOB_KEY, SCHED_KEY, STATE_KEY, SessionState
-from .schedule.worker import lease_for, misplaced, placement_here, run_device
-from .schedule.facts import check_node
 from .core.result import Result
-from .serving.pool import group_by_server
+from .fixture import make_bench
 from .gate.session import GateSetupError, SessionGate
-from .run.paired import failure_message
 from .run.cell import run_cell
+from .run.paired import failure_message
+from .runtimes.base import RuntimeUnavailable, check_cuda
+from .schedule.facts import check_node
+from .schedule.worker import lease_for, misplaced, placement_here, run_device
+from .serving.pool import group_by_server
+from .session import FOLLOWERS_KEY, JOB_KEY, SCHED_KEY, STATE_KEY, SessionState
+from .spec import Cell, Gate, load_job, load_spec
 from .spec.followers import load_followers, tx_specs
-
-
 
 # ----------------------------------------------------------------------------- options
 

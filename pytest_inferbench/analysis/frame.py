@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from ..results.store import RunFileError, load_run
 
 STANDARD_PERCENTILES = ("p50", "p90", "p95", "p99", "p99.9")

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 
 import pandas as pd
+
 from ..models.families import RESNET_BLOCKS
 from ..spec.families import FAMILIES
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from .stats import percentile_with_bounds
 

@@ -7,9 +7,8 @@ None for an input fed as declared whatever the batch size, such as a sample rate
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 # Inputs whose name says what their values must be (Hugging Face conventions): a mask of
 # ones attends to every token; type ids of 0 exist in every vocabulary of token types.

@@ -20,6 +20,7 @@ import math
 import os
 import re
 from pathlib import Path
+
 from .compare import display, group_by_config, is_measured, observe
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -25,10 +25,21 @@ import json
 import math
 from pathlib import Path
 
-from ..core.verdicts import (IMPROVEMENT, NO_CHANGE, REGRESSION, SEVERITY, UNDETERMINED, Obs,
-                    cell_verdict, decide, judge, quantile, stored_judgement)
-from ..core.thresholds import GateConfig, default_noise, threshold_text
 from ..core.stats import bound_ranks, rank
+from ..core.thresholds import GateConfig, default_noise, threshold_text
+from ..core.verdicts import (
+    IMPROVEMENT,
+    NO_CHANGE,
+    REGRESSION,
+    SEVERITY,
+    UNDETERMINED,
+    Obs,
+    cell_verdict,
+    decide,
+    judge,
+    quantile,
+    stored_judgement,
+)
 
 # Cell fields that do not change what is measured: where it is written and how long it runs.
 _NOT_CONFIG = ("id", "spec", "spec_name", "entry", "line", "marks", "settings", "gate", "ab",

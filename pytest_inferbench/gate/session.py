@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.thresholds import GateConfig, GateError, parse_gate
+from ..results.store import RunFileError, load_run
 from .baselines import BaselineError, check_name, is_path, resolve, save
 from .compare import compare_runs, render_text
-from ..results.store import RunFileError, load_run
 
 
 class GateSetupError(ValueError):

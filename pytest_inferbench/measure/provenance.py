@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
 import psutil
+
 from .gpu_monitor import gpu_inventory
 
 PACKAGES = ("pytest-inferbench", "pytest", "numpy", "torch", "onnx", "onnxruntime",

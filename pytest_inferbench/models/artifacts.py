@@ -20,10 +20,10 @@ import warnings
 from pathlib import Path
 
 from ..core.errors import RuntimeUnavailable
+from ..core.signature import InputSignature
+from ..spec.inputs import InputsProblem, declared_signature, onnx_file_signature
 from .cache import file_hash
 from .calling import adapt
-from ..spec.inputs import InputsProblem, declared_signature, onnx_file_signature
-from ..core.signature import InputSignature
 from .families import build as build_family
 
 EXPORT_OPSET = 17

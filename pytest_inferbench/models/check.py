@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import content_hash, file_hash
-from .inputs import model_inputs
-from .calling import flatten_outputs
 from .artifacts import torch_module
+from .cache import content_hash, file_hash
+from .calling import flatten_outputs
+from .inputs import model_inputs
 
 # Max error relative to the reference's largest magnitude. fp32 allows for TF32 convolutions
 # on GPUs; int8 for dynamic quantisation of random weights. Broken conversions are far beyond.

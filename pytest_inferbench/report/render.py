@@ -23,19 +23,16 @@ import pandas as pd
 
 from ..analysis.cost import with_cost
 from ..analysis.frame import Run, frame_from_runs, ok_rows, read_runs
-from ..analysis.pareto import pareto_frontier
-from ..analysis.roofline import roofline
-from ..analysis.scaling import batch_scaling
 from ..analysis.slo import best_under_slo
-from ..core.version import __version__
-from . import charts
-from .charts import fmt
-from ..gate.compare import headline
 from ..core.units import parse_duration
+from ..core.version import __version__
+from ..gate.compare import headline
+from .chart_parts import fmt
 
 MAX_CHANGES_LISTED = 8            # slower cells listed under Problems; the rest in the table
 DEFAULT_SLO = (99.0, 50.0)          # p99 <= 50 ms when neither the caller nor the cells say
 TEMPLATES = Path(__file__).parent / "templates"
+from .sections import anchor, first_line, model_section, not_run, roofline_section, sort_key, table
 
 
 class ReportError(ValueError):
@@ -146,7 +143,7 @@ def build_html(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo=No
     env.policies["json.dumps_kwargs"] = {"sort_keys": False, "allow_nan": False}
     env.filters["fmt"] = fmt
     env.filters["pct"] = _pct
-    env.filters["sortkey"] = _sort_key
+    env.filters["sortkey"] = sort_key
     return env.get_template("report.html.j2").render(**context, plotly_js=_plotly_js())
 
 
@@ -164,21 +161,6 @@ def _pct(x, digits=1) -> str:
     except (TypeError, ValueError):
         return "-"
     return f"{100 * x:.{digits}f}%" if math.isfinite(x) else "-"
-
-
-def _sort_key(x) -> str:
-    """A data-sort attribute: numbers as numbers, missing as empty (sorted last)."""
-    if x is None:
-        return ""
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        return repr(float(x)) if math.isfinite(x) else ""
-    return str(x)
-
-
-def _nan_none(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo=None,
@@ -203,9 +185,9 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
     best = best_under_slo(df, bound_ms, percentile)
     models = []
     for model in df["model"].drop_duplicates():
-        models.append(_model_section(df, measured, model, several, run_index, per_hour,
+        models.append(model_section(df, measured, model, several, run_index, per_hour,
                                      currency, add, best))
-    rooflines, roofline_note = _roofline_section(measured, peak_flops, peak_bandwidth, add)
+    rooflines, roofline_note = roofline_section(measured, peak_flops, peak_bandwidth, add)
     figure_map = {f["id"]: f for f in figures}
     comparison = _comparison(runs, tags)
     problems = _problems(df, several)
@@ -231,8 +213,8 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
         "figures_json": {f["id"]: f["figure"] for f in figures},
         "rooflines": rooflines, "roofline_note": roofline_note,
         "cost_given": bool(per_hour), "currency": currency,
-        "table": _table(df, several),
-        "not_run": _not_run(df, several),
+        "table": table(df, several),
+        "not_run": not_run(df, several),
     }
 
 
@@ -293,17 +275,6 @@ def _summary(df: pd.DataFrame, runs: list[dict]) -> dict:
     }
 
 
-def _first_line(text, limit=220) -> str:
-    lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
-    line = lines[0] if lines else ""
-    # pytest's failure text often starts with a location line; prefer the message
-    for ln in lines:
-        if ": " in ln and not ln.startswith(("/", "File ")):
-            line = ln
-            break
-    return line if len(line) <= limit else line[:limit - 1] + "…"
-
-
 def _problems(df: pd.DataFrame, several: bool) -> list[dict]:
     out = []
 
@@ -313,7 +284,7 @@ def _problems(df: pd.DataFrame, several: bool) -> list[dict]:
     for _, r in df.iterrows():
         if r["status"] == "failed":
             out.append({"level": "fail", "what": "failed", "cell": who(r),
-                        "detail": _first_line(r["reason"]) or "failed"})
+                        "detail": first_line(r["reason"]) or "failed"})
     for _, r in df.iterrows():
         if r["status"] == "passed" and r["slo_verdict"] == "fail":
             if r["slo_percentile"] == r["slo_percentile"]:
@@ -461,233 +432,11 @@ def _glance(measured: pd.DataFrame, several: bool) -> list[dict]:
             else None
         lat = group.loc[group["p99_ms"].idxmin()] if group["p99_ms"].notna().any() else None
         tag = (lambda r: f" ({r['run_tag']})" if several else "")
-        out.append({"model": model, "anchor": _anchor(model), "cells": len(group),
+        out.append({"model": model, "anchor": anchor(model), "cells": len(group),
                     "best_tp": tp["samples_per_s"] if tp is not None else None,
                     "best_tp_config": (tp["cell_label"] + tag(tp)) if tp is not None else "-",
                     "best_p99": lat["p99_ms"] if lat is not None else None,
                     "best_p99_config": (lat["cell_label"] + tag(lat)) if lat is not None else "-"})
     return out
 
-
-def _anchor(model: str) -> str:
-    import hashlib
-    digest = hashlib.sha1(model.encode()).hexdigest()[:6]
-    return "model-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", model).strip("-")[:40] or "x") + \
-        f"-{digest}"
-
-
-def _model_section(df, measured, model, several, run_index, per_hour, currency, add, best):
-    all_rows = df[df["model"] == model]
-    rows = measured[measured["model"] == model].copy()
-    rows["cell_label"] = [c + (" (invalid)" if not v else "")
-                          for c, v in zip(rows["cell_label"], rows["valid"])]
-    section = {"name": model, "anchor": _anchor(model), "charts": [], "notes": [], "fits": [],
-               "frontier": [], "generative": [], "cells": len(all_rows), "measured": len(rows)}
-    if rows.empty:
-        section["notes"].append("No measured cells for this model (all skipped or failed).")
-        return section
-    series = charts.Series(rows, several)
-    frontier = pareto_frontier(rows, by=None)
-    section["frontier"] = [{"config": r["cell_label"], "run": r["run_tag"] if several else "",
-                            "samples_per_s": r["samples_per_s"], "p99": r["p99_ms"]}
-                           for _, r in frontier.iterrows()]
-    section["charts"].append(add(charts.tradeoff_chart(
-        rows, frontier, series, run_index, f"{model}: p99 latency vs throughput"),
-        "Each point is a cell (hover for its configuration); bars are the p99's confidence "
-        "interval; the dotted line joins the Pareto frontier (no other cell has both higher "
-        "throughput and lower p99)."))
-
-    fits = batch_scaling(rows)
-    if len(fits):
-        ids = charts.scaling_charts(rows, fits, series, model)
-        section["charts"].append(add(ids[0], "Measured throughput; hollow markers are the "
-                                              "fitted model's predictions for untested sizes."))
-        section["charts"].append(add(ids[1], "Mean latency per query; dashed: least-squares "
-                                              "fit latency = fixed + per-sample × batch."))
-        for _, f in fits.iterrows():
-            section["fits"].append({
-                "config": " · ".join(str(f[k]) for k in ("runtime_label", "device", "precision",
-                                                         "threads", "workload", "serving_label")
-                                     if k in f and f[k] is not None and f[k] == f[k]),
-                "run": next((t for t in rows[rows["run"] == f["run"]]["run_tag"]), "")
-                if several else "",
-                "fixed_ms": f["fixed_ms"], "per_sample_ms": f["per_sample_ms"],
-                "batch_sizes": ", ".join(str(b) for b in f["batch_sizes"]),
-                "loo_mean": f["loo_mean_rel_err"], "loo_max": f["loo_max_rel_err"],
-                "predict": _predictions(f["fit"])})
-    else:
-        section["notes"].append("Batch scaling: every configuration ran at a single batch size.")
-
-    latest = rows[rows["run_index"] == rows["run_index"].max()]
-    cdf, note = charts.cdf_chart(latest, series, model)
-    if cdf["data"]:
-        which = f" (the latest run, {latest['run_tag'].iloc[0]})" if several else ""
-        section["charts"].append(add(cdf, f"Latency distribution per cell{which}, {note}."))
-
-    generative = rows[rows["ttft_p50_ms"].notna()]
-    if len(generative):
-        section["generative"] = _generative_rows(generative, several)
-        section["charts"].append(add(charts.generative_chart(generative, model, several),
-                                     "Each point is a cell: output tokens per second against "
-                                     "time to first token (p99, with its confidence interval; "
-                                     "timed from each request's scheduled send). Hover for "
-                                     "ITL, TPOT and goodput."))
-
-    if rows["serving_label"].nunique() > 1 or rows["queue_ms"].notna().any():
-        section["charts"].append(add(charts.serving_chart(rows, model, several),
-                                     "Mean latency per served cell; where Triton reported its "
-                                     "statistics, split into queue, compute and the rest "
-                                     "(client, network, serialisation)."))
-    else:
-        section["notes"].append("Serving systems: every cell ran "
-                                f"{rows['serving_label'].iloc[0]} (nothing to compare).")
-
-    if rows["cpu_cores_used"].notna().any() or rows["gpu_util_pct"].notna().any():
-        cores = None
-        hosts = {r.get("host") for r in rows.to_dict("records")}
-        section["charts"].append(add(charts.utilisation_chart(rows, model, several, cores),
-                                     "CPU cores kept busy over each cell's measured window "
-                                     "(kernel counters); GPU utilisation from NVML where "
-                                     "the cell ran on a GPU." + (
-                                         "" if len(hosts) <= 1 else " Cells ran on several hosts.")))
-
-    priced = rows[rows["cost_per_million"].notna()]
-    if len(priced):
-        front = pareto_frontier(priced, {"cost_per_million": "min", "p99_ms": "min"}, by=None)
-        section["charts"].append(add(charts.cost_chart(priced, front, series, run_index, model,
-                                                       currency),
-                                     "Cost per million inferences = price per device-hour / "
-                                     "(samples/s × 3600) × 10⁶, at the measured throughput; "
-                                     "the dotted line joins the cost/latency Pareto frontier."))
-    elif not per_hour:
-        section["notes"].append("Cost: no prices given (job file `cost: {per_hour: {cpu: 0.40}}` "
-                                "or `--cost cpu=0.40`).")
-    else:
-        section["notes"].append("Cost: no price matches these cells' devices or hosts.")
-    if rows["energy_per_inference_j"].notna().any():
-        section["charts"].append(add(charts.energy_chart(rows, model, several),
-                                     "GPU energy over the window (the whole GPU) divided by the "
-                                     "samples processed."))
-    else:
-        section["notes"].append("Energy: not measured (needs a GPU cell with the NVML monitor).")
-    return section
-
-
-def _generative_rows(rows: pd.DataFrame, several: bool) -> list[dict]:
-    """The generative-serving table of a model section: one row per cell."""
-    out = []
-    for _, r in rows.sort_values(["serving_label", "workload", "run_index"]).iterrows():
-        out.append({"config": r["cell_label"], "run": r["run_tag"] if several else "",
-                    **{k: _nan_none(r[k]) for k in (
-                        "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
-                        "tpot_p50_ms", "tpot_p99_ms", "requests_per_s", "output_tokens_per_s",
-                        "goodput_per_s", "goodput_share", "input_tokens_mean",
-                        "output_tokens_mean")},
-                    "slo": r["slo_verdict"] or "-", "n": r["n"]})
-    return out
-
-
-def _predictions(fit) -> str:
-    measured = set(fit.batch_sizes)
-    top = max(measured)
-    sizes = [b for b in (2 ** k for k in range(0, 12)) if b <= 2 * top and b not in measured][-3:]
-    return ", ".join(f"bs{b}: {fmt(fit.predict(b))} ms, {fmt(fit.throughput(b))}/s"
-                     for b in sizes) or "-"
-
-
-def _roofline_section(measured, peak_flops, peak_bandwidth, add):
-    try:
-        roof = roofline(measured, peak_flops, peak_bandwidth)
-    except Exception as exc:  # noqa: BLE001 - the roofline is an extra; never lose the report
-        return [], f"Roofline unavailable: {type(exc).__name__}: {exc}"
-    if roof.empty:
-        return [], ("Roofline: no generated models among the measured cells (FLOPs are counted "
-                    "for the mlp, resnet and transformer families only).")
-    models = list(roof["model"].drop_duplicates())
-    colors = {m: charts.PALETTE[i % len(charts.PALETTE)] for i, m in enumerate(models)}
-    out = []
-    for device, group in roof.groupby("device", sort=False):
-        peak = group["peak_flops"].dropna()
-        caption = ("Achieved FLOP/s = FLOPs per sample × samples/s. FLOPs: matmul and conv, 2 "
-                   "per multiply-add (counted from the model's architecture); bytes: the "
-                   "weights at the cell's precision, read once per query (activations not "
-                   "counted). ")
-        caption += (f"Device peak {fmt(float(peak.iloc[0]) / 1e9)} GFLOP/s (from the job file)."
-                    if len(peak) else "Device peak unknown: set report.peak_flops in the job "
-                                      "file to draw the roof.")
-        best = group.loc[group["achieved_flops"].idxmax()]
-        out.append({"device": device, "chart": add(charts.roofline_chart(group, device, colors),
-                                                   caption),
-                    "best": f"{best['model']} [{best['cell_label']}]",
-                    "best_gflops": best["achieved_flops"] / 1e9,
-                    "best_fraction": best["fraction_of_peak"]})
-    return out, ""
-
-
-TABLE_COLUMNS = [
-    ("run", "run", False), ("model", "model", False), ("configuration", "cell_label", False),
-    ("status", "status", False), ("n", "n", True), ("p50 ms", "p50_ms", True),
-    ("p99 ms", "p99_ms", True), ("p99 CI", None, False), ("mean ms", "mean_ms", True),
-    ("samples/s", "samples_per_s", True), ("queries/s", "queries_per_s", True),
-    ("CPU cores", "cpu_cores_used", True), ("RSS MB", "peak_rss_mb", True),
-    ("GPU %", "gpu_util_pct", True), ("J/inf", "energy_per_inference_j", True),
-    ("cost/M", "cost_per_million", True), ("SLO", "slo_verdict", False),
-    ("stop", "stop_reason", False),
-]
-
-
-def _table(df: pd.DataFrame, several: bool) -> dict:
-    columns = [c for c in TABLE_COLUMNS if c[0] != "run" or several]
-    optional = {"gpu_util_pct", "energy_per_inference_j", "cost_per_million", "slo_verdict"}
-    columns = [c for c in columns if c[1] not in optional or df[c[1]].notna().any()]
-    rows = []
-    for _, r in df.iterrows():
-        cells = []
-        for label, col, numeric in columns:
-            cls = ""
-            if label == "p99 CI":
-                text = (f"[{fmt(r['p99_lower_ms'])}, {fmt(r['p99_upper_ms'])}]"
-                        if r["p99_ms"] == r["p99_ms"] else "-")
-                cells.append({"text": text, "sort": _sort_key(_nan_none(r["p99_upper_ms"])),
-                              "num": True, "cls": ""})
-                continue
-            value = r[col] if col == "run" else r.get(col)
-            if col == "run":
-                value = r["run_tag"]
-            if col == "stop_reason" and value:
-                if r["ci_half_width_rel"] == r["ci_half_width_rel"]:
-                    value = f"{value} ±{100 * r['ci_half_width_rel']:.1f}%"
-                if r["host_contended"] is True:
-                    value += " · host busy"
-                    cls = "warn-text"
-            if col != "stop_reason":
-                cls = ""
-            if col == "status":
-                cls = f"status-{value}"
-                if value == "passed" and not r["valid"]:
-                    value, cls = "invalid", "status-invalid"
-            if col == "slo_verdict" and value:
-                cls = f"slo-{value}"
-            value = _nan_none(value)
-            text = fmt(value) if numeric else ("-" if value is None else str(value))
-            cells.append({"text": text, "sort": _sort_key(value), "num": numeric, "cls": cls})
-        rows.append({"cells": cells, "title": r["config"], "status": r["status"]})
-    return {"columns": [{"label": c[0], "num": c[2]} for c in columns], "rows": rows,
-            "confidence": _confidence_label(df)}
-
-
-def _confidence_label(df) -> str:
-    conf = df["confidence"].dropna().unique() if "confidence" in df else []
-    return f"{100 * conf[0]:g}%" if len(conf) == 1 else "CI"
-
-
-def _not_run(df: pd.DataFrame, several: bool) -> list[dict]:
-    out = []
-    for _, r in df[df["status"] != "passed"].iterrows():
-        reason = str(r["reason"] or "").strip()
-        out.append({"run": r["run_tag"] if several else "", "model": r["model"],
-                    "config": r["cell_label"], "status": r["status"],
-                    "summary": _first_line(reason) or "-", "reason": reason,
-                    "long": len(reason) > len(_first_line(reason)) + 5, "id": r["id"]})
-    return out
 

@@ -30,18 +30,18 @@ from array import array
 
 import numpy as np
 
-from ..core.verdicts import UNDETERMINED, cell_verdict, judge, look_schedule
-from ..core.thresholds import GateConfig
 from ..core.result import Latency, Result, Stop, Throughput
-from ..workload.failures import ErrorLog, judge_errors
-from .remote import RemoteSide
-from .sides import LocalSide, ServedSide
 from ..core.stats import percentile
+from ..core.thresholds import GateConfig
+from ..core.verdicts import UNDETERMINED, cell_verdict, judge, look_schedule
 from ..measure.monitors import ProcessMonitor
 from ..serving.affinity import pinned
-from ..workload.open_loop import lag_validity, run_open_loop
 from ..workload import arrivals
 from ..workload.closed_loop import DEFAULT_TARGET
+from ..workload.failures import ErrorLog, judge_errors
+from ..workload.open_loop import lag_validity, run_open_loop
+from .remote import RemoteSide
+from .sides import LocalSide, ServedSide
 
 ROUND_METRICS = ("p50", "p90", "p99", "mean", "throughput")
 OPEN_ROUND_METRICS = ("p50", "p90", "p99", "mean")   # the rate is offered, not measured

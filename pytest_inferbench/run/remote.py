@@ -26,8 +26,8 @@ import tempfile
 from array import array
 from pathlib import Path
 
-from ..workload.failures import ErrorLog
 from ..runtimes.base import require
+from ..workload.failures import ErrorLog
 
 HARNESS = Path(__file__).resolve().parents[1]      # the pytest_inferbench package directory
 START_TIMEOUT_S = 300.0

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..core.errors import RuntimeUnavailable
 from ..core.result import Result
-from ..models.check import OutputMismatch, compare, reference_outputs, tolerance_for
 from ..core.signature import NAMED_VALUES, InputSignature
+from ..models.check import OutputMismatch, compare, reference_outputs, tolerance_for
 from ..runtimes.base import LoadContext, require
 from ..serving import inputs as endpoint_inputs
 from ..serving.affinity import pinned

@@ -16,15 +16,15 @@ from __future__ import annotations
 import time
 from array import array
 
-from ..workload.failures import ErrorLog
+from ..models.check import check_cell
+from ..runtimes import runner_class
+from ..runtimes.base import LoadContext
 from ..serving.launcher import LaunchedServer
-from .served import reach_endpoint, require_serving, served_inputs
+from ..workload.closed_loop import warm_up
+from ..workload.failures import ErrorLog
 from ..workload.open_loop import InProcessSUT
 from .inprocess import threads_for
-from ..runtimes.base import LoadContext
-from ..runtimes import runner_class
-from ..models.check import check_cell
-from ..workload.closed_loop import warm_up
+from .served import reach_endpoint, require_serving, served_inputs
 
 
 def closed_run(fn, seconds: float, out: array, errors: ErrorLog) -> int:

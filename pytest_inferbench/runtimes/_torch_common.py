@@ -11,8 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .base import LoadContext, RuntimeUnavailable, check_cuda, require
 from ..measure.device_timer import cuda_timer
+from .base import LoadContext, RuntimeUnavailable, check_cuda, require
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 

@@ -11,10 +11,10 @@ import functools
 
 import numpy as np
 
-from .base import LoadContext, RuntimeUnavailable, check_cuda, require
 from ..measure.device_timer import Unavailable
-from ..models.convert import onnx_for_precision
 from ..models.artifacts import onnx_model
+from ..models.convert import onnx_for_precision
+from .base import LoadContext, RuntimeUnavailable, check_cuda, require
 
 _OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}

@@ -3,9 +3,9 @@ and its duration is recorded as first_call_s."""
 
 from __future__ import annotations
 
+from ..models.artifacts import torch_module
 from ._torch_common import TorchRunnerBase
 from .base import RuntimeUnavailable
-from ..models.artifacts import torch_module
 
 
 class TorchCompileRunner(TorchRunnerBase):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._torch_common import TorchRunnerBase
 from ..models.artifacts import torch_module
+from ._torch_common import TorchRunnerBase
 
 
 class TorchRunner(TorchRunnerBase):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-from ._torch_common import TorchRunnerBase
 from ..models.artifacts import torchscript_model
+from ._torch_common import TorchRunnerBase
 
 
 class TorchScriptRunner(TorchRunnerBase):

@@ -15,9 +15,10 @@ run then are reported skipped with the reason (xdist_scheduler).
 from __future__ import annotations
 
 import pytest
+
 from ..spec.followers import SLOT_ENV
-from . import file_hashes
 from ..spec.runtime import RUNTIMES
+from . import file_hashes
 
 FLEET_KEY = pytest.StashKey["Fleet"]()
 
@@ -57,7 +58,7 @@ def report(channel, dists):
             versions[name] = None
     gpus, nvml = None, None
     try:
-        import pynvml           # nvidia-ml-py
+        import pynvml  # nvidia-ml-py
     except ImportError:
         nvml = "NVML not available (pynvml / nvidia-ml-py not installed)"
     else:

@@ -23,8 +23,9 @@ import os
 from pathlib import Path
 
 import pytest
-from ..spec import load_spec
+
 from ..core.errors import SpecError
+from ..spec import load_spec
 
 HASHES_KEY = pytest.StashKey[dict]()
 SHORT = 12

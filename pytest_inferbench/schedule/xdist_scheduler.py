@@ -36,9 +36,9 @@ from pathlib import Path
 from xdist.report import report_collection_diff
 from xdist.workermanage import parse_tx_spec_config
 
+from ..spec import load_spec
 from ..spec.followers import SLOT_ENV
 from .policy import ReadyQueue, Retries, Slot, Task, TwoTier, able, estimate_s
-from ..spec import load_spec
 
 _REPEAT = re.compile(r"-r\d+\]$")
 

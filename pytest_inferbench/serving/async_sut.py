@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+
 class _WithOptions:
     """A client whose infer calls carry the endpoint's per-request options (headers, the
     requested outputs in its tensor format): call sites stay `client.infer(model, inputs)`."""

@@ -11,6 +11,7 @@ import json
 import sys
 
 import numpy as np
+
 from .model_host import HostedModel
 
 _DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64,

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import psutil
 
-from .client import Endpoint
 from .affinity import split
+from .client import Endpoint
 
 _LIVE: set[subprocess.Popen] = set()
 TAG_VARIABLE = "INFERBENCH_SERVER_TAG"

@@ -10,6 +10,7 @@ it started (launcher.py), and a launch that fails half-way is stopped the same w
 from __future__ import annotations
 
 import json
+
 from .launcher import LaunchedServer
 
 

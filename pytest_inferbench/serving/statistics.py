@@ -9,6 +9,7 @@ import time
 from .affinity import available
 from .http_server import CONCURRENCY
 
+
 class StatisticsUnavailable(RuntimeError):
     """The server's statistics cannot be read; the message says why, for the result."""
 

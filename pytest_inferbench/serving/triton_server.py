@@ -11,6 +11,7 @@ import sys
 import tempfile
 
 import numpy as np
+
 from .model_host import HostedModel
 
 

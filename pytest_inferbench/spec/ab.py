@@ -14,7 +14,6 @@ from .runtime import RuntimeSpec, Threads
 from .serving import Serving
 from .settings import Duration
 
-
 AB_SCENARIOS = ("offline", "single_stream", "server")
 AB_CLOSED_LOOP = ("offline", "single_stream")
 AB_BASELINE_KEYS = ("model", "runtime", "precision", "threads", "serving", "python", "git")

@@ -17,7 +17,6 @@ from .runtime import RUNTIMES, RuntimeSpec, Threads
 from .serving import Serving
 from .workload import Workload
 
-
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")

@@ -16,7 +16,6 @@ from .gate import gate_section
 from .job import BaselineSection, CostSection, Job, ReportSection
 from .matrix import SpecContext, check_defaults, expand_entry
 
-
 JOB_KEYS = ("name", "defaults", "benchmarks", "report", "cost", "gate", "baseline", "followers")
 SPEC_KEYS = ("name", "defaults", "benchmarks", "gate")
 

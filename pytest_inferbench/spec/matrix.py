@@ -27,7 +27,6 @@ from .settings import SETTINGS_FIELDS, Settings
 from .workload import Workload
 from .yaml_lines import line_for
 
-
 _SHORTHAND = {"runtime": "name", "workload": "scenario", "serving": "system", "threads": "intra"}
 ENTRY_KEYS = AXES + SETTINGS_FIELDS + ("name", "include", "exclude", "marks", "gate", "ab",
                                        "placement", "check")

@@ -12,7 +12,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from .families import DecoderSpec, MLPSpec, ResNetSpec, TransformerSpec
 
-
 _AUTO = "auto"
 
 

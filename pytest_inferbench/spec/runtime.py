@@ -8,7 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
 RUNTIMES: dict[str, str] = {
     "torch": "pytest_inferbench.runtimes.torch_eager:TorchRunner",
     "torchscript": "pytest_inferbench.runtimes.torchscript:TorchScriptRunner",

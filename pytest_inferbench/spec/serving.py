@@ -10,7 +10,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from .settings import Duration
 
-
 SERVING_SYSTEMS = ("inprocess", "triton", "http", "endpoint", "openai")
 
 

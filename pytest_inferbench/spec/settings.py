@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from ..core.units import parse_duration
-
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 

@@ -12,7 +12,6 @@ from .generative import parse_slo_key
 from .prompts import Prompts
 from .settings import Duration
 
-
 SCENARIOS = ("offline", "single_stream", "server", "concurrency", "ramp", "capacity")
 ARRIVALS = ("constant", "poisson", "gamma", "onoff", "trace")
 _SLO_KEY = re.compile(r"^p(\d+(\.\d+)?)$")

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.stats import relative_half_width, rank
+from ..core.stats import rank, relative_half_width
 from .failures import ErrorLog
 
 # Default target percentile of the stopping rule per scenario (MLPerf single-stream reports p90;

@@ -27,21 +27,25 @@ import time
 
 import numpy as np
 
-from ..core.stats import relative_half_width
-from ..serving.openai_client import OpenAIClient, OpenAIError, RequestRecord, error_text
-from ..spec.generative import parse_slo_key
-from .generative_metrics import metric_values, request_metrics, slo_verdict, summarise
-from .failures import ErrorLog, judge_errors
-from .search import bounds_decided, judge_bounds, run_capacity, step_schedule
-from .generative_clients import ClientProcesses
-from .prompts import Prompts, prepare
 from ..core.result import Latency, Result, Stop, Throughput
+from ..core.stats import relative_half_width
 from ..measure.monitors import ProcessMonitor
-from .open_loop import lag_validity, run_open_loop
+from ..serving.openai_client import OpenAIClient, OpenAIError, RequestRecord, error_text
 from . import arrivals
+from .failures import ErrorLog, judge_errors
+from .generative_clients import CapacitySteps, ClientProcesses, run_open_processes
+from .generative_metrics import (
+    MAX_LAG_EFFECT,
+    metric_values,
+    request_metrics,
+    slo_verdict,
+    summarise,
+)
+from .open_loop import run_open_loop
+from .prompts import Prompts, prepare
+from .search import run_capacity
 
 _CHECK_EVERY_S = 0.25
-MAX_LAG_EFFECT = 0.10            # as open_loop.py: the client's lag may move TTFT this much
 CHUNKS_PER_PROCESS = 6000       # chunks/s one client event loop parses at about half a core
 
 
@@ -200,133 +204,6 @@ def run_open(loop: _Loop, prepared, workload, settings, target, progress):
         rec.dispatched_ns = int(sut.dispatched[i])
         records.append(rec)
     return records, begin, samples
-
-
-def open_extra(records: list[RequestRecord], begin: int, end: int, reason: str,
-               errors: ErrorLog, issued: int, send_lag_bound_s: float, target: float) -> dict:
-    """The open loop's figures (workload/open_loop.py's `extra`) from records of a run whose
-    sends were timed by client processes: 'sent' is when a worker's timer fired for it."""
-    recs = sorted((r for r in records if r.dispatched_ns), key=lambda r: r.index)
-    sched = np.array([r.scheduled_ns for r in recs], dtype=np.int64)
-    sent = np.array([r.dispatched_ns for r in recs], dtype=np.int64)
-    lag = sent - sched
-    ok = [r for r in recs if r.ok]
-    lat = np.array([r.end_ns - r.scheduled_ns for r in ok], dtype=np.int64)
-    lat_sent = np.array([r.end_ns - r.dispatched_ns for r in ok], dtype=np.int64)
-    n = len(recs)
-    scheduled_rate = (n - 1) / ((sched[-1] - sched[0]) / 1e9) if n > 1 and \
-        sched[-1] > sched[0] else None
-    order = np.sort(sent)
-    achieved_rate = (n - 1) / ((order[-1] - order[0]) / 1e9) if n > 1 and \
-        order[-1] > order[0] else None
-    lag_p99 = float(np.percentile(lag, 99)) / 1e6 if n else None
-    effect, problems = lag_validity(lat, lat_sent, target, lag_p99, scheduled_rate,
-                                    achieved_rate)
-    if not n:
-        problems.append("no query was sent")
-    late = int(np.count_nonzero(lag > send_lag_bound_s * 1e9))
-    return {"issued": issued, "completed": len(ok), "errors": errors.errors,
-            "timeouts": errors.timeouts, "scheduled_rate": scheduled_rate,
-            "achieved_rate": achieved_rate,
-            "send_lag_ms": {"p50": float(np.percentile(lag, 50)) / 1e6 if n else None,
-                            "p99": lag_p99, "max": float(lag.max()) / 1e6 if n else None},
-            "late_sends": late, "late_fraction": late / n if n else 0.0,
-            "send_lag_bound_ms": send_lag_bound_s * 1e3, "lag_effect": effect,
-            "valid": not problems, "invalid_reasons": problems,
-            "wall_s": (end - begin) / 1e9}
-
-
-def _e2e_ns(records) -> np.ndarray:
-    return np.array([(r.chunk_ns[-1] if r.chunk_ns else r.end_ns) - r.scheduled_ns
-                     for r in records if r.ok], dtype=np.int64)
-
-
-def run_open_processes(pool, schedule, workload, settings, target, progress,
-                       decide=None, min_s=None):
-    """The server scenario sent by client processes (workload/generative_clients.py), with
-    the open loop's stopping rule: errors over budget, then after min_duration the target
-    percentile's CI on E2E (or decide(records): True = stop). Returns (records, begin,
-    stop reason, ErrorLog, the open loop's figures)."""
-    min_ns = int((settings.min_duration if min_s is None else min_s) * 1e9)
-    e2e_seen: list = []     # E2E of the records taken so far (arrival order): not redone
-    taken = [0]
-
-    def check(records, errors, elapsed_ns):
-        done = list(records.values())
-        e2e_seen.extend(_e2e_ns(done[taken[0]:]).tolist())
-        taken[0] = len(done)
-        e2e = np.asarray(e2e_seen, dtype=np.int64)
-        if errors.budget_exceeded(len(e2e), settings.max_error_rate):
-            return "errors"
-        if elapsed_ns >= min_ns:
-            if decide is not None:
-                if decide(done, elapsed_ns):
-                    return "verdict"
-            elif (len(e2e) >= settings.min_queries and relative_half_width(
-                    e2e, target, settings.confidence) <= settings.ci_width):
-                return "ci_converged"
-        if progress is not None and len(e2e):
-            progress(elapsed_ns / 1e9, len(e2e), float(np.percentile(e2e, 99)) / 1e6)
-        return None
-
-    by_index, begin, end, reason, errors, issued = pool.run(
-        schedule, settings.max_duration, workload.timeout, check)
-    records = [by_index[i] for i in sorted(by_index)]
-    extra = open_extra(records, begin, end, reason, errors, issued, workload.send_lag_bound,
-                       target)
-    return records, begin, reason, errors, extra
-
-
-class CapacitySteps:
-    """The capacity search on goodput (workload/search.py's `stepper`): each step is an open
-    loop at one rate sent by the client processes, stopped as soon as every SLO bound is
-    decided; the step passes when every bound (ttft_p99, tpot_p99, ...) is proven within
-    by LoadGen's early-stopping rule and settled (search.py's rule for one bound, applied to
-    each), i.e. when the requests meeting the whole SLO are the goodput the rate asks for."""
-
-    def __init__(self, pool, workload, settings, target, slo: dict, streamed: bool):
-        self.pool, self.workload, self.settings = pool, workload, settings
-        self.target, self.slo, self.streamed = target, slo, streamed
-
-    def bounds(self, records, unanswered: int = 0) -> list:
-        m = request_metrics(records, self.streamed)
-        out = []
-        for key, bound in self.slo.items():
-            metric, p = parse_slo_key(key)
-            out.append((p, int(bound * 1e9), metric_values(m, metric), unanswered))
-        return out
-
-    def run(self, rate, seconds, min_s, seed, progress):
-        schedule = step_schedule(self.workload, rate, seconds, seed)
-        settings = self.settings.model_copy(update={"max_duration": seconds})
-        decide = (lambda done, elapsed: bounds_decided(self.bounds(done)))  # noqa: E731
-        records, begin, reason, errors, extra = run_open_processes(
-            self.pool, schedule, self.workload, settings, self.target, progress, decide, min_s)
-        # the client's lag judged as for a server cell: TTFT from the scheduled send
-        # against the same from the actual send
-        figures = summarise(records, settings, self.slo, self.streamed, begin)
-        effect = figures["client_lag_effect"]
-        if effect is not None and effect > MAX_LAG_EFFECT:
-            extra["valid"] = False
-            extra["invalid_reasons"] = extra["invalid_reasons"] + [
-                f"at {rate:g}/s the client sent late (p99 "
-                f"{figures['send_lag_ms']['client']['p99']} ms): TTFT +{100 * effect:.0f}%"]
-        return _StepRun(records, begin, reason, errors, extra, figures)
-
-    def judge(self, runs) -> str:
-        records = [r for run in runs for r in run.records]
-        timeouts = sum(run.extra["timeouts"] for run in runs)
-        return judge_bounds(self.bounds(records, timeouts))
-
-
-class _StepRun:
-    """One step's run as search.py reads it (latencies_ns, extra, wall_ns), and its records."""
-
-    def __init__(self, records, begin, reason, errors, extra, figures):
-        self.records, self.begin, self.stop_reason, self.errors = records, begin, reason, errors
-        self.extra, self.figures = extra, figures
-        self.latencies_ns = _e2e_ns(records)
-        self.wall_ns = int(extra["wall_s"] * 1e9)
 
 
 def run_concurrency(loop: _Loop, prepared, clients: int, settings, target, progress):

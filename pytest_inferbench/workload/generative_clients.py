@@ -36,8 +36,21 @@ import selectors
 import time
 from multiprocessing.connection import wait
 
+import numpy as np
+
+from ..core.stats import relative_half_width
 from ..serving.openai_client import OpenAIClient, RequestRecord, error_text
+from ..spec.generative import parse_slo_key
 from .failures import ErrorLog, is_timeout
+from .generative_metrics import (
+    MAX_LAG_EFFECT,
+    e2e_ns,
+    metric_values,
+    open_extra,
+    request_metrics,
+    summarise,
+)
+from .search import bounds_decided, judge_bounds, step_schedule
 
 _PROGRESS_S = 0.1          # finished records go to the parent this often
 _START_MARGIN_NS = 100_000_000   # every worker has its shard before the first send is due
@@ -338,3 +351,93 @@ class ClientProcesses:
                 records[rec.index] = rec
                 errors.timeout()
         return records, begin, end, reason, errors, issued
+
+
+# ----------------------------------------------------------------------------- the runs
+
+def run_open_processes(pool, schedule, workload, settings, target, progress,
+                       decide=None, min_s=None):
+    """The server scenario sent by client processes (workload/generative_clients.py), with
+    the open loop's stopping rule: errors over budget, then after min_duration the target
+    percentile's CI on E2E (or decide(records): True = stop). Returns (records, begin,
+    stop reason, ErrorLog, the open loop's figures)."""
+    min_ns = int((settings.min_duration if min_s is None else min_s) * 1e9)
+    e2e_seen: list = []     # E2E of the records taken so far (arrival order): not redone
+    taken = [0]
+
+    def check(records, errors, elapsed_ns):
+        done = list(records.values())
+        e2e_seen.extend(e2e_ns(done[taken[0]:]).tolist())
+        taken[0] = len(done)
+        e2e = np.asarray(e2e_seen, dtype=np.int64)
+        if errors.budget_exceeded(len(e2e), settings.max_error_rate):
+            return "errors"
+        if elapsed_ns >= min_ns:
+            if decide is not None:
+                if decide(done, elapsed_ns):
+                    return "verdict"
+            elif (len(e2e) >= settings.min_queries and relative_half_width(
+                    e2e, target, settings.confidence) <= settings.ci_width):
+                return "ci_converged"
+        if progress is not None and len(e2e):
+            progress(elapsed_ns / 1e9, len(e2e), float(np.percentile(e2e, 99)) / 1e6)
+        return None
+
+    by_index, begin, end, reason, errors, issued = pool.run(
+        schedule, settings.max_duration, workload.timeout, check)
+    records = [by_index[i] for i in sorted(by_index)]
+    extra = open_extra(records, begin, end, reason, errors, issued, workload.send_lag_bound,
+                       target)
+    return records, begin, reason, errors, extra
+
+
+class CapacitySteps:
+    """The capacity search on goodput (workload/search.py's `stepper`): each step is an open
+    loop at one rate sent by the client processes, stopped as soon as every SLO bound is
+    decided; the step passes when every bound (ttft_p99, tpot_p99, ...) is proven within
+    by LoadGen's early-stopping rule and settled (search.py's rule for one bound, applied to
+    each), i.e. when the requests meeting the whole SLO are the goodput the rate asks for."""
+
+    def __init__(self, pool, workload, settings, target, slo: dict, streamed: bool):
+        self.pool, self.workload, self.settings = pool, workload, settings
+        self.target, self.slo, self.streamed = target, slo, streamed
+
+    def bounds(self, records, unanswered: int = 0) -> list:
+        m = request_metrics(records, self.streamed)
+        out = []
+        for key, bound in self.slo.items():
+            metric, p = parse_slo_key(key)
+            out.append((p, int(bound * 1e9), metric_values(m, metric), unanswered))
+        return out
+
+    def run(self, rate, seconds, min_s, seed, progress):
+        schedule = step_schedule(self.workload, rate, seconds, seed)
+        settings = self.settings.model_copy(update={"max_duration": seconds})
+        decide = (lambda done, elapsed: bounds_decided(self.bounds(done)))  # noqa: E731
+        records, begin, reason, errors, extra = run_open_processes(
+            self.pool, schedule, self.workload, settings, self.target, progress, decide, min_s)
+        # the client's lag judged as for a server cell: TTFT from the scheduled send
+        # against the same from the actual send
+        figures = summarise(records, settings, self.slo, self.streamed, begin)
+        effect = figures["client_lag_effect"]
+        if effect is not None and effect > MAX_LAG_EFFECT:
+            extra["valid"] = False
+            extra["invalid_reasons"] = extra["invalid_reasons"] + [
+                f"at {rate:g}/s the client sent late (p99 "
+                f"{figures['send_lag_ms']['client']['p99']} ms): TTFT +{100 * effect:.0f}%"]
+        return _StepRun(records, begin, reason, errors, extra, figures)
+
+    def judge(self, runs) -> str:
+        records = [r for run in runs for r in run.records]
+        timeouts = sum(run.extra["timeouts"] for run in runs)
+        return judge_bounds(self.bounds(records, timeouts))
+
+
+class _StepRun:
+    """One step's run as search.py reads it (latencies_ns, extra, wall_ns), and its records."""
+
+    def __init__(self, records, begin, reason, errors, extra, figures):
+        self.records, self.begin, self.stop_reason, self.errors = records, begin, reason, errors
+        self.extra, self.figures = extra, figures
+        self.latencies_ns = e2e_ns(records)
+        self.wall_ns = int(extra["wall_s"] * 1e9)

@@ -34,6 +34,10 @@ from ..core.result import Latency
 from ..core.stats import percentile
 from ..serving.openai_client import RequestRecord
 from ..spec.generative import METRICS, parse_slo_key
+from .failures import ErrorLog
+from .open_loop import lag_validity
+
+MAX_LAG_EFFECT = 0.10            # as open_loop.py: the client's lag may move TTFT this much
 
 
 def request_metrics(records: list[RequestRecord], streamed: bool = True) -> dict:
@@ -202,3 +206,42 @@ def token_report(ok: list[RequestRecord], m: dict) -> dict:
                                   "offset_min": int(pairs.min()), "offset_max": int(pairs.max()),
                                   "exact": float(np.mean(pairs == 0))}
     return report
+
+
+def e2e_ns(records) -> np.ndarray:
+    return np.array([(r.chunk_ns[-1] if r.chunk_ns else r.end_ns) - r.scheduled_ns
+                     for r in records if r.ok], dtype=np.int64)
+
+
+def open_extra(records: list[RequestRecord], begin: int, end: int, reason: str,
+               errors: ErrorLog, issued: int, send_lag_bound_s: float, target: float) -> dict:
+    """The open loop's figures (workload/open_loop.py's `extra`) from records of a run whose
+    sends were timed by client processes: 'sent' is when a worker's timer fired for it."""
+    recs = sorted((r for r in records if r.dispatched_ns), key=lambda r: r.index)
+    sched = np.array([r.scheduled_ns for r in recs], dtype=np.int64)
+    sent = np.array([r.dispatched_ns for r in recs], dtype=np.int64)
+    lag = sent - sched
+    ok = [r for r in recs if r.ok]
+    lat = np.array([r.end_ns - r.scheduled_ns for r in ok], dtype=np.int64)
+    lat_sent = np.array([r.end_ns - r.dispatched_ns for r in ok], dtype=np.int64)
+    n = len(recs)
+    scheduled_rate = (n - 1) / ((sched[-1] - sched[0]) / 1e9) if n > 1 and \
+        sched[-1] > sched[0] else None
+    order = np.sort(sent)
+    achieved_rate = (n - 1) / ((order[-1] - order[0]) / 1e9) if n > 1 and \
+        order[-1] > order[0] else None
+    lag_p99 = float(np.percentile(lag, 99)) / 1e6 if n else None
+    effect, problems = lag_validity(lat, lat_sent, target, lag_p99, scheduled_rate,
+                                    achieved_rate)
+    if not n:
+        problems.append("no query was sent")
+    late = int(np.count_nonzero(lag > send_lag_bound_s * 1e9))
+    return {"issued": issued, "completed": len(ok), "errors": errors.errors,
+            "timeouts": errors.timeouts, "scheduled_rate": scheduled_rate,
+            "achieved_rate": achieved_rate,
+            "send_lag_ms": {"p50": float(np.percentile(lag, 50)) / 1e6 if n else None,
+                            "p99": lag_p99, "max": float(lag.max()) / 1e6 if n else None},
+            "late_sends": late, "late_fraction": late / n if n else 0.0,
+            "send_lag_bound_ms": send_lag_bound_s * 1e3, "lag_effect": effect,
+            "valid": not problems, "invalid_reasons": problems,
+            "wall_s": (end - begin) / 1e9}

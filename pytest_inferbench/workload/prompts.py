@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from ..models.tokenizer import WORDS
-from ..spec.prompts import Prompts
 from ..serving.openai_client import request_body
+from ..spec.prompts import Prompts
 
 MAX_PREPARED = 4096      # distinct bodies prepared; a longer run cycles through them
 
