@@ -40,7 +40,7 @@ def test_capacity_within_10_percent_of_theory_despite_one_bad_step():
 
     4 instances x 2 ms (the issue's system): near saturation a queue that starts empty needs
     a number of queries to reach its steady state, so a fast system shows its capacity within
-    steps of a few seconds (a 10 ms system needs far longer steps: see the README)."""
+    steps of a few seconds (a 10 ms system needs far longer steps: see docs/workloads-and-serving.md)."""
     s = service_time(FAST_SERVICE)
     truth = capacity_for_slo(K, s, 0.020, 99)
     state = {"calls": 0, "stall_until": 0.0}

@@ -1,6 +1,6 @@
 """Statistics of latency samples: one percentile definition, distribution-free bounds.
 
-Percentile definition (documented in the README): the nearest-rank percentile, i.e. the
+Percentile definition (documented in docs/measurement.md): the nearest-rank percentile, i.e. the
 smallest sample x such that at least p% of the samples are <= x (numpy's 'inverted_cdf').
 With n samples sorted ascending, p -> sample of 1-based rank ceil(p/100 * n).
 

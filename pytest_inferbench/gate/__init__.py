@@ -1,11 +1,9 @@
-"""Baseline comparison and performance gating: pure statistics and verdicts (no pytest, no
-pandas), shared by the plugin's session gate, paired A/B cells and `python -m pytest_inferbench
-compare`.
+"""Baseline comparison and performance gating, above the run files: the statistics and the
+verdict rules themselves are core/ (verdicts.py, thresholds.py), shared with paired mode.
 
-    thresholds.py   the gate's thresholds ("+10%", "-5%"), confidence and assumed noise
-    stats.py        judgements of log ratios: intervals, p-values, Holm, the verdict rules;
-                    the paired estimate (Student t, with a bootstrap cross-check)
-    compare.py      stored-baseline comparison of two run documents: matching cells by their
-                    resolved configuration, learnt A/A noise, hardware/version mismatch, and the
-                    verdict table
+    compare.py     stored-baseline comparison of two run documents: matching cells by their
+                   resolved configuration, learnt A/A noise, hardware/version mismatch, and
+                   the verdict table (also `python -m pytest_inferbench compare`)
+    baselines.py   saved baselines: names, `latest`, paths, the noise summary saved with one
+    session.py     the session's gate: which baseline, the verdicts, the exit status
 """

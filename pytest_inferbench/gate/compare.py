@@ -8,7 +8,7 @@ not be judged and why, and whether the comparison may gate at all.
 Cells match by their resolved configuration (model, runtime and options, device, precision,
 batch size, threads, workload, serving), not by file, line or name, so moving an entry keeps
 its history. Repeats of a cell (--infer-repeat N, results carrying `repeat`) are the runs of
-that cell on one side: they give the A/A noise (gate/stats.py, stored_judgement).
+that cell on one side: they give the A/A noise (core/verdicts.py, stored_judgement).
 
 A baseline measured on other hardware (CPU model, logical CPUs, GPUs) or with other versions
 of the libraries that run the models (torch, onnxruntime, numpy, ...; Python's minor version)

@@ -1,6 +1,6 @@
 """Run files: one JSON file per session, plus an append-only journal while it runs.
 
-Format (documented in the README):
+Format (documented in docs/results.md):
     {"format": "pytest-inferbench-run", "version": 1, "name": ..., "provenance": {...},
      "results": [<Result>, ...]}
 Readers ignore unknown fields and fill missing ones with defaults, so files from older and

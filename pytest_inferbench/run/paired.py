@@ -12,7 +12,7 @@ the p50 ratio of 12.5%; the same time in 10-25 ms sub-slices gave 2.6-4.6%.
 
 Each round yields, per side, the percentiles, mean and throughput of that round's queries;
 the candidate/baseline ratio of each gated metric is one observation per round. The verdict
-(gate/stats.py) is a Student t interval on the mean log ratio, Holm over the cell's metrics
+(core/verdicts.py) is a Student t interval on the mean log ratio, Holm over the cell's metrics
 and Bonferroni over the session's paired cells and over the planned looks: after `rounds`,
 then at each doubling up to `max_rounds`, rounds are added while any metric is undetermined
 (as Chromium's Pinpoint adds runs), and the split of the error rate over the looks keeps

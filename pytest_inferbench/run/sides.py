@@ -1,7 +1,7 @@
 """The two sides of a paired A/B cell: what each side is (in this process, behind a server,
 or in another interpreter) and how it runs one slice of load.
 
-Every side offers the same small interface, so the paired loop (measure/paired.py) never asks
+Every side offers the same small interface, so the paired loop (run/paired.py) never asks
 what is behind it:
 - `warm(warmup)`, `close()`, `info()`, `batch_size`, `errors` (an ErrorLog of failed queries);
 - `run(seconds, out)`: closed loop, queries back to back for `seconds`, each latency (ns)

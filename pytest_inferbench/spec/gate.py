@@ -13,7 +13,7 @@ class Gate(BaseModel):
     """Regression thresholds (metric -> tolerated change, a positive fraction in the metric's
     worse direction), the confidence of every verdict, and the between-run noise assumed where
     none was learnt. Written flat: {p99: "+10%", throughput: "-5%", confidence: 0.95}; see
-    gate/thresholds.py."""
+    core/thresholds.py."""
     model_config = ConfigDict(extra="forbid", frozen=True)
     thresholds: dict[str, float]
     confidence: float = 0.95
