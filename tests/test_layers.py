@@ -144,6 +144,15 @@ def test_function_local_imports_only_defer_heavy_dependencies():
                        "them to the top):\n" + "\n".join(wrong))
 
 
+def test_the_plugin_imports_nothing_heavy_or_optional():
+    """pytest loads the plugin in every session of an environment where it is installed, and
+    the base install has no pytest-xdist, tritonclient or aiohttp: importing it must not
+    need them, nor cost a torch or pandas import."""
+    own, external = _module_level_imports()
+    for entry in ("pytest_inferbench.plugin", "pytest_inferbench.__main__"):
+        assert _heavy(entry, own, external, set()) is None, entry
+
+
 def test_no_private_name_crosses_modules():
     wrong = []
     for name, tree in TREES.items():

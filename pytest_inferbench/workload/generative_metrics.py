@@ -2,10 +2,10 @@
 and the SLO verdict. Pure computation (no clock, no client): workload/generative.py issues the
 requests and records them.
 
-Metric definitions (docs/workloads-and-serving.md repeats them), per request, every time
-from the request's *scheduled* send (open loop: its slot in the arrival schedule; concurrency: the moment its
-client was ready to send, i.e. the previous request's end), so a late send or a queue in
-front of the server makes them worse, never better:
+Metric definitions (docs/workloads-and-serving.md repeats them), per request, every time from
+the request's *scheduled* send (open loop: its slot in the arrival schedule; concurrency: the
+moment its client was ready to send, i.e. the previous request's end), so a late send or a
+queue in front of the server makes them worse, never better:
 
 - TTFT = first chunk carrying text - scheduled.
 - ITL = each gap between two consecutive chunks carrying text (TTFT is not one of them).
