@@ -533,6 +533,9 @@ def test_a_client_process_keeps_known_timings(mock_server, tmp_path):
     assert abs(ttft / ref_ttft - 1) < 0.08 and abs(itl / ref_itl - 1) < 0.08, \
         (ttft, ref_ttft, itl, ref_itl)
     assert r.load["client_processes"] == 1 and len(r.load["client_cpu_s"]) == 1
+    # what the processes offered, against the target, as an in-process open loop says it
+    assert r.load["offered"]["target_rate"] == pytest.approx(20.0)
+    assert r.load["offered_rate"] == r.load["offered"]["offered_rate"] > 0
     assert sorted(q["index"] for q in r.requests) == list(range(len(r.requests)))
     assert len(r.requests) == r.load["issued"] > 20
     for q in r.requests:

@@ -410,3 +410,36 @@ def test_a_session_that_ends_without_stopping_its_server_leaves_nothing(tmp_path
     finally:
         for p in tagged(info["tag"]):
             p.kill()
+
+
+def test_client_process_runs_report_the_offered_rate_too():
+    """A generative open loop sent by client processes (workload/generative_clients.py) says
+    what it offered against the target, as the in-process open loop does: the whole
+    stratified schedule offers the nominal rate; a run cut short by a drawing short of its
+    rate is flagged."""
+    from pytest_inferbench.serving.openai_client import RequestRecord
+    from pytest_inferbench.workload.failures import ErrorLog
+    from pytest_inferbench.workload.generative_metrics import open_extra
+
+    def records(s):
+        out = []
+        for i, t in enumerate(np.asarray(s)):
+            r = RequestRecord(index=i, scheduled_ns=int(t), dispatched_ns=int(t) + 50_000,
+                              sent_ns=int(t) + 60_000, end_ns=int(t) + 5_000_000, ok=True)
+            r.first_token_ns, r.chunk_ns = r.end_ns - 1_000_000, [r.end_ns - 1_000_000]
+            out.append(r)
+        return out
+
+    s = arrivals.schedule("poisson", 8, 15.0, seed=0)
+    extra = open_extra(records(s), 0, int(15.1e9), "schedule", ErrorLog(), len(s), 0.001, 99.0,
+                       s, 15.0)
+    assert extra["offered"]["departure"] == 0 and not extra["offered"]["flagged"]
+    assert extra["offered_rate"] == pytest.approx(8.0)
+    free = arrivals.schedule("poisson", 8, 15.0, seed=0, exact_count=False)
+    extra = open_extra(records(free), 0, int(15.1e9), "schedule", ErrorLog(), len(free), 0.001,
+                       99.0, free, 15.0)
+    assert extra["offered"]["departure"] < 0
+    assert extra["offered"]["flagged"] == (abs(extra["offered"]["departure"]) > 0.02)
+    # without the schedule (a caller that cannot say), nothing is claimed
+    assert open_extra(records(s), 0, int(15.1e9), "schedule", ErrorLog(), len(s), 0.001,
+                      99.0)["offered"] is None

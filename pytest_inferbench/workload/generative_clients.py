@@ -387,7 +387,7 @@ def run_open_processes(pool, schedule, workload, settings, target, progress,
         schedule, settings.max_duration, workload.timeout, check)
     records = [by_index[i] for i in sorted(by_index)]
     extra = open_extra(records, begin, end, reason, errors, issued, workload.send_lag_bound,
-                       target)
+                       target, schedule, settings.max_duration)
     return records, begin, reason, errors, extra
 
 

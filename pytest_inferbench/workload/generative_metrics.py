@@ -34,8 +34,9 @@ from ..core.result import Latency
 from ..core.stats import percentile
 from ..serving.openai_client import RequestRecord
 from ..spec.generative import METRICS, parse_slo_key
+from . import arrivals
 from .failures import ErrorLog
-from .open_loop import lag_validity
+from .open_loop import lag_validity, offered_window_s
 
 MAX_LAG_EFFECT = 0.10            # as open_loop.py: the client's lag may move TTFT this much
 
@@ -214,9 +215,12 @@ def e2e_ns(records) -> np.ndarray:
 
 
 def open_extra(records: list[RequestRecord], begin: int, end: int, reason: str,
-               errors: ErrorLog, issued: int, send_lag_bound_s: float, target: float) -> dict:
+               errors: ErrorLog, issued: int, send_lag_bound_s: float, target: float,
+               schedule=None, limit_s: float | None = None) -> dict:
     """The open loop's figures (workload/open_loop.py's `extra`) from records of a run whose
-    sends were timed by client processes: 'sent' is when a worker's timer fired for it."""
+    sends were timed by client processes: 'sent' is when a worker's timer fired for it.
+    schedule: the arrivals.Schedule sent, for the offered rate against its target (as the
+    in-process open loop reports it); limit_s: the run's longest duration."""
     recs = sorted((r for r in records if r.dispatched_ns), key=lambda r: r.index)
     sched = np.array([r.scheduled_ns for r in recs], dtype=np.int64)
     sent = np.array([r.dispatched_ns for r in recs], dtype=np.int64)
@@ -244,4 +248,16 @@ def open_extra(records: list[RequestRecord], begin: int, end: int, reason: str,
             "late_sends": late, "late_fraction": late / n if n else 0.0,
             "send_lag_bound_ms": send_lag_bound_s * 1e3, "lag_effect": effect,
             "valid": not problems, "invalid_reasons": problems,
-            "wall_s": (end - begin) / 1e9}
+            "wall_s": (end - begin) / 1e9, **_offered(schedule, issued, limit_s)}
+
+
+def _offered(schedule, issued: int, limit_s: float | None) -> dict:
+    """`offered` and `offered_rate` as open_loop.py reports them (the stop time is not known
+    here: the window ends at the schedule's end when it was sent whole, else one mean gap
+    past the last send)."""
+    if schedule is None:
+        return {"offered_rate": None, "offered": None}
+    limit_ns = int(limit_s * 1e9) if limit_s is not None else np.iinfo(np.int64).max
+    window = offered_window_s(schedule, np.asarray(schedule), issued, None, limit_ns)
+    offer = arrivals.offered(schedule, issued, window)
+    return {"offered_rate": offer["offered_rate"] if offer else None, "offered": offer}

@@ -242,14 +242,14 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
     end = clock()
     # a straggler completing now must not change the result
     done, ok, wrote = done.copy(), ok.copy(), wrote.copy()
-    offer = arrivals.offered(drawn, issued, _window_s(drawn, schedule_ns, issued, stop_ns,
+    offer = arrivals.offered(drawn, issued, offered_window_s(drawn, schedule_ns, issued, stop_ns,
                                                       limit_ns))
     return _samples(schedule_ns[:issued] + begin, sent[:issued], done[:issued], ok[:issued],
                     begin, end, reason, target, errors, send_lag_bound_s, settings.confidence,
                     wrote=wrote[:issued], offered=offer)
 
 
-def _window_s(drawn, schedule_ns, issued, stop_ns, limit_ns) -> float:
+def offered_window_s(drawn, schedule_ns, issued, stop_ns, limit_ns) -> float:
     """The stretch of the schedule the run offered: up to where it stopped, or to the
     schedule's end (its drawn duration when whole, else one mean gap past its last send)."""
     if stop_ns is not None:
