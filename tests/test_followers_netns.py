@@ -176,10 +176,24 @@ def fleet(tmp_path_factory):
 # that runs an item notes it with its network namespace, the proof of where it ran.
 CONFTEST = """
 import os
+import time
+from pathlib import Path
 
 def pytest_runtest_logfinish(nodeid, location):
     with open("ran-here.txt", "a") as f:
         f.write(f"{nodeid}\\t{os.stat('/proc/self/ns/net').st_ino}\\n")
+
+def pytest_sessionstart(session):
+    # a start line for leaders that must measure at the same time (set in their
+    # environment only, never a follower's; before xdist starts the workers, trylast):
+    # start-up skew must not serialise them
+    spec = os.environ.get("TEST_START_LINE")
+    if spec:
+        where, name, count = spec.split(":")
+        (Path(where) / name).touch()
+        deadline = time.monotonic() + 60
+        while len(list(Path(where).iterdir())) < int(count) and time.monotonic() < deadline:
+            time.sleep(0.01)
 """
 
 
@@ -202,11 +216,12 @@ def _suite(tmp: Path, fleet: Fleet, cells: str, port: int) -> Path:
     return leader
 
 
-def _leader(leader: Path, *extra, timeout=150) -> subprocess.Popen:
+def _leader(leader: Path, *extra, env=None) -> subprocess.Popen:
     return subprocess.Popen(
         [VENV_PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "bench_tiny.yaml",
          "--infer-config", "job.yaml", "--infer-json", "run.json", "--infer-no-html", *extra],
-        cwd=leader, stdout=open(leader / "out.txt", "w"), stderr=subprocess.STDOUT)
+        cwd=leader, stdout=open(leader / "out.txt", "w"), stderr=subprocess.STDOUT,
+        env=None if env is None else {**os.environ, **env})
 
 
 def _finish(proc: subprocess.Popen, leader: Path, timeout=150) -> tuple[int, str, dict]:
@@ -327,13 +342,19 @@ def test_a_follower_killed_mid_cell_loses_nothing_measured(fleet, tmp_path):
 def test_two_sessions_sharing_followers_never_measure_at_once_on_one(fleet, tmp_path):
     # an execnet socket server serves one connection at a time: one port per session, the
     # same follower host (the same namespace, lease directory and host name) behind both
-    cells = "  - {model: mlp-tiny, runtime: torch, batch_size: [1, 2, 4, 8, 16, 32]}\n"
+    cells = ("  - {model: mlp-tiny, runtime: torch, batch_size: [1, 2, 4, 8, 16, 32], "
+             "min_duration: 0.5s, max_duration: 0.8s}\n")
+    start_line = tmp_path / "start-line"
+    start_line.mkdir()
     leaders = []
     for name, port in (("a", 8890), ("b", 8891)):
         fleet.start_socket_server(port)
         (tmp_path / name).mkdir()
         leaders.append(_suite(tmp_path / name, fleet, cells, port))
-    procs = [_leader(leader) for leader in leaders]
+    # both leaders wait at a start line before their workers start, so a slow start of one (a loaded
+    # CI machine) cannot let the other finish first
+    procs = [_leader(leader, env={"TEST_START_LINE": f"{start_line}:{name}:2"})
+             for name, leader in zip("ab", leaders)]
     docs = []
     for proc, leader in zip(procs, leaders):
         rc, out, doc = _finish(proc, leader)
