@@ -231,6 +231,7 @@ class TwoTierScheduling:
         self.policy.remove_slot(slot.id)
         if not pending:
             self._dispatch()
+            self._restart_if_needed(node, slot)
             return None
         crashed = self.collection[pending.pop(0)]
         for index in pending:                    # the look-ahead never started: queue again
@@ -347,6 +348,21 @@ class TwoTierScheduling:
                 self._fail_unrunnable()
                 return None
         dsession._clone_node = clone_node
+        self._clone = clone_node
+
+    def _restart_if_needed(self, node, slot) -> None:
+        """A node that finished (shut down to start its last item) while another node's
+        crash re-queued an item only its slot can now run: start a fresh worker there, or
+        the session would end with that item never run ("no active workers")."""
+        clone = getattr(self, "_clone", None)
+        if clone is None or not len(self.queue):
+            return
+        live = [self.node2slot[n] for n in self.node2pending if not n.shutting_down]
+        if any(able(t, s) for t in self.queue for s in live):
+            return
+        if any(able(t, slot) for t in self.queue):
+            self.log("restarting a worker on", slot.host, "for re-queued items")
+            clone(node)
 
     def _fail_unrunnable(self) -> None:
         """Queued items no live slot can run (their followers are gone): failed, with why."""
