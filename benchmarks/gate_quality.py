@@ -26,6 +26,22 @@ paired cells corrects for them, which only makes it stricter).
 Targets: no false positive (A/A "regression") in either mode; paired mode catches every 10%
 and 20% slowdown; stored mode never passes ("no change") a slowdown of 10% or 20% that it
 cannot resolve: it says "undetermined".
+
+History mode (--mode history): every session is recorded in a results store (SQLite, in the
+work directory). First a baseline session with --infer-repeat 3 (today's stored mode), then
+--history (15) A/A sessions that build the history, then --aa more A/A sessions each judged
+by the plugin with --infer-baseline history (the false-positive trials). Then per slowdown
+(5%, 10%, 20%, 100%) a copy of that store and --per-slowdown sessions of the slowed model,
+one after another, each judged by the plugin against the history as a nightly job would (a
+slowdown that lasts is judged against the level before it until it has lasted 5 runs). Each
+trial is one cell of one session. The same sessions are judged three ways:
+  (a) stored: against the 3-repeat baseline (compare_runs, as --infer-baseline NAME does),
+  (b) history: the plugin's own verdict (--infer-baseline history),
+  (c) change points: the store's series per cell (the `history` command's detector, Otava's
+      E-Divisive) on A/A + slowed runs: is the p50 step found at the first slowed run (within
+      one run), and how many change points appear in the A/A part (false alarms).
+Targets: no false positive; every 2x caught; at least 90% of 20% slowdowns caught in history
+mode; each injected step found by change-point detection at the right run.
 """
 
 from __future__ import annotations
@@ -43,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _paired import table  # noqa: E402
+from _paired import table
 
 MODELS = '''
 import os
@@ -81,6 +97,7 @@ SETTINGS = "warmup: 0.2s, min_duration: 0.5s, max_duration: 1s, min_queries: 100
 GATE = '{p50: "+5%", throughput: "-5%"}'
 CELLS = (("8", "offline"), ("1", "single_stream"))
 SLOWDOWNS = {0.05: "slow5", 0.10: "slow10", 0.20: "slow20"}
+HISTORY_SLOWDOWNS = (0.05, 0.10, 0.20, 1.00)
 VERDICTS = ("regression", "undetermined", "no change", "improvement")
 
 
@@ -102,7 +119,7 @@ OPEN_GATE = '{p50: "+5%"}'
 def paired_suite(candidate: str, rounds: int, max_rounds: int, slice_s: float,
                  open_loop: bool = False) -> str:
     lines = ["name: gqp", f"defaults: {{{SETTINGS}}}", "benchmarks:"]
-    base = f"baseline: {{model: \"gq_models:base\"}}"
+    base = "baseline: {model: \"gq_models:base\"}"
     if open_loop:
         for serving, _ in OPEN_CELLS:
             lines += [f"  - model: \"gq_models:{candidate}\"", "    runtime: torch",
@@ -166,6 +183,125 @@ def stored_mode(work: Path, n_aa: int, per: int, repeats: int, log) -> dict:
     return {"trials": trials, "seconds": time.perf_counter() - t0, "learnt": learnt}
 
 
+def _stored_verdicts(baseline: dict, doc: dict) -> dict:
+    """(a) the session judged against the 3-repeat baseline, as the plugin would."""
+    from pytest_inferbench.gate.compare import compare_runs
+    comparison = compare_runs(baseline, doc)
+    return {_cell_of(e): (e["verdict"], _p50(e)) for e in comparison["verdicts"]}
+
+
+def _p50(entry: dict) -> dict:
+    m = next((m for m in entry.get("metrics", []) if m["metric"] == "p50"), {})
+    return {"ratio": m.get("ratio"), "reason": m.get("reason")}
+
+
+def _history_verdicts(doc: dict) -> dict:
+    """(b) the plugin's own verdicts (--infer-baseline history); cells it could not judge
+    (too short a history) are 'not judged'."""
+    comparison = doc.get("comparison") or {}
+    out = {_cell_of(e): (e["verdict"], _p50(e)) for e in comparison.get("verdicts", [])}
+    for item in comparison.get("not_measured", []):
+        out[_cell_of(item)] = ("not judged", {"ratio": None, "reason": item["reason"]})
+    return out
+
+
+def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log) -> dict:
+    import shutil
+
+    from pytest_inferbench.history.trends import series
+    from pytest_inferbench.store.db import ResultStore
+    (work / "bench_gq.yaml").write_text(stored_suite())
+    t0 = time.perf_counter()
+    store = work / "aa.db"
+    _session(work, 1.0, "--infer-save", "gq3", "--infer-repeat", "3", "--infer-store",
+             str(store))
+    baseline = json.loads((work / ".inferbench/baselines/gq3.json").read_text())
+    for i in range(n_hist):
+        _session(work, 1.0, "--infer-store", str(store))
+    log(f"history: baseline with 3 repeats and {n_hist} A/A sessions recorded")
+    trials = []
+
+    def judge(doc, slowdown):
+        stored = _stored_verdicts(baseline, doc)
+        hist = _history_verdicts(doc)
+        none = ("missing", {"ratio": None, "reason": None})
+        for cell in sorted(stored):
+            h = hist.get(cell, none)
+            trials.append({"slowdown": slowdown, "cell": cell, "stored": stored[cell][0],
+                           "history": h[0], "stored_p50": stored[cell][1],
+                           "history_p50": h[1]})
+        return ", ".join(f"{c}: stored {stored[c][0]} (p50 x{stored[c][1]['ratio'] or 0:.3f}), "
+                         f"history {hist.get(c, none)[0]}" for c in sorted(stored))
+
+    for i in range(n_aa):
+        doc = _session(work, 1.0, "--infer-baseline", "history", "--infer-store", str(store))
+        log(f"history: A/A #{i + 1}: {judge(doc, 0.0)}")
+    steps = []
+    for slowdown in HISTORY_SLOWDOWNS:
+        copy = work / f"slow{round(slowdown * 100)}.db"
+        shutil.copy(store, copy)
+        for i in range(per):
+            doc = _session(work, 1.0 + slowdown, "--infer-baseline", "history",
+                           "--infer-store", str(copy))
+            log(f"history: +{slowdown:.0%} #{i + 1}: {judge(doc, slowdown)}")
+        db = ResultStore.open(f"sqlite:///{copy}")
+        try:
+            found = series(db.series())
+        finally:
+            db.close()
+        for s in found:
+            first_slow = len(s.runs) - per
+            p50 = [st for st in s.steps if st.metric == "p50_ms"]
+            at = [st.index for st in p50 if st.index >= first_slow - 1]
+            steps.append({"slowdown": slowdown, "cell": _cell_of({"cell": s.cell}),
+                          "runs": len(s.runs), "step_at": first_slow,
+                          "found": at, "false": [st.index for st in p50
+                                                 if st.index < first_slow - 1],
+                          "located": any(abs(a - first_slow) <= 1 for a in at)})
+            log(f"changes: +{slowdown:.0%} {steps[-1]['cell']}: p50 change points at "
+                f"{[st.index for st in p50]} (step at {first_slow})")
+    return {"trials": trials, "steps": steps, "seconds": time.perf_counter() - t0,
+            "sessions": 1 + n_hist + n_aa + per * len(HISTORY_SLOWDOWNS)}
+
+
+def _history_table(result: dict) -> None:
+    rows = []
+    for slowdown in (0.0, *HISTORY_SLOWDOWNS):
+        ts = [t for t in result["trials"] if t["slowdown"] == slowdown]
+        what = "A/A" if slowdown == 0 else f"+{slowdown:.0%}"
+        row = [what, len(ts)]
+        for mode in ("stored", "history"):
+            reg = sum(1 for t in ts if t[mode] == "regression")
+            und = sum(1 for t in ts if t[mode] in ("undetermined", "not judged"))
+            row.append(f"{'FP' if slowdown == 0 else 'caught'} {reg}/{len(ts)} (undet. {und})")
+        st = [s for s in result["steps"] if s["slowdown"] == slowdown]
+        if slowdown == 0:
+            false = sum(len(s["false"]) for s in result["steps"])
+            row.append(f"false change points in A/A parts: {false}")
+        else:
+            row.append(f"located {sum(s['located'] for s in st)}/{len(st)} "
+                       f"(found at {[s['found'] for s in st]}, step at "
+                       f"{sorted({s['step_at'] for s in st})})")
+        rows.append(row)
+    print(table(["change", "trials", "(a) stored, 3 repeats", "(b) history",
+                 "(c) change points (p50)"], rows, left=2))
+    t = result["trials"]
+    fp = sum(1 for x in t if x["slowdown"] == 0 and x["history"] == "regression")
+    big = [x for x in t if x["slowdown"] == 1.0]
+    s20 = [x for x in t if x["slowdown"] == 0.20]
+    c20 = sum(1 for x in s20 if x["history"] == "regression")
+    located = all(s["located"] for s in result["steps"])
+    print(f"history: false positives {fp} (target 0) -> {'met' if fp == 0 else 'NOT MET'}")
+    caught = sum(1 for x in big if x["history"] == "regression")
+    print(f"history: 2x caught {caught}/{len(big)} (target all) -> "
+          f"{'met' if caught == len(big) else 'NOT MET'}")
+    print(f"history: 20% caught {c20}/{len(s20)} (target >= 90%) -> "
+          f"{'met' if s20 and c20 >= 0.9 * len(s20) else 'NOT MET'}")
+    print(f"change points: every injected step located within one run -> "
+          f"{'met' if located else 'NOT MET'}")
+    print(f"time: {result['seconds']:.0f} s for {result['sessions']} sessions")
+
+
 def _paired_cell_name(cell) -> str:
     if cell.workload.scenario == "server":
         return dict(OPEN_CELLS)[cell.serving.system]
@@ -174,8 +310,8 @@ def _paired_cell_name(cell) -> str:
 
 def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
                 slice_s: float, log, open_loop: bool = False) -> dict:
-    from pytest_inferbench.run.cell import run_cell
     from pytest_inferbench.models.cache import ArtifactCache
+    from pytest_inferbench.run.cell import run_cell
     from pytest_inferbench.spec import load_spec
     sys.path.insert(0, str(work))
     # launched servers (the --open cells behind FastAPI) import the model factory too
@@ -260,7 +396,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-rounds", type=int, default=40)
     ap.add_argument("--slice", type=float, default=None,
                     help="seconds per side per round (default 0.1; --open: 1)")
-    ap.add_argument("--mode", choices=("both", "stored", "paired"), default="both")
+    ap.add_argument("--mode", choices=("both", "stored", "paired", "history"), default="both")
+    ap.add_argument("--history", type=int, default=15,
+                    help="history mode: A/A sessions that build the history (default 15)")
     ap.add_argument("--open", action="store_true",
                     help=f"paired mode on open-loop cells (server scenario at {OPEN_RATE}/s, "
                          f"in-process and behind FastAPI) instead of the closed-loop ones; "
@@ -271,6 +409,18 @@ def main(argv=None) -> int:
     def log(text):
         print(text, flush=True)
 
+    if args.mode == "history":
+        with tempfile.TemporaryDirectory(prefix="gate-quality-") as tmp:
+            work = Path(tmp)
+            (work / "gq_models.py").write_text(MODELS)
+            result = history_mode(work, args.history, args.aa, args.per_slowdown, log)
+        print()
+        print("Gate p50 +5%, throughput -5% at 95% confidence; each trial is one cell of the "
+              "two (offline bs8, single-stream bs1) in one session")
+        _history_table(result)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+        return 0
     with tempfile.TemporaryDirectory(prefix="gate-quality-") as tmp:
         work = Path(tmp)
         (work / "gq_models.py").write_text(MODELS)

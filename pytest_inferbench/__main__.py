@@ -4,6 +4,8 @@
                                        [--cost cpu=0.40] [--slo p99<=50ms] [--peak-flops cpu=1e11]
     python -m pytest_inferbench compare BASE NEW [--gate p99=+10%,throughput=-5%]
                                         [--confidence 0.95] [--force] [--json PATH]
+    python -m pytest_inferbench store import DIR|FILE... [--store URL]
+    python -m pytest_inferbench history [--cell PATTERN] [--since DATE] [--store URL] [--json P]
 
 A command is one function that adds its subparser (`_add_<name>`) and one that runs it; add a new
 one (e.g. `compare`) to COMMANDS. A user's mistake (a missing file, a file that is not a run
@@ -13,15 +15,20 @@ file, a bad option) exits with status 2 and one line on stderr, never a tracebac
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from datetime import date
 from pathlib import Path
 
 from .core.errors import SpecError
-from .core.thresholds import GateError, parse_gate
+from .core.thresholds import GateConfig, GateError, parse_gate
+from .core.verdicts import REGRESSION, Obs, decide
 from .gate.baselines import BaselineError, resolve
 from .gate.compare import compare_runs, render_text
-from .results.store import RunFileError, load_run
+from .results.runfile import RunFileError, load_run
 from .spec import load_job
+from .store.url import resolve_url, shown
 
 
 class UsageError(Exception):
@@ -190,7 +197,167 @@ def _run_compare(args) -> int:
 
 # ----------------------------------------------------------------------------- main
 
-COMMANDS = [_add_report, _add_compare]
+# ----------------------------------------------------------------------------- store, history
+
+def _store_arg(p) -> None:
+    p.add_argument("--store", metavar="URL|PATH", default=None,
+                   help="the results store (default: env INFERBENCH_STORE, else "
+                        ".inferbench/results.db here); postgresql://user@host/db for a team")
+
+
+def _open_store(value):
+    from .store.db import ResultStore, StoreError  # lazy: sqlalchemy
+    url = resolve_url(value or os.environ.get("INFERBENCH_STORE"), Path.cwd())
+    if url is None:
+        raise UsageError("the results store is off (--store none): name one with --store URL")
+    try:
+        return ResultStore.open(url)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _add_store(sub) -> None:
+    p = sub.add_parser("store", help="the results store: import run files",
+                       description="Load run files (or directories of them) into the results "
+                                   "store; a run already there is skipped, so importing twice "
+                                   "adds nothing.")
+    action = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    imp = action.add_parser("import", help="load run files into the store")
+    imp.add_argument("paths", nargs="+", metavar="DIR|FILE")
+    _store_arg(imp)
+    imp.set_defaults(func=_run_store_import)
+
+
+def _run_store_import(args) -> int:
+    from .store.db import StoreError  # lazy: sqlalchemy
+    files = []
+    for path in map(Path, args.paths):
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
+            if not found:
+                raise UsageError(f"{path}: no run files (*.json) in this directory")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    docs = []
+    for f in files:
+        try:
+            docs.append((f, load_run(f)))
+        except RunFileError as exc:
+            raise UsageError(str(exc)) from None
+    store = _open_store(args.store)
+    added = skipped = results = 0
+    try:
+        for f, doc in docs:
+            done = store.record(doc, f.resolve())
+            added += done.added
+            skipped += not done.added
+            results += done.results if done.added else 0
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        store.close()
+    print(f"{added} run{'s' if added != 1 else ''} added ({results} results), {skipped} "
+          f"already in {shown(store.url)}")
+    return 0
+
+
+def _add_history(sub) -> None:
+    p = sub.add_parser("history", help="change points in each cell's history; exit 1 when "
+                                       "the newest run starts a regression",
+                       description="Each cell's series in the results store, per machine "
+                                   "fingerprint, with its change points (Apache Otava's "
+                                   "E-Divisive): where, the commit range, the size and the "
+                                   "p-value. Exit 1 when a cell's newest run is a regression "
+                                   "against its history or starts a worse level.")
+    p.add_argument("--cell", metavar="PATTERN", default=None,
+                   help="only cells whose spec::id matches (glob; a plain word matches "
+                        "anywhere)")
+    p.add_argument("--since", metavar="DATE", default=None,
+                   help="only runs started on or after this date (YYYY-MM-DD)")
+    p.add_argument("--gate", metavar="METRIC=CHANGE,...", default=None,
+                   help="thresholds for the newest run's verdict (default "
+                        "p50=+5%%,throughput=-5%%)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the series here")
+    _store_arg(p)
+    p.set_defaults(func=_run_history)
+
+
+def _run_history(args) -> int:
+    from .history.changes import change_points  # lazy: scipy
+    from .history.judge import history_judgement, reference  # lazy: scipy
+    from .history.trends import METRICS, series  # lazy: scipy
+    if args.since is not None:
+        try:
+            date.fromisoformat(args.since[:10])
+        except ValueError:
+            raise UsageError(f"--since {args.since}: expected a date, YYYY-MM-DD") from None
+    try:
+        gate = parse_gate(args.gate) if args.gate else GateConfig()
+    except GateError as exc:
+        raise UsageError(str(exc)) from None
+    store = _open_store(args.store)
+    try:
+        rows = store.series(since=args.since)
+    finally:
+        store.close()
+    found = series(rows, args.cell)
+    if not found:
+        what = f" matching {args.cell!r}" if args.cell else ""
+        print(f"no measured cells{what} in {shown(store.url)}")
+        return 0
+    column = {label: m for m, (label, _, _) in METRICS.items()}
+    newest = []
+    for s in found:
+        for metric, limit in gate.thresholds.items():
+            if metric not in column:
+                continue
+            values = [r.get(column[metric]) for r in s.runs]
+            if len(values) < 2 or values[-1] is None:
+                continue
+            past = values[:-1]
+            ref = reference(len(past), change_points(past))
+            j = history_judgement(metric, limit, [Obs(past[i]) for i in ref.indices],
+                                  [Obs(values[-1])], where=ref.note)
+            newest.append((s, j))
+    decide([j for _, j in newest], gate.confidence)
+    failing = 0
+    for s in found:
+        first, last = s.runs[0], s.runs[-1]
+        print(f"{s.cell}  [{s.where}]: {len(s.runs)} runs, "
+              f"{(first.get('started_at') or '?')[:10]} .. {(last.get('started_at') or '?')[:10]}")
+        for st in s.steps:
+            label, unit, _ = METRICS[st.metric]
+            commits = "..".join((c or "?")[:10] for c in
+                                (st.run_before.get("commit"), st.run_after.get("commit")))
+            tag = "REGRESSION" if st.worse else "improvement"
+            print(f"  {label}: {tag} at run {st.index + 1} ({(st.run_after.get('started_at') or '?')[:10]}, "
+                  f"commits {commits}): {st.change.before:.4g} -> {st.change.after:.4g} {unit} "
+                  f"({100 * (st.change.ratio - 1):+.1f}%), p = {st.change.pvalue:.2g}")
+        if not s.steps:
+            print("  no change points")
+        starts = [st for st in s.steps if st.index == len(s.runs) - 1 and st.worse]
+        verdicts = [j for t, j in newest if t is s]
+        bad = [j for j in verdicts if j.verdict == REGRESSION]
+        for j in bad:
+            print(f"  newest run: {j.metric} REGRESSION: {j.reason}")
+        for j in verdicts:
+            if j.missing:
+                print(f"  newest run: {j.missing}")
+        if bad or starts:
+            failing += 1
+    if args.json:
+        Path(args.json).write_text(json.dumps([s.to_json() for s in found], indent=1))
+    if failing:
+        print(f"{failing} cell{'s' if failing != 1 else ''}: the newest run starts a regression")
+        return 1
+    return 0
+
+
+
+COMMANDS = [_add_report, _add_compare, _add_store, _add_history]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from .serving.pool import group_by_server
 from .session import FOLLOWERS_KEY, JOB_KEY, SCHED_KEY, STATE_KEY, SessionState
 from .spec import Cell, Gate, load_job, load_spec
 from .spec.followers import load_followers, tx_specs
+from .store.url import resolve_url
 
 # ----------------------------------------------------------------------------- options
 
@@ -44,6 +46,11 @@ def pytest_addoption(parser):
     group.addoption("--infer-baseline", metavar="NAME|PATH|latest", default=None,
                     help="compare with a saved baseline, a run file, or the newest earlier run; "
                          "regressions fail the session")
+    group.addoption("--infer-store", metavar="URL|PATH|none", default=None,
+                    help="the results store every session is recorded in: a SQLite file "
+                         "(default .inferbench/results.db), postgresql://..., or none (env "
+                         "INFERBENCH_STORE, ini inferbench_store); --infer-baseline history "
+                         "judges each cell against its earlier runs there")
     group.addoption("--infer-repeat", metavar="N", type=int, default=1,
                     help="run every cell N times, round-robin over the cells, to learn the "
                          "noise between runs (use with --infer-save)")
@@ -67,6 +74,9 @@ def pytest_addoption(parser):
                   help="file name patterns of benchmark specs to collect")
     parser.addini("inferbench_runs_dir", default=".inferbench/runs",
                   help="directory for run files, relative to rootdir")
+    parser.addini("inferbench_store", default="",
+                  help="results store URL or SQLite path (default .inferbench/results.db "
+                       "under rootdir; none: off)")
     parser.addini("inferbench_baselines_dir", default=".inferbench/baselines",
                   help="directory for named baselines (--infer-save), relative to rootdir")
     parser.addini("inferbench_cache_dir", default=".inferbench/cache",
@@ -98,7 +108,10 @@ def pytest_configure(config):
             runs_dir=Path(root, config.getoption("--infer-runs-dir")
                           or config.getini("inferbench_runs_dir")),
             baselines_dir=Path(root, config.getini("inferbench_baselines_dir")),
-            invocation_dir=config.invocation_params.dir)
+            invocation_dir=config.invocation_params.dir,
+            store_url=resolve_url(config.getoption("--infer-store")
+                                  or os.environ.get("INFERBENCH_STORE")
+                                  or config.getini("inferbench_store"), root))
     except GateSetupError as exc:
         raise pytest.UsageError(f"inferbench: {exc}") from None
     state = SessionState(config, gate)
@@ -127,7 +140,9 @@ def _followers_to_workers(config, job) -> None:
                                 "pytest-xdist (or leave out `followers`/--infer-followers)")
     config.option.tx = [spec for spec, _ in tx_specs(followers)]
     if any(f.via != "local" or f.chdir for f in followers):   # chdir: a copy of rootdir
-        from .schedule.xdist_scheduler import args_relative_to_rootdir  # lazy: pytest-xdist
+        from .schedule.xdist_scheduler import (
+            args_relative_to_rootdir,  # lazy: pytest-xdist
+        )
         args_relative_to_rootdir(config)
     if config.option.maxworkerrestart is None:   # as xdist's -n N: no endless restarts
         config.option.maxworkerrestart = str(4 * len(config.option.tx))
@@ -140,7 +155,10 @@ def pytest_xdist_make_scheduler(config, log):
     """`--dist load` (what -n N and --infer-followers use) -> the two-tier scheduler."""
     if config.getvalue("dist") != "load":
         return None
-    from .schedule.xdist_scheduler import CellTasks, TwoTierScheduling  # lazy: pytest-xdist
+    from .schedule.xdist_scheduler import (  # lazy: pytest-xdist
+        CellTasks,
+        TwoTierScheduling,
+    )
     runs = Path(config.rootpath, config.getoption("--infer-runs-dir")
                 or config.getini("inferbench_runs_dir"))
     sched = TwoTierScheduling(config, log, CellTasks(config.rootpath, config.stash.get(

@@ -5,23 +5,27 @@ of the running cell."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from .core.fingerprint import fingerprint
 from .core.result import Result
 from .gate.session import SessionGate
 from .measure import provenance
 from .measure.provenance import now_iso
 from .models.cache import ArtifactCache
-from .results.store import RunWriter
+from .results.cells import cell_key
+from .results.runfile import RunWriter
 from .results.summary import summary_table
 from .schedule.facts import run_file_section
 from .schedule.worker import link_colocated, summary_line
 from .serving.pool import ServerPool
 from .spec import Job
+from .store.url import shown
 
 JOB_KEY = pytest.StashKey[Job | None]()
 STATE_KEY = pytest.StashKey["SessionState"]()
@@ -102,6 +106,8 @@ class SessionState:
             self.run_files = self.writer.finish(now_iso(), {**self._gate_run(),
                                                             **run_file_section(self.config)})
             if self.run_files:
+                self.gate.record(json.loads(self.run_files[0].read_text()), self.run_files[0],
+                                 now_iso())
                 self.gate.save_baseline(self._run_doc(), self.run_files[0], now_iso())
             self._render_html()
             if self.gate.failed and session.exitstatus == 0:
@@ -157,10 +163,33 @@ class SessionState:
                 [self.run_files[0]], target, title=report.title if report else None,
                 cost=job.cost if job else None, slo=report.slo if report else None,
                 peak_flops=report.peak_flops if report else None,
-                peak_bandwidth=report.peak_bandwidth if report else None)
+                peak_bandwidth=report.peak_bandwidth if report else None,
+                trends=self._trends())
         except Exception as exc:  # noqa: BLE001 - the run file is safe; say what went wrong
             first = (str(exc).strip().splitlines() or [""])[0]
             self.html_error = f"{type(exc).__name__}: {first}"
+
+    def _trends(self) -> list[dict] | None:
+        """This run's cells' series in the results store (this fingerprint), for the Trends
+        section; None when there is no store or it cannot be read (said once)."""
+        if self.gate.store_url is None or self.gate.recorded is None:
+            return None
+        from .history.trends import series  # lazy: scipy, only with a store
+        from .store.db import ResultStore  # lazy: sqlalchemy
+        keys = {cell_key(r) for r in self.writer.results}
+        try:
+            store = ResultStore.open(self.gate.store_url)
+            try:
+                rows = store.series(cell_keys=keys,
+                                    fingerprint=fingerprint(self.writer.provenance))
+            finally:
+                store.close()
+        except Exception as exc:  # noqa: BLE001 - the report matters more than its trends
+            first = (str(exc).strip().splitlines() or [""])[0]
+            self.gate.notes.append((f"results store: no Trends section in the report "
+                                    f"({type(exc).__name__}: {first})", True))
+            return None
+        return [s.to_json() for s in series(rows)]
 
     def pytest_terminal_summary(self, terminalreporter):
         if self.is_worker or not self.results:
@@ -170,6 +199,10 @@ class SessionState:
         tr.write_line(summary_table(self.results, width=tr._tw.fullwidth))
         for path in self.run_files:
             tr.write_line(f"run file: {path}")
+        if self.gate.recorded is not None:
+
+            tr.write_line(f"results store: {shown(self.gate.store_url)} "
+                          f"(run {self.gate.recorded[0]}, {self.gate.recorded[1]} results)")
         if self.html_report is not None:
             tr.write_line(f"html report: {self.html_report}")
         if self.html_error is not None:

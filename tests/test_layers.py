@@ -25,7 +25,7 @@ PACKAGE = ROOT / "pytest_inferbench"
 HEAVY_OR_OPTIONAL = {"torch", "torchvision", "timm", "transformers", "onnxruntime", "onnx",
                      "onnxscript", "pandas", "plotly", "jinja2", "tritonclient", "pytriton",
                      "fastapi", "uvicorn", "aiohttp", "gevent", "grpc", "xdist", "execnet",
-                     "hypothesis", "sqlalchemy", "psycopg", "otava", "optuna"}
+                     "hypothesis", "sqlalchemy", "psycopg", "otava", "optuna", "scipy"}
 MAX_LINES = 520
 
 

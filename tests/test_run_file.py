@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import FAST
-from pytest_inferbench.results.store import RunFileError, load_run
+from pytest_inferbench.results.runfile import RunFileError, load_run
 
 
 def test_reads_older_and_newer_files(tmp_path):

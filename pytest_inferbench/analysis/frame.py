@@ -50,7 +50,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..results.store import RunFileError, load_run
+from ..results.runfile import RunFileError, load_run
+from ..store.url import resolve_url
 
 STANDARD_PERCENTILES = ("p50", "p90", "p95", "p99", "p99.9")
 
@@ -85,7 +86,8 @@ def run_files_in(directory: Path) -> list[Path]:
 
 
 def read_runs(sources) -> list[Run]:
-    """Paths (files or directories), run documents (dicts) or Runs -> list of Runs, in order."""
+    """Paths (files or directories), results store URLs (every run in the store), run
+    documents (dicts) or Runs -> list of Runs, in order."""
     if isinstance(sources, (str, Path, Mapping, Run)):
         sources = [sources]
     runs: list[Run] = []
@@ -96,6 +98,9 @@ def read_runs(sources) -> list[Run]:
             continue
         if isinstance(source, Mapping):
             runs.append(_run_from_doc(dict(source), None))
+            continue
+        if isinstance(source, str) and "://" in source:     # a results store
+            runs.extend(_run_from_doc(doc, None) for doc in _store_documents(source))
             continue
         path = Path(source)
         if path.is_dir():
@@ -118,6 +123,18 @@ def read_runs(sources) -> list[Run]:
             runs.append(_run_from_doc(doc, f))
     _label_runs(runs)
     return runs
+
+
+def _store_documents(url: str) -> list[dict]:
+    from ..store.db import ResultStore, StoreError  # lazy: sqlalchemy
+    try:
+        store = ResultStore.open(resolve_url(url, Path.cwd()))
+        try:
+            return store.documents()
+        finally:
+            store.close()
+    except StoreError as exc:
+        raise ResultsError(str(exc)) from None
 
 
 def _first_line(exc) -> str:
@@ -163,7 +180,8 @@ def _label_runs(runs: list[Run]) -> None:
 # ----------------------------------------------------------------------------- the frame
 
 def load_results(paths) -> pd.DataFrame:
-    """One row per cell and run from run files, directories of run files, or run documents.
+    """One row per cell and run from run files, directories of run files, results store URLs
+    (`sqlite:///.inferbench/results.db`, `postgresql://...`) or run documents.
 
     Raises ResultsError (a ValueError) for a file that is not a readable run file."""
     runs = read_runs(paths)

@@ -21,11 +21,9 @@ baseline, since both sides ran on the same machine at the same time.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
-from ..core.stats import bound_ranks, rank
+from ..core import fingerprint
 from ..core.thresholds import GateConfig, default_noise, threshold_text
 from ..core.verdicts import (
     IMPROVEMENT,
@@ -33,108 +31,40 @@ from ..core.verdicts import (
     REGRESSION,
     SEVERITY,
     UNDETERMINED,
-    Obs,
     cell_verdict,
     decide,
     judge,
-    quantile,
     stored_judgement,
 )
+from ..results.cells import (
+    config_key,
+    display,
+    group_by_config,
+    histogram_percentile,
+    is_measured,
+    observe,
+)
 
-# Cell fields that do not change what is measured: where it is written and how long it runs.
-_NOT_CONFIG = ("id", "spec", "spec_name", "entry", "line", "marks", "settings", "gate", "ab",
-               "model_label", "placement")
-# Provenance that must agree for a comparison to gate.
-HARDWARE = ("cpu_model", "cpu_count_logical")
-LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "onnx", "numpy")
+__all__ = [
+    "HARDWARE",
+    "LIBRARIES",
+    "compare_runs",
+    "config_key",
+    "display",
+    "finish_comparison",
+    "group_by_config",
+    "headline",
+    "histogram_percentile",
+    "is_measured",
+    "mismatches",
+    "observe",
+    "paired_entry",
+    "render_text",
+]
 
-
-# ----------------------------------------------------------------------------- matching
-
-def config_key(result: dict) -> str:
-    """What identifies a cell across runs: its resolved configuration."""
-    cell = result.get("cell") or {}
-    if "runtime" not in cell:       # a hand-written benchmark (the fixture): its test id
-        return "id:" + str(result.get("id") or "")
-    config = {k: v for k, v in cell.items() if k not in _NOT_CONFIG}
-    for section, key in (("model", "path"), ("workload", "trace"), ("serving", "data")):
-        value = config.get(section)
-        if isinstance(value, dict) and value.get(key):
-            config[section] = {**value, key: Path(str(value[key])).name}
-    return json.dumps(config, sort_keys=True, default=str)
-
-
-def display(result: dict) -> str:
-    cell = result.get("cell") or {}
-    if cell.get("spec") and cell.get("id"):
-        return f"{Path(str(cell['spec'])).name}::{cell['id']}"
-    return str(result.get("id") or "?")
-
-
-def is_measured(result: dict) -> bool:
-    lat = result.get("latency_ms") or {}
-    return result.get("status") == "passed" and bool(lat.get("n"))
-
-
-def group_by_config(results) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = {}
-    for r in results:
-        groups.setdefault(config_key(r), []).append(r)
-    for rows in groups.values():
-        rows.sort(key=lambda r: r.get("repeat") or 0)
-    return groups
-
-
-# ----------------------------------------------------------------------------- metrics
-
-def observe(result: dict, metric: str) -> Obs:
-    """A run's value of a metric with the standard error of its log from within the run."""
-    lat = result.get("latency_ms") or {}
-    n = lat.get("n") or 0
-    mean, std = lat.get("mean"), lat.get("std")
-    mean_se = (std / (mean * math.sqrt(n)) if mean and std is not None and n > 1 else math.inf)
-    if metric == "throughput":
-        value = (result.get("throughput") or {}).get("samples_per_s")
-        return Obs(value, mean_se)
-    if metric == "mean":
-        return Obs(mean, mean_se)
-    confidence = lat.get("confidence") or 0.95
-    pct = (lat.get("percentiles") or {}).get(metric)
-    if pct is None:
-        pct = histogram_percentile(lat.get("histogram"), float(metric[1:]), confidence)
-    if not pct or pct.get("value") is None:
-        return Obs(None)
-    lo, hi, value = pct.get("lower"), pct.get("upper"), pct["value"]
-    if lo is None or hi is None or lo <= 0 or hi <= 0:
-        return Obs(value, math.inf)
-    z = quantile((1 + confidence) / 2, None)
-    return Obs(value, (math.log(hi) - math.log(lo)) / (2 * z))
-
-
-def histogram_percentile(hist, p: float, confidence: float) -> dict | None:
-    """A percentile and its distribution-free bounds from the stored 2%-bin histogram (each
-    to within its bin: the upper edge of the bin holding the rank)."""
-    if not hist or not hist.get("counts"):
-        return None
-    counts = hist["counts"]
-    edges = hist["edges_ms"]
-    n = int(sum(counts))
-    if n < 1:
-        return None
-    cum = []
-    total = 0
-    for c in counts:
-        total += c
-        cum.append(total)
-
-    def at(r):
-        for i, c in enumerate(cum):
-            if c >= r:
-                return float(edges[i + 1])
-        return float(edges[-1])
-    lo, hi = bound_ranks(n, p, confidence)
-    return {"value": at(rank(n, p)), "lower": at(lo) if lo else None,
-            "upper": at(hi) if hi else None}
+# Provenance that must agree for a comparison to gate (core/fingerprint.py).
+HARDWARE = fingerprint.HARDWARE
+LIBRARIES = fingerprint.LIBRARIES
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -146,7 +76,7 @@ def mismatches(base_prov: dict, new_prov: dict) -> list[dict]:
         a, b = base_prov.get(key), new_prov.get(key)
         if a is not None and b is not None and a != b:
             out.append({"what": key, "baseline": a, "new": b})
-    ga, gb = _gpus(base_prov), _gpus(new_prov)
+    ga, gb = fingerprint.gpus(base_prov), fingerprint.gpus(new_prov)
     if ga != gb:
         out.append({"what": "gpus", "baseline": ", ".join(ga) or "none",
                     "new": ", ".join(gb) or "none"})
@@ -155,22 +85,11 @@ def mismatches(base_prov: dict, new_prov: dict) -> list[dict]:
         if va.get(lib) != vb.get(lib) and (lib in va or lib in vb):
             out.append({"what": lib, "baseline": va.get(lib, "absent"),
                         "new": vb.get(lib, "absent")})
-    pa, pb = _minor(base_prov.get("python")), _minor(new_prov.get("python"))
+    pa, pb = (fingerprint.python_minor(base_prov.get("python")),
+              fingerprint.python_minor(new_prov.get("python")))
     if pa and pb and pa != pb:
         out.append({"what": "python", "baseline": pa, "new": pb})
     return out
-
-
-def _gpus(prov: dict) -> list[str]:
-    gpu = prov.get("gpu") if isinstance(prov.get("gpu"), dict) else {}
-    gpus = gpu.get("gpus") if isinstance(gpu.get("gpus"), list) else []
-    return sorted(str(g.get("name", g)) if isinstance(g, dict) else str(g) for g in gpus)
-
-
-def _minor(version) -> str | None:
-    if not version:
-        return None
-    return ".".join(str(version).split(".")[:2])
 
 
 # ----------------------------------------------------------------------------- comparing
@@ -179,7 +98,7 @@ def _as_dict(result) -> dict:
     return result.to_json() if hasattr(result, "to_json") else dict(result)
 
 
-def _gate_for(rows: list[dict], override: GateConfig | None,
+def gate_for(rows: list[dict], override: GateConfig | None,
               confidence: float | None = None) -> GateConfig:
     if override is not None:
         config = override
@@ -222,7 +141,7 @@ def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None =
             not_measured.append({"cell": display(rows[0]),
                                  "reason": f"not measured in {side} ({status})"})
             continue
-        config = _gate_for(rows, gate, confidence)
+        config = gate_for(rows, gate, confidence)
         device = (rows[0].get("cell") or {}).get("device")
         noise = config.noise if config.noise is not None else default_noise(device)
         js = []
@@ -242,6 +161,19 @@ def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None =
     for key, rows in base_groups.items():
         if key not in new_groups:
             only_base.append(display(rows[0]))
+    return finish_comparison(
+        entries, judged, paired, gate, confidence,
+        baseline=run_summary(base_doc, base_label) if has_base else None,
+        new=run_summary(new_doc, new_label), mismatch=mismatch, gated=force or not mismatch,
+        only_base=only_base, only_new=only_new, not_measured=not_measured)
+
+
+def finish_comparison(entries: list, judged: list, paired: list, gate: GateConfig | None,
+                      confidence: float | None, *, baseline: dict | None, new: dict,
+                      mismatch: list, gated: bool, only_base=(), only_new=(), not_measured=(),
+                      notes=()) -> dict:
+    """Decide the judged entries (Holm over all of them), add the paired cells, count: the
+    comparison document, for a stored baseline and for history alike."""
     # Holm over every judgement of the comparison (per confidence level, normally one)
     for level in sorted({c for c, _ in judged}):
         decide([j for c, j in judged if c == level], level)
@@ -258,18 +190,18 @@ def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None =
     for r in paired:
         regate = gate
         if confidence is not None:
-            regate = _gate_for([r], gate, confidence)
+            regate = gate_for([r], gate, confidence)
         entries.append(paired_entry(r, regate))
     entries.sort(key=lambda e: (SEVERITY[e["verdict"]], e["mode"] != "paired", e["cell"]))
-    gated = force or not mismatch
     counts = {v: sum(1 for e in entries if e["verdict"] == v)
               for v in (REGRESSION, UNDETERMINED, IMPROVEMENT, NO_CHANGE)}
+    # "stored": against a baseline (a stored run or the history), gated only when comparable
     stored_regressions = sum(1 for e in entries
-                             if e["verdict"] == REGRESSION and e["mode"] == "stored")
+                             if e["verdict"] == REGRESSION and e["mode"] != "paired")
     paired_regressions = counts[REGRESSION] - stored_regressions
     return {
-        "baseline": _run_summary(base_doc, base_label) if has_base else None,
-        "new": _run_summary(new_doc, new_label),
+        "baseline": baseline,
+        "new": new,
         "gate": gate.to_json() if gate is not None else None,
         "gated": gated,
         "not_gated_reason": None if gated else (
@@ -279,7 +211,8 @@ def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None =
         "verdicts": entries,
         "only_in_baseline": sorted(only_base),
         "only_in_new": sorted(only_new),
-        "not_measured": not_measured,
+        "not_measured": list(not_measured),
+        "notes": list(notes),
         "counts": counts,
         "regressions": {"stored": stored_regressions, "paired": paired_regressions},
         "failed": bool((gated and stored_regressions) or paired_regressions),
@@ -300,7 +233,7 @@ def paired_entry(result: dict, gate: GateConfig | None = None) -> dict:
             "against": (ab.get("baseline") or {}).get("changes")}
 
 
-def _run_summary(doc: dict, label: str | None) -> dict:
+def run_summary(doc: dict, label: str | None) -> dict:
     prov = doc.get("provenance") or {}
     return {"label": label or doc.get("name"), "name": doc.get("name"),
             "path": str(doc.get("path")) if doc.get("path") else None,
@@ -342,7 +275,7 @@ def render_text(c: dict, width: int = 100) -> str:
     for e in c["verdicts"]:
         if e["verdict"] == NO_CHANGE:
             continue
-        mode = "paired" if e["mode"] == "paired" else "stored"
+        mode = e["mode"]
         lines.append(f"{_TAG[e['verdict']].upper() if e['verdict'] == REGRESSION else _TAG[e['verdict']]}"
                      f" [{mode}] {e['cell']}")
         for m in e["metrics"]:
@@ -364,6 +297,8 @@ def render_text(c: dict, width: int = 100) -> str:
                      + ", ".join(c["only_in_baseline"]))
     if c["only_in_new"]:
         lines.append(f"only in this run ({len(c['only_in_new'])}): " + ", ".join(c["only_in_new"]))
+    for note in c.get("notes") or ():
+        lines.append(f"note: {note}")
     if c["mismatch"]:
         what = "; ".join(f"{m['what']}: {m['baseline']} -> {m['new']}" for m in c["mismatch"])
         lines.append(f"warning: this run differs from the baseline ({what})")

@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.thresholds import GateConfig, GateError, parse_gate
-from ..results.store import RunFileError, load_run
+from ..results.runfile import RunFileError, load_run
+from ..store.url import shown
 from .baselines import BaselineError, check_name, is_path, resolve, save
 from .compare import compare_runs, render_text
+from .history_options import HistoryOptions
+
+HISTORY = "history"
 
 
 class GateSetupError(ValueError):
@@ -36,11 +40,15 @@ class SessionGate:
     comparison: dict | None = None
     notes: list = field(default_factory=list)   # (text, is_warning)
     saved: Path | None = None
+    recorded: tuple | None = None           # (run id in the store, results)
     baseline_path: Path | None = None
+    store_url: str | None = None            # the results store (None: off)
+    history: HistoryOptions = field(default_factory=HistoryOptions)
 
     @classmethod
     def from_options(cls, *, baseline=None, save_name=None, gate=None, no_gate=False,
-                     force=False, repeats=1, job=None, runs_dir, baselines_dir, invocation_dir):
+                     force=False, repeats=1, job=None, runs_dir, baselines_dir, invocation_dir,
+                     store_url=None):
         """Command line over the job file's `baseline` section. Raises GateSetupError."""
         job_baseline = job.baseline if job is not None else None
         base_dir = Path(invocation_dir)
@@ -60,15 +68,26 @@ class SessionGate:
             raise GateSetupError(str(exc)) from None
         if repeats < 1:
             raise GateSetupError(f"--infer-repeat must be at least 1, got {repeats}")
+        history = HistoryOptions()
+        if job_baseline is not None:
+            history = HistoryOptions(window=job_baseline.window or history.window,
+                                     min_runs=job_baseline.min_runs or history.min_runs,
+                                     branch=job_baseline.branch)
+        if baseline == HISTORY and store_url is None:
+            raise GateSetupError("--infer-baseline history needs the results store, which is "
+                                 "off (--infer-store none): name one with --infer-store URL")
         return cls(baseline_ref=baseline, save_name=save_name, gate=config,
                    enabled=not no_gate, force=force, repeats=repeats, runs_dir=Path(runs_dir),
-                   baselines_dir=Path(baselines_dir), base_dir=base_dir)
+                   baselines_dir=Path(baselines_dir), base_dir=base_dir, store_url=store_url,
+                   history=history)
 
     # -- at the end of the session
     def compare(self, new_doc: dict, exclude=()) -> dict | None:
         """Compare the finished session with the baseline (and list paired verdicts);
         None when there is nothing to say."""
         base_doc, label = None, None
+        if self.baseline_ref == HISTORY:
+            return self._compare_history(new_doc)
         if self.baseline_ref is not None:
             try:
                 path = resolve(self.baseline_ref, runs_dir=self.runs_dir,
@@ -99,6 +118,43 @@ class SessionGate:
         if not self.enabled:
             self.comparison["failed"] = False
         return self.comparison
+
+    def _compare_history(self, new_doc: dict) -> dict | None:
+        from ..store.db import ResultStore  # lazy: sqlalchemy
+        from .history import compare_with_history  # lazy: sqlalchemy
+        try:
+            store = ResultStore.open(self.store_url)
+            try:
+                self.comparison = compare_with_history(store, new_doc, self.gate, self.history)
+            finally:
+                store.close()
+        except Exception as exc:  # noqa: BLE001 - the results matter more than the verdicts
+            self.notes.append((f"{_store_problem(exc, self.store_url)}: nothing compared with "
+                               f"the history", True))
+            return None
+        self.comparison["enabled"] = self.enabled
+        if not self.enabled:
+            self.comparison["failed"] = False
+        return self.comparison
+
+    def record(self, run_doc: dict, source: Path | None, recorded_at: str) -> None:
+        """Add the finished run to the results store; a store that cannot take it is one
+        warning (the run file is already written)."""
+        if self.store_url is None:
+            return
+        from ..store.db import ResultStore  # lazy: sqlalchemy
+        try:
+            store = ResultStore.open(self.store_url)
+            try:
+                done = store.record(run_doc, source, recorded_at)
+            finally:
+                store.close()
+        except Exception as exc:  # noqa: BLE001 - the run file is safe; say what went wrong
+            self.notes.append((f"{_store_problem(exc, self.store_url)}; the run file has every "
+                               f"result: python -m pytest_inferbench store import "
+                               f"{source or 'RUN'}", True))
+            return
+        self.recorded = (done.run_id, done.results)
 
     def save_baseline(self, run_doc: dict, source: Path | None, saved_at: str) -> None:
         if self.save_name is None:
@@ -143,6 +199,14 @@ class SessionGate:
             repeats = f" with {self.repeats} repeats (A/A noise kept)" if self.repeats > 1 else ""
             out.append((f"saved baseline {self.save_name}{repeats}: {self.saved}", {}))
         return out
+
+
+def _store_problem(exc: Exception, url: str | None) -> str:
+    """One line for a store failure: a StoreError says it all; anything else is named."""
+    if type(exc).__name__ == "StoreError":
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"results store {shown(url or '')}: failed ({type(exc).__name__}: {first})"
 
 
 def _get(result, key):

@@ -30,6 +30,11 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# where CI systems name the branch of a detached checkout
+BRANCH_VARS = ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_BRANCH", "BRANCH_NAME",
+               "BUILDKITE_BRANCH", "GIT_BRANCH")
+
+
 def _git(rootdir: str) -> dict | None:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=rootdir, capture_output=True,
@@ -38,7 +43,12 @@ def _git(rootdir: str) -> dict | None:
             return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                cwd=rootdir, capture_output=True, text=True, timeout=5)
-        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+        branch = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=rootdir,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+        if branch in ("", "HEAD"):      # detached (CI checkouts): the CI's own name for it
+            branch = next((os.environ[v] for v in BRANCH_VARS if os.environ.get(v)), None)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip()),
+                "branch": branch}
     except (OSError, subprocess.SubprocessError):
         return None
 

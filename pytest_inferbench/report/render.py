@@ -33,6 +33,7 @@ MAX_CHANGES_LISTED = 8            # slower cells listed under Problems; the rest
 DEFAULT_SLO = (99.0, 50.0)          # p99 <= 50 ms when neither the caller nor the cells say
 TEMPLATES = Path(__file__).parent / "templates"
 from .sections import anchor, first_line, model_section, not_run, roofline_section, sort_key, table
+from .trends import trends_section
 
 
 class ReportError(ValueError):
@@ -41,7 +42,7 @@ class ReportError(ValueError):
 
 def render_report(sources, out_path: str | Path | None = None, title: str | None = None,
                   cost: Mapping | None = None, slo=None, peak_flops: Mapping | None = None,
-                  peak_bandwidth: Mapping | None = None) -> Path:
+                  peak_bandwidth: Mapping | None = None, trends: list | None = None) -> Path:
     """Render run files (paths, directories, run documents) or frames from `load_results` into
     one HTML file; returns its path (default `reports/<first run's name>.html`).
 
@@ -50,7 +51,8 @@ def render_report(sources, out_path: str | Path | None = None, title: str | None
     slo: `(percentile, bound_ms)`, `{"p99": "50ms"}` or `"p99<=50ms"`: the SLO the best
     configuration is chosen under (default: the cells' own SLO when they share one, else
     p99 <= 50 ms).
-    peak_flops / peak_bandwidth: per device (FLOP/s, bytes/s) for the roofline."""
+    peak_flops / peak_bandwidth: per device (FLOP/s, bytes/s) for the roofline.
+    trends: each cell's history (history.trends.Series.to_json()) for the Trends section."""
     df, runs = _frame(sources)
     if not runs:
         raise ReportError("no runs to report")
@@ -58,7 +60,7 @@ def render_report(sources, out_path: str | Path | None = None, title: str | None
     out = Path(out_path) if out_path else Path("reports", f"{_safe(name)}.html")
     html_text = build_html(df, runs, title=title or f"Inference benchmark report: {name}",
                            cost=cost, slo=slo, peak_flops=peak_flops,
-                           peak_bandwidth=peak_bandwidth)
+                           peak_bandwidth=peak_bandwidth, trends=trends)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(html_text, encoding="utf-8")
@@ -135,9 +137,9 @@ def _cost_settings(cost) -> tuple[dict, str]:
 # ----------------------------------------------------------------------------- building
 
 def build_html(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo=None,
-               peak_flops=None, peak_bandwidth=None) -> str:
+               peak_flops=None, peak_bandwidth=None, trends=None) -> str:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
-    context = build_context(df, runs, title, cost, slo, peak_flops, peak_bandwidth)
+    context = build_context(df, runs, title, cost, slo, peak_flops, peak_bandwidth, trends)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.policies["json.dumps_kwargs"] = {"sort_keys": False, "allow_nan": False}
@@ -164,7 +166,7 @@ def _pct(x, digits=1) -> str:
 
 
 def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo=None,
-                  peak_flops=None, peak_bandwidth=None) -> dict:
+                  peak_flops=None, peak_bandwidth=None, trends=None) -> dict:
     per_hour, currency = _cost_settings(cost)
     df = with_cost(df, per_hour)
     several = len(runs) > 1
@@ -188,6 +190,7 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
         models.append(model_section(df, measured, model, several, run_index, per_hour,
                                      currency, add, best))
     rooflines, roofline_note = roofline_section(measured, peak_flops, peak_bandwidth, add)
+    trend_charts = trends_section(trends, add)
     figure_map = {f["id"]: f for f in figures}
     comparison = _comparison(runs, tags)
     problems = _problems(df, several)
@@ -212,6 +215,7 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
         "figures": figure_map,
         "figures_json": {f["id"]: f["figure"] for f in figures},
         "rooflines": rooflines, "roofline_note": roofline_note,
+        "trends": trend_charts,
         "cost_given": bool(per_hour), "currency": currency,
         "table": table(df, several),
         "not_run": not_run(df, several),

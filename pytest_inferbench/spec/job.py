@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .followers import Follower
 from .gate import Gate
@@ -37,11 +37,23 @@ class CostSection(BaseModel):
 
 
 class BaselineSection(BaseModel):
-    """The job file's `baseline` section: compare against `latest`, a saved baseline's name or
-    a run file's path (relative to the job file); save this session under a name."""
+    """The job file's `baseline` section: compare against `latest`, a saved baseline's name,
+    a run file's path (relative to the job file) or `history` (each cell's earlier runs in the
+    results store); save this session under a name. window, min_runs, branch: history only."""
     model_config = ConfigDict(extra="forbid", frozen=True)
     compare: str | None = None
     save: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    window: int | None = Field(None, ge=2, le=1000)
+    min_runs: int | None = Field(None, ge=2, le=1000)
+    branch: str | None = None
+
+    @model_validator(mode="after")
+    def _history_keys_need_history(self):
+        used = [k for k in ("window", "min_runs", "branch") if getattr(self, k) is not None]
+        if used and self.compare != "history":
+            raise ValueError(f"{', '.join(used)}: only with compare: history (they choose "
+                             f"which earlier runs of the results store a cell is judged against)")
+        return self
 
 
 class Job(BaseModel):

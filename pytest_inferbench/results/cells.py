@@ -1,0 +1,106 @@
+"""Cells across runs: what identifies one (its resolved configuration, not its file or line),
+whether a result measured anything, and a run's value of a metric with its sampling error.
+Used by the gate, the results store and the history alike."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from ..core.stats import bound_ranks, rank
+from ..core.verdicts import Obs, quantile
+
+# Cell fields that do not change what is measured: where it is written and how long it runs.
+_NOT_CONFIG = ("id", "spec", "spec_name", "entry", "line", "marks", "settings", "gate", "ab",
+               "model_label", "placement")
+
+
+def config_key(result: dict) -> str:
+    """What identifies a cell across runs: its resolved configuration."""
+    cell = result.get("cell") or {}
+    if "runtime" not in cell:       # a hand-written benchmark (the fixture): its test id
+        return "id:" + str(result.get("id") or "")
+    config = {k: v for k, v in cell.items() if k not in _NOT_CONFIG}
+    for section, key in (("model", "path"), ("workload", "trace"), ("serving", "data")):
+        value = config.get(section)
+        if isinstance(value, dict) and value.get(key):
+            config[section] = {**value, key: Path(str(value[key])).name}
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def display(result: dict) -> str:
+    cell = result.get("cell") or {}
+    if cell.get("spec") and cell.get("id"):
+        return f"{Path(str(cell['spec'])).name}::{cell['id']}"
+    return str(result.get("id") or "?")
+
+
+def is_measured(result: dict) -> bool:
+    lat = result.get("latency_ms") or {}
+    return result.get("status") == "passed" and bool(lat.get("n"))
+
+
+def group_by_config(results) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(config_key(r), []).append(r)
+    for rows in groups.values():
+        rows.sort(key=lambda r: r.get("repeat") or 0)
+    return groups
+
+
+def observe(result: dict, metric: str) -> Obs:
+    """A run's value of a metric with the standard error of its log from within the run."""
+    lat = result.get("latency_ms") or {}
+    n = lat.get("n") or 0
+    mean, std = lat.get("mean"), lat.get("std")
+    mean_se = (std / (mean * math.sqrt(n)) if mean and std is not None and n > 1 else math.inf)
+    if metric == "throughput":
+        value = (result.get("throughput") or {}).get("samples_per_s")
+        return Obs(value, mean_se)
+    if metric == "mean":
+        return Obs(mean, mean_se)
+    confidence = lat.get("confidence") or 0.95
+    pct = (lat.get("percentiles") or {}).get(metric)
+    if pct is None:
+        pct = histogram_percentile(lat.get("histogram"), float(metric[1:]), confidence)
+    if not pct or pct.get("value") is None:
+        return Obs(None)
+    lo, hi, value = pct.get("lower"), pct.get("upper"), pct["value"]
+    if lo is None or hi is None or lo <= 0 or hi <= 0:
+        return Obs(value, math.inf)
+    z = quantile((1 + confidence) / 2, None)
+    return Obs(value, (math.log(hi) - math.log(lo)) / (2 * z))
+
+
+def histogram_percentile(hist, p: float, confidence: float) -> dict | None:
+    """A percentile and its distribution-free bounds from the stored 2%-bin histogram (each
+    to within its bin: the upper edge of the bin holding the rank)."""
+    if not hist or not hist.get("counts"):
+        return None
+    counts = hist["counts"]
+    edges = hist["edges_ms"]
+    n = int(sum(counts))
+    if n < 1:
+        return None
+    cum = []
+    total = 0
+    for c in counts:
+        total += c
+        cum.append(total)
+
+    def at(r):
+        for i, c in enumerate(cum):
+            if c >= r:
+                return float(edges[i + 1])
+        return float(edges[-1])
+    lo, hi = bound_ranks(n, p, confidence)
+    return {"value": at(rank(n, p)), "lower": at(lo) if lo else None,
+            "upper": at(hi) if hi else None}
+
+
+def cell_key(result: dict) -> str:
+    """config_key as a short stable hash: the results store's key of a cell's series."""
+    return hashlib.sha256(config_key(result).encode()).hexdigest()[:24]
