@@ -15,12 +15,18 @@ with its own concurrency. Every failure is a StoreError with one line that says 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, func, insert, select, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 
 from ..core.fingerprint import fingerprint, machine
 from ..results.cells import cell_key, display
@@ -84,6 +90,9 @@ class ResultStore:
             if row is None:
                 conn.execute(insert(schema_info).values(name="schema_version",
                                                         value=str(SCHEMA_VERSION)))
+            elif not str(row[0]).isdigit():
+                raise StoreError(f"results store {shown(self.url)}: its schema version "
+                                 f"{row[0]!r} is not one pytest-inferbench wrote")
             elif int(row[0]) > SCHEMA_VERSION:
                 raise StoreError(
                     f"results store {shown(self.url)} has schema version {row[0]}, written by "
@@ -120,6 +129,15 @@ class ResultStore:
                 if rows:
                     conn.execute(insert(results), [_result_row(run_id, i, r)
                                                    for i, r in enumerate(rows)])
+        except IntegrityError:
+            # another session recorded the same run between the lookup and the insert
+            # (PostgreSQL, read committed): it is there, which is what was asked
+            with self._reading() as conn:
+                found = conn.execute(select(runs.c.id).where(runs.c.uid == uid)).first()
+            if found is None:
+                raise StoreError(f"results store {shown(self.url)}: the run was not recorded "
+                                 f"(a constraint failed)") from None
+            return Recorded(found[0], False, len(rows))
         except SQLAlchemyError as exc:
             raise StoreError(f"results store {shown(self.url)}: the run was not recorded "
                              f"({_first(getattr(exc, 'orig', None) or exc)})") from None
@@ -184,9 +202,13 @@ class ResultStore:
             return (conn.execute(select(func.count()).select_from(runs)).scalar_one(),
                     conn.execute(select(func.count()).select_from(results)).scalar_one())
 
+    @contextmanager
     def _reading(self):
+        """A connection for queries: a plain (deferred) transaction on SQLite, so readers
+        never hold the write lock; any failure is a StoreError."""
         try:
-            return self.engine.connect()
+            with self.engine.connect().execution_options(inferbench_read=True) as conn:
+                yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"results store {shown(self.url)}: cannot be read "
                              f"({_first(getattr(exc, 'orig', None) or exc)})") from None
@@ -211,7 +233,8 @@ def _engine(url: str) -> Engine:
         def _begin(conn):
             # take the write lock at the start: two writers wait (timeout) rather than one
             # failing when its read snapshot cannot be upgraded
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read = conn.get_execution_options().get("inferbench_read")
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
         return engine
     return create_engine(url, pool_pre_ping=True, connect_args=_connect_args(parsed))
 
