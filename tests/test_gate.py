@@ -8,16 +8,27 @@ import math
 
 import numpy as np
 import pytest
+from spin_models import SPIN
 
 from pytest_inferbench.__main__ import main as cli
 from pytest_inferbench.core.errors import SpecError
-from pytest_inferbench.gate.compare import (compare_runs, config_key, histogram_percentile,
-                                            mismatches, render_text)
-from pytest_inferbench.core.verdicts import (Obs, decide, holm, paired_judgement,
-                                          stored_judgement)
-from pytest_inferbench.core.thresholds import GateError, parse_gate
-from pytest_inferbench.core.stats import percentile_with_bounds
 from pytest_inferbench.core.result import log_histogram
+from pytest_inferbench.core.stats import percentile_with_bounds
+from pytest_inferbench.core.thresholds import GateError, parse_gate
+from pytest_inferbench.core.verdicts import (
+    Obs,
+    decide,
+    holm,
+    paired_judgement,
+    stored_judgement,
+)
+from pytest_inferbench.gate.compare import (
+    compare_runs,
+    config_key,
+    histogram_percentile,
+    mismatches,
+    render_text,
+)
 from pytest_inferbench.spec import load_job, load_spec
 
 # ----------------------------------------------------------------------------- thresholds
@@ -257,28 +268,6 @@ def test_compare_cli_verdicts_and_exit_statuses(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- end to end
 
-SPIN = '''
-import os, time
-import torch
-
-class Spin(torch.nn.Module):
-    """Busy-waits a fixed time per query: its work is scaled by a known factor."""
-    def __init__(self, us):
-        super().__init__()
-        self.s = us * 1e-6
-    def forward(self, x):
-        end = time.perf_counter() + self.s
-        while time.perf_counter() < end:
-            pass
-        return x * 2.0
-
-def current():
-    return Spin(400 * float(os.environ.get("SPIN_FACTOR", "1"))), {"x": [4]}
-def base():
-    return Spin(400), {"x": [4]}
-def slow10():
-    return Spin(440), {"x": [4]}
-'''
 
 STORED = """
 name: g

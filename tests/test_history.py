@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from spin_models import SPIN
 
 from pytest_inferbench.core.fingerprint import fingerprint
 from pytest_inferbench.core.verdicts import Obs, decide
@@ -152,24 +153,6 @@ def test_reference_keeps_the_window_and_counts_what_is_missing():
 
 # ----------------------------------------------------------------------------- end to end
 
-SPIN = '''
-import os, time
-import torch
-
-class Spin(torch.nn.Module):
-    """Busy-waits a fixed time per query: its work is scaled by a known factor."""
-    def __init__(self, us):
-        super().__init__()
-        self.s = us * 1e-6
-    def forward(self, x):
-        end = time.perf_counter() + self.s
-        while time.perf_counter() < end:
-            pass
-        return x * 2.0
-
-def current():
-    return Spin(400 * float(os.environ.get("SPIN_FACTOR", "1"))), {"x": [4]}
-'''
 
 STORED = """
 name: g

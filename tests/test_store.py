@@ -17,33 +17,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from spin_models import SPIN
 
 from pytest_inferbench.__main__ import main as cli
 from pytest_inferbench.results.runfile import load_run
 from pytest_inferbench.store.db import ResultStore, StoreError
 from pytest_inferbench.store.schema import SCHEMA_VERSION
 from pytest_inferbench.store.url import resolve_url, run_uid, shown
-
-SPIN = '''
-import os, time
-import torch
-
-class Spin(torch.nn.Module):
-    """Busy-waits a fixed time per query."""
-    def __init__(self, us):
-        super().__init__()
-        self.s = us * 1e-6
-    def forward(self, x):
-        end = time.perf_counter() + self.s
-        while time.perf_counter() < end:
-            pass
-        return x * 2.0
-
-def current():
-    return Spin(400 * float(os.environ.get("SPIN_FACTOR", "1"))), {"x": [4]}
-def other():
-    return Spin(200), {"x": [4]}
-'''
 
 # two cells, so that a run has more than one result to lose
 STORED = """
