@@ -343,7 +343,7 @@ def test_two_sessions_sharing_followers_never_measure_at_once_on_one(fleet, tmp_
     # an execnet socket server serves one connection at a time: one port per session, the
     # same follower host (the same namespace, lease directory and host name) behind both
     cells = ("  - {model: mlp-tiny, runtime: torch, batch_size: [1, 2, 4, 8, 16, 32], "
-             "min_duration: 0.5s, max_duration: 0.8s}\n")
+             "min_duration: 2.5s, max_duration: 3s}\n")
     start_line = tmp_path / "start-line"
     start_line.mkdir()
     leaders = []
@@ -351,8 +351,9 @@ def test_two_sessions_sharing_followers_never_measure_at_once_on_one(fleet, tmp_
         fleet.start_socket_server(port)
         (tmp_path / name).mkdir()
         leaders.append(_suite(tmp_path / name, fleet, cells, port))
-    # both leaders wait at a start line before their workers start, so a slow start of one (a loaded
-    # CI machine) cannot let the other finish first
+    # both leaders wait at a start line before their workers start, and each measures for
+    # ~8 s (3 cells of 2.5-3 s per follower), so a slow start of one's workers (seen: 6 s on
+    # a loaded CI machine) cannot let the other finish first
     procs = [_leader(leader, env={"TEST_START_LINE": f"{start_line}:{name}:2"})
              for name, leader in zip("ab", leaders)]
     docs = []

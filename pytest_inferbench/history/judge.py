@@ -6,8 +6,8 @@ history has runs.
           `window`), one observation per run (the geometric mean of a run's repeats)
     new   this run's observation(s)
 
-Runs more than 3.5 robust sd (1.4826 x MAD of the logs) from the median are set aside (said
-in the verdict): one bad night neither widens nor narrows the noise. Then, on the log scale,
+Runs more than 3.5 robust sd (1.4826 x MAD of the logs, at least 1%) from the median are set
+aside (said in the verdict): one bad night neither widens nor narrows the noise. Then, on the log scale,
 s = sd of the kept runs (never below their own sampling error), the interval is Student t
 with k - 1 degrees of freedom on mean(new) - mean(past), se = s * sqrt(1/k + 1/M): a
 prediction interval for M = 1. Verdicts, thresholds and the Holm correction are the stored
@@ -28,6 +28,7 @@ from .defaults import MIN_RUNS, WINDOW
 
 OUTLIER_Z = 3.5
 MAD_TO_SD = 1.4826
+MIN_SPREAD = 0.01           # log scale: runs within 3.5% of the median are never set aside
 
 
 @dataclass
@@ -75,8 +76,10 @@ def history_judgement(metric: str, limit: float, past: Sequence[Obs], new: Seque
     lb = np.log([o.value for o in b])
     ln = np.log([o.value for o in n])
     med = float(np.median(lb))
-    mad = MAD_TO_SD * float(np.median(np.abs(lb - med)))
-    keep = np.abs(lb - med) <= OUTLIER_Z * mad if mad > 0 else np.ones(len(lb), bool)
+    # the robust sd, never below MIN_SPREAD: on very steady runs the MAD is tiny, and a run
+    # 1% off would otherwise count as an outlier
+    spread = max(MAD_TO_SD * float(np.median(np.abs(lb - med))), MIN_SPREAD)
+    keep = np.abs(lb - med) <= OUTLIER_Z * spread
     set_aside = int((~keep).sum())
     kept = lb[keep]
     k = len(kept)
