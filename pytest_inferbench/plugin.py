@@ -12,6 +12,7 @@ from .core.errors import CellStepError, SpecError
 from .core.result import Result
 from .fixture import make_bench
 from .gate.session import GateSetupError, SessionGate
+from .optimize.run import run_search_cell
 from .run.cell import run_cell
 from .run.paired import failure_message
 from .runtimes.base import RuntimeUnavailable, check_cuda
@@ -304,9 +305,19 @@ def _cell_test(request):
     try:
         with lease_for(cell, item.nodeid, not request.config.getoption("--infer-no-leases"),
                        request.config.getoption("--infer-lease-timeout")) as lease:
-            result = run_cell(cell, state.cache, progress, state.servers,
-                              paired_cells=state.paired_cells, rootdir=request.config.rootpath)
-        result.placement = {**place, "lease_wait_s": lease["wait_s"], "colocated_with": []}
+            if cell.search is not None:     # one item, many trials: every result kept
+                job = request.config.stash.get(JOB_KEY, None)
+                results = run_search_cell(cell, state.cache, item.nodeid, progress,
+                                          state.servers, rootdir=request.config.rootpath,
+                                          per_hour=job.cost.per_hour if job and job.cost
+                                          else None)
+            else:
+                results = [run_cell(cell, state.cache, progress, state.servers,
+                                    paired_cells=state.paired_cells,
+                                    rootdir=request.config.rootpath)]
+        for result in results:
+            result.placement = {**place, "lease_wait_s": lease["wait_s"], "colocated_with": []}
+        result = results[0]
     except RuntimeUnavailable as exc:
         unavailable, failure = str(exc), None
     except Exception as exc:  # noqa: BLE001 - one cell failing must not hide the others
@@ -325,7 +336,7 @@ def _cell_test(request):
         item.inferbench_results = [Result(status="failed", reason=message,
                                           model={"label": cell.model_label, **recorded})]
         pytest.fail(message, pytrace=False)
-    item.inferbench_results = [result]
+    item.inferbench_results = results
     if result.status == "failed":       # measured, but it did not hold: numbers kept, item fails
         pytest.fail(result.reason or "failed", pytrace=False)
     ab = getattr(result, "ab", None)
@@ -364,7 +375,7 @@ def pytest_runtest_makereport(item, call):
             entry.setdefault("id", item.nodeid)
             if not entry.get("id"):
                 entry["id"] = item.nodeid
-            if cell is not None:
+            if cell is not None and not entry.get("cell"):   # a search's trials carry theirs
                 entry["cell"] = cell.model_dump(mode="json")
             repeat = getattr(item, "inferbench_repeat", None)
             if repeat is not None:

@@ -231,10 +231,11 @@ class LiveLine:
         self.capman = capman
         self.shown = 0
         self.started = time.perf_counter()
+        self.prefix = ""        # a search's trial: "trial 3/12 "
 
     def __call__(self, elapsed_s: float, queries: int, p99_ms: float | None) -> None:
-        text = f" [{elapsed_s:5.1f}s {queries:,} q p99 {p99_ms:.3g} ms]" if p99_ms is not None \
-            else f" [{elapsed_s:5.1f}s {queries:,} q]"
+        text = f" [{self.prefix}{elapsed_s:5.1f}s {queries:,} q p99 {p99_ms:.3g} ms]" \
+            if p99_ms is not None else f" [{self.prefix}{elapsed_s:5.1f}s {queries:,} q]"
         self._write("\b" * self.shown + text + " " * max(0, self.shown - len(text))
                     + "\b" * max(0, self.shown - len(text)))
         self.shown = len(text)

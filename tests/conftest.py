@@ -5,6 +5,7 @@ import pytest
 # pytester's in-process runs drop the modules they import when they end; extension modules
 # (numpy, torch, onnxruntime) cannot be imported twice in one process, so import them here first.
 import numpy.fft  # noqa: F401
+import optuna  # noqa: F401
 import onnxruntime  # noqa: F401
 import scipy.stats  # noqa: F401
 import torch  # noqa: F401

@@ -36,7 +36,9 @@ Columns (missing data is NaN/None, never an error, so older and newer run files 
 - model and runtime: `parameters`, `check_ok`, `max_rel_err`, `conversion_s`,
   `runtime_version`
 - raw (objects, for the report): `cell`, `histogram` (latency_ms.histogram or None),
-  `load_steps`
+  `load_steps`; configuration search: `search_role` ("search" or "trial") and `search`
+
+Why one module: the column list and the row builder change together, column for column.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..results.cells import search_columns, trial_name
 from ..results.runfile import RunFileError, load_run
 from ..store.url import resolve_url
 
@@ -229,7 +232,7 @@ _AFTER_PERCENTILES = [
     "e2e_p50_ms", "e2e_p99_ms", "e2e_p99_lower_ms", "e2e_p99_upper_ms",
     "requests_per_s", "output_tokens_per_s", "total_tokens_per_s", "goodput_per_s",
     "goodput_share", "input_tokens_mean", "output_tokens_mean", "client_lag_p99_ms",
-    "cell", "histogram", "load_steps",
+    "cell", "histogram", "load_steps", "search_role", "search",
 ]
 
 
@@ -342,7 +345,7 @@ def _row(run: Run, index: int, r: dict) -> dict:
     prov = run.provenance
     lat = r.get("latency_ms") if isinstance(r.get("latency_ms"), Mapping) else {}
     rid = str(r.get("id") or "")
-    name = rid.partition("::")[2] or rid
+    name = trial_name(r) or rid.partition("::")[2] or rid
     cell_label = name[name.find("[") + 1:-1] if name.endswith("]") and "[" in name else name
     model_spec = cell.get("model") if isinstance(cell.get("model"), Mapping) else {}
     model_info = r.get("model") if isinstance(r.get("model"), Mapping) else {}
@@ -445,6 +448,7 @@ def _row(run: Run, index: int, r: dict) -> dict:
         "cell": cell or None,
         "histogram": lat.get("histogram") if isinstance(lat.get("histogram"), Mapping) else None,
         "load_steps": load.get("steps") if isinstance(load.get("steps"), list) else None,
+        **search_columns(r),
     })
     row.update(_generative(r.get("generative")))
     return row

@@ -82,6 +82,9 @@ def percentile_key(p: float) -> str:
 class Throughput(_Open):
     queries_per_s: float | None = None
     samples_per_s: float | None = None
+    # samples/s interval at the latency's confidence, by batch means (core/stats.rate_interval)
+    lower: float | None = None
+    upper: float | None = None
 
 
 class Stop(_Open):
@@ -118,6 +121,10 @@ class Result(_Open):
     # generative serving: ttft/itl/tpot/e2e percentiles, tokens/s, goodput (workload/generative.py)
     generative: dict[str, Any] | None = None
     requests: list[dict[str, Any]] | None = None   # per-request records (keep_requests: true)
+    # configuration search: on the search's own result, the trials, the winner and why it
+    # stopped (optimize/answer.py); on each trial's result, which search and trial it is
+    search: dict[str, Any] | None = None
+    search_trial: dict[str, Any] | None = None
 
     @property
     def latency(self) -> Latency:

@@ -78,3 +78,27 @@ def samples_needed(p: float, confidence: float, width: float | None = None) -> i
         if lo is not None and hi is not None:
             return n
         n = n * 2 if n < 64 else int(n * 1.25)
+
+
+RATE_SLICES = 10
+
+
+def rate_interval(ends_ns: np.ndarray, confidence: float,
+                  slices: int = RATE_SLICES) -> tuple[float, float] | None:
+    """A throughput's interval as factors of its point value (low, high), by batch means:
+    the window cut into `slices` equal spans, the completions in each one observation, a
+    Student t interval on their mean. Consecutive queries are not independent (a slow
+    stretch slows many), so per-query spread would claim far too much; spans do not see
+    what changes between measurements minutes apart (paired mode does). None: too few."""
+    ends = np.sort(np.asarray(ends_ns, dtype=np.int64))
+    if len(ends) < 5 * slices or ends[-1] <= ends[0]:
+        return None
+    edges = np.linspace(ends[0], ends[-1], slices + 1)
+    counts = np.histogram(ends, bins=edges)[0].astype(float)
+    mean = counts.mean()
+    if mean <= 0:
+        return None
+    from scipy.stats import t  # lazy: scipy.stats costs ~0.4 s at pytest start
+    half = float(t.ppf(0.5 + confidence / 2, slices - 1)) * counts.std(ddof=1) / math.sqrt(slices)
+    rel = float(half / mean)
+    return max(0.0, 1.0 - rel), 1.0 + rel

@@ -21,6 +21,7 @@ import os
 import re
 from pathlib import Path
 
+from ..results.cells import in_search
 from .compare import display, group_by_config, is_measured, observe
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -73,7 +74,8 @@ def resolve(ref: str, *, runs_dir: Path, baselines_dir: Path, base: Path | None 
 def noise_summary(results: list[dict]) -> dict:
     """Per cell with repeats: the A/A spread of each metric over its repeats."""
     out = {}
-    for rows in group_by_config(r for r in results if not r.get("ab")).values():
+    for rows in group_by_config(r for r in results
+                                if not r.get("ab") and not in_search(r)).values():
         rows = [r for r in rows if is_measured(r)]
         if len(rows) < 2:
             continue

@@ -38,6 +38,7 @@ from ..core.verdicts import (
 )
 from ..results.cells import (
     config_key,
+    in_search,
     display,
     group_by_config,
     histogram_percentile,
@@ -117,8 +118,8 @@ def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None =
     stored baseline, only the new run's paired cells are listed."""
     has_base = base_doc is not None
     base_doc = base_doc or {}
-    base_results = [_as_dict(r) for r in base_doc.get("results", [])]
-    new_results = [_as_dict(r) for r in new_doc.get("results", [])]
+    base_results = [_as_dict(r) for r in base_doc.get("results", []) if not in_search(r)]
+    new_results = [_as_dict(r) for r in new_doc.get("results", []) if not in_search(r)]
     base_prov = base_doc.get("provenance") or {}
     new_prov = new_doc.get("provenance") or {}
     # paired cells judge themselves; the stored comparison covers the rest

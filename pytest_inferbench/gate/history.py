@@ -16,7 +16,8 @@ from ..core.fingerprint import describe, fingerprint, machine
 from ..core.verdicts import Obs
 from ..history.changes import change_points
 from ..history.judge import history_judgement, reference
-from ..results.cells import cell_key, display, group_by_config, is_measured, observe
+from ..results.cells import (cell_key, display, group_by_config, in_search, is_measured,
+                             observe)
 from ..store.db import ResultStore
 from ..store.url import run_uid, shown
 from .compare import finish_comparison, gate_for, run_summary
@@ -51,7 +52,7 @@ def compare_with_history(store: ResultStore, new_doc: dict, gate=None,
                          confidence: float | None = None) -> dict:
     options = options or HistoryOptions()
     new_results = [r.to_json() if hasattr(r, "to_json") else dict(r)
-                   for r in new_doc.get("results", [])]
+                   for r in new_doc.get("results", []) if not in_search(r)]
     prov = new_doc.get("provenance") or {}
     here = fingerprint(prov)
     this_run = run_uid(new_doc)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.thresholds import GateConfig, GateError, parse_gate
+from ..results.cells import in_search
 from ..results.runfile import RunFileError, load_run
 from ..store.url import shown
 from .baselines import BaselineError, check_name, is_path, resolve, save
@@ -109,7 +110,7 @@ class SessionGate:
                     label = (base_doc.get("baseline") or {}).get("name") or path.name
                 except (RunFileError, ValueError) as exc:
                     self.notes.append((f"baseline {path}: {exc}: nothing compared", True))
-        paired = [r for r in new_doc.get("results", []) if _get(r, "ab")]
+        paired = [r for r in new_doc.get("results", []) if _get(r, "ab") and not in_search(r)]
         if base_doc is None and not paired:
             return None
         self.comparison = compare_runs(base_doc, new_doc, self.gate, self.force,

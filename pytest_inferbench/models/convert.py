@@ -41,16 +41,24 @@ def onnx_for_precision(src: str, signature: InputSignature, precision: str, devi
                        context, providers=None) -> tuple[str, InputSignature]:
     """The ONNX file a cell runs at `precision`, and the signature of what it is fed.
     providers: what the runner's session uses (fp16 variants are judged on them)."""
+    check_precision(precision, device)
     if precision == "fp32":
         return src, signature
     if precision == "fp16":
         path = to_fp16(src, signature, context, providers)
         return path, _with_graph_input_types(path, signature)
+    return to_int8(src, signature, context), signature
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Raise RuntimeUnavailable for a precision ONNX Runtime does not run on this device."""
+    if precision in ("fp32", "fp16"):
+        return
     if precision == "int8":
         if device != "cpu":
             raise RuntimeUnavailable("int8 for onnxruntime (dynamic, or static QDQ with "
                                      "`quantization: static`) is measured on the CPU provider; "
                                      "on cuda use runtime tensorrt (int8 with calibration)")
-        return to_int8(src, signature, context), signature
+        return
     raise RuntimeUnavailable(f"precision {precision} for onnxruntime: its CPU and CUDA providers "
                              f"have no general bf16 kernels; use fp16, or bf16 with torch")

@@ -33,6 +33,7 @@ MAX_CHANGES_LISTED = 8            # slower cells listed under Problems; the rest
 DEFAULT_SLO = (99.0, 50.0)          # p99 <= 50 ms when neither the caller nor the cells say
 TEMPLATES = Path(__file__).parent / "templates"
 from .sections import anchor, first_line, model_section, not_run, roofline_section, sort_key, table
+from .search import search_section
 from .trends import trends_section
 
 
@@ -168,6 +169,12 @@ def _pct(x, digits=1) -> str:
 def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo=None,
                   peak_flops=None, peak_bandwidth=None, trends=None) -> dict:
     per_hour, currency = _cost_settings(cost)
+    # a search's own row repeats its winner's measurement: it has the Search section, and
+    # every other section sees its trials as the cells they are
+    searched = df["search_role"] == "search" if "search_role" in df else None
+    searches = df[searched] if searched is not None else df.iloc[0:0]
+    if searched is not None:
+        df = df[~searched].reset_index(drop=True)
     df = with_cost(df, per_hour)
     several = len(runs) > 1
     tags = {r["label"]: f"R{i + 1}" for i, r in enumerate(runs)}
@@ -191,6 +198,7 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
                                      currency, add, best))
     rooflines, roofline_note = roofline_section(measured, peak_flops, peak_bandwidth, add)
     trend_charts = trends_section(trends, add)
+    search_blocks = search_section(searches, add)
     figure_map = {f["id"]: f for f in figures}
     comparison = _comparison(runs, tags)
     problems = _problems(df, several)
@@ -216,6 +224,7 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
         "figures_json": {f["id"]: f["figure"] for f in figures},
         "rooflines": rooflines, "roofline_note": roofline_note,
         "trends": trend_charts,
+        "searches": search_blocks,
         "cost_given": bool(per_hour), "currency": currency,
         "table": table(df, several),
         "not_run": not_run(df, several),

@@ -37,6 +37,29 @@ def display(result: dict) -> str:
     return str(result.get("id") or "?")
 
 
+def in_search(result) -> bool:
+    """A configuration search's own result, or one of its trials: explorations, which the
+    gate does not judge (a search tries different configurations from run to run)."""
+    get = result.get if isinstance(result, dict) else (lambda k: getattr(result, k, None))
+    return bool(get("search") or get("search_trial"))
+
+
+def search_columns(result: dict) -> dict:
+    """A frame's `search_role` ("search": a search's own row, its answer in `search`;
+    "trial": one of its trials; None) and `search`."""
+    answer = result.get("search") if isinstance(result.get("search"), dict) else None
+    trial = isinstance(result.get("search_trial"), dict)
+    return {"search_role": "search" if answer else "trial" if trial else None,
+            "search": answer}
+
+
+def trial_name(result: dict) -> str | None:
+    """A search trial is labelled as the cell it measured (its id is the search's)."""
+    cell = result.get("cell") if isinstance(result.get("cell"), dict) else {}
+    return str(cell["id"]) if isinstance(result.get("search_trial"), dict) and cell.get("id") \
+        else None
+
+
 def is_measured(result: dict) -> bool:
     lat = result.get("latency_ms") or {}
     return result.get("status") == "passed" and bool(lat.get("n"))

@@ -39,6 +39,8 @@ def summary_table(results: list[Result], width: int = 200) -> str:
     """Rows grouped under one heading per spec file (or test module), sorted within it."""
     groups: dict[str, list[dict]] = {}
     for r in sorted(results, key=_sort_key):
+        if r.search_trial:      # a search's trials: its row names the winner
+            continue
         spec, _, name = r.id.partition("::")
         groups.setdefault(spec, []).append(_row(name or r.id, r))
     return "\n\n".join(f"{spec}\n{_align(rows)}" for spec, rows in groups.items())
@@ -66,10 +68,12 @@ def _align(rows: list[dict]) -> str:
 def _row(name: str, r: Result) -> dict:
     lat = r.latency_ms
     p = lat.percentiles
-    if r.status != "passed" and not lat.n:
+    if r.status != "passed" and not lat.n and not r.search:
         return {"benchmark": name, "n": "-", "p50 ms": r.status.upper(), "p99 ms": "",
                 "mean ms": "", "queries/s": "", "samples/s": "", "cores": "", "rss MB": "",
                 "stop": clip(r.reason)}
+    if r.search:
+        return _config_search_row(name, r)
     stop = r.stop.reason or "-"
     if r.stop.ci_half_width_rel is not None:
         stop += f" ±{100 * r.stop.ci_half_width_rel:.1f}%"
@@ -157,3 +161,22 @@ def _search_row(name: str, r: Result) -> dict | None:
                 "cores": _fmt((r.process or {}).get("cpu_cores_used"), 2),
                 "rss MB": _fmt((r.process or {}).get("peak_rss_mb")), "stop": what}
     return None
+
+
+def _config_search_row(name: str, r: Result) -> dict:
+    """A configuration search's row: the winner's measurement, and the answer (the winner,
+    its interval, the runner-up, trials measured of the grid, why it stopped)."""
+    s = r.search
+    lat = r.latency_ms
+    p = lat.percentiles
+    what = s.get("verdict") or ""
+    if r.status != "passed":
+        what = f"{r.status.upper()}: {clip(r.reason, 400) or what}"
+    return {"benchmark": name, "n": lat.n or "-",
+            "p50 ms": _fmt(p["p50"].value) if "p50" in p else "-",
+            "p99 ms": _fmt(p["p99"].value) if "p99" in p else "-",
+            "mean ms": _fmt(lat.mean), "queries/s": _fmt(r.throughput.queries_per_s),
+            "samples/s": _fmt(r.throughput.samples_per_s),
+            "cores": _fmt((r.process or {}).get("cpu_cores_used"), 2),
+            "rss MB": _fmt((r.process or {}).get("peak_rss_mb")),
+            "stop": f"search {s['measured']}/{s['grid']} trials: {what}"}

@@ -20,22 +20,29 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 class TorchRunnerBase(abc.ABC):
     name = "torch"
 
-    def load(self, model, device: str, precision: str, context: LoadContext) -> None:
-        graphs = bool(context.options.get("cuda_graphs"))
-        if graphs and not device.startswith("cuda"):
+    @classmethod
+    def check_available(cls, device: str, precision: str, options: dict) -> None:
+        """Raise RuntimeUnavailable when this machine cannot run the runtime on this device
+        at this precision (before anything is loaded: a search excludes such candidates)."""
+        if options.get("cuda_graphs") and not device.startswith("cuda"):
             raise RuntimeUnavailable(f"cuda_graphs needs a CUDA device, not {device}: a CUDA "
                                      f"graph replays captured device kernels (run the cell on "
                                      f"device cuda, or drop cuda_graphs for {device})")
-        torch = require("torch", "pip install torch==2.13.0 (CPU) or a CUDA build")
+        require("torch", "pip install torch==2.13.0 (CPU) or a CUDA build")
         check_cuda(device)
         if precision not in DTYPES:
             raise RuntimeUnavailable(f"precision {precision} is not available for runtime "
-                                     f"{self.name} (it runs {', '.join(DTYPES)}; int8 is "
+                                     f"{cls.name} (it runs {', '.join(DTYPES)}; int8 is "
                                      f"onnxruntime's dynamic quantisation)")
         if precision == "fp16" and device == "cpu":
-            raise RuntimeUnavailable(f"precision fp16 for {self.name} on cpu: PyTorch's CPU "
+            raise RuntimeUnavailable(f"precision fp16 for {cls.name} on cpu: PyTorch's CPU "
                                      f"float16 kernels are reference paths, not a deployment "
                                      f"target; use bf16 on cpu or fp16 on cuda")
+
+    def load(self, model, device: str, precision: str, context: LoadContext) -> None:
+        self.check_available(device, precision, context.options)
+        graphs = bool(context.options.get("cuda_graphs"))
+        torch = require("torch", "pip install torch==2.13.0 (CPU) or a CUDA build")
         self.torch = torch
         self.device = torch.device(device)
         self.dtype = getattr(torch, DTYPES[precision])

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..measure.device_timer import Unavailable
 from ..models.artifacts import onnx_model
-from ..models.convert import onnx_for_precision
+from ..models.convert import check_precision, onnx_for_precision
 from .base import LoadContext, RuntimeUnavailable, check_cuda, require
 
 _OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
@@ -25,9 +25,12 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
 class OnnxRuntimeRunner:
     name = "onnxruntime"
 
-    def load(self, model, device: str, precision: str, context: LoadContext) -> None:
+    @classmethod
+    def check_available(cls, device: str, precision: str, options: dict) -> None:
+        """Raise RuntimeUnavailable when this machine cannot run onnxruntime on this device
+        at this precision (before anything is loaded: a search excludes such candidates)."""
         ort = require("onnxruntime", "pip install onnxruntime")
-        provider = context.options.get("provider") or ("cuda" if device != "cpu" else "cpu")
+        provider = options.get("provider") or ("cuda" if device != "cpu" else "cpu")
         if provider != "cpu" and device == "cpu":
             raise RuntimeUnavailable(f"provider {provider} needs a cuda device, not cpu")
         if provider == "cpu" and device != "cpu":
@@ -39,6 +42,12 @@ class OnnxRuntimeRunner:
             raise RuntimeUnavailable(f"onnxruntime has no {_PROVIDERS[provider]} here "
                                      f"(available: {', '.join(available)}): {hint}")
         check_cuda(device)
+        check_precision(precision, device)
+
+    def load(self, model, device: str, precision: str, context: LoadContext) -> None:
+        self.check_available(device, precision, context.options)
+        ort = require("onnxruntime", "pip install onnxruntime")
+        provider = context.options.get("provider") or ("cuda" if device != "cpu" else "cpu")
         self.device_id = int(device.split(":")[1]) if ":" in device else 0
         opts = ort.SessionOptions()
         level = context.options.get("graph_optimization") or "all"

@@ -88,7 +88,8 @@ def load_spec(path: str | Path, job: Job | None = None, rootdir: str | Path | No
     gate = job.gate if job else None
     if data.get("gate") is not None and not is_job:
         gate = gate_section(doc, data["gate"], ("gate",), gate)
-    ctx = SpecContext(doc, defaults, rel, str(name or path.stem), gate)
+    ctx = SpecContext(doc, defaults, rel, str(name or path.stem), gate,
+                      cost=job.cost if job else None)
     raw_cells = []
     for index, entry in enumerate(benchmarks):
         raw_cells.extend(expand_entry(ctx, entry, index))

@@ -22,6 +22,7 @@ from .gate import Gate, gate_section
 from .generative import cell_problem
 from .model import CheckSpec
 from .runtime import RuntimeSpec, Threads
+from .search_plan import search_cell
 from .serving import Serving
 from .settings import SETTINGS_FIELDS, Settings
 from .workload import Workload
@@ -29,7 +30,7 @@ from .yaml_lines import line_for
 
 _SHORTHAND = {"runtime": "name", "workload": "scenario", "serving": "system", "threads": "intra"}
 ENTRY_KEYS = AXES + SETTINGS_FIELDS + ("name", "include", "exclude", "marks", "gate", "ab",
-                                       "placement", "check")
+                                       "placement", "check", "search")
 
 
 def _as_list(value):
@@ -66,9 +67,10 @@ def _matches(combo: dict, cond: dict, cond_raw: dict) -> bool:
 
 class SpecContext:
     def __init__(self, doc: Document, defaults: dict, spec_rel: str, spec_name: str,
-                 gate: Gate | None = None):
+                 gate: Gate | None = None, cost=None):
         self.doc = doc
         self.gate = gate
+        self.cost = cost                  # the job's prices (a cost_per_million search)
         self.defaults = defaults          # merged settings + axis defaults (raw)
         self.spec_rel = spec_rel
         self.spec_name = spec_name
@@ -205,6 +207,8 @@ def expand_entry(ctx: SpecContext, entry, index: int) -> list[Cell]:
         if ab is not None:
             check_ab_cell(doc, cell, path + ("ab",))
         cells.append(cell)
+    if entry.get("search") is not None:     # one item that searches these candidates
+        return [search_cell(doc, entry, path, cells, ctx.cost)]
     return cells
 
 

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.early_stopping import verdict
+from ..core.stats import rate_interval
 from ..core.result import Latency, Result, Stop, Throughput
 from ..measure.monitors import ProcessMonitor
 from ..spec import Workload
@@ -127,11 +128,15 @@ def summarise(samples, settings, scenario, batch_size, process) -> Result:
     n = len(samples.ends_ns)
     busy_s = samples.busy_ns / 1e9
     qps = n / busy_s if busy_s > 0 and n else None
+    throughput = Throughput(queries_per_s=qps, samples_per_s=qps * batch_size if qps else None)
+    factors = rate_interval(samples.ends_ns, settings.confidence) if qps else None
+    if factors is not None:     # batch means over ten spans of the window (core/stats.py)
+        throughput.lower, throughput.upper = (float(qps * batch_size * f) for f in factors)
     return Result(
         scenario=scenario,
         batch_size=batch_size,
         latency_ms=Latency.from_ns(samples.latencies_ns, settings.percentiles, settings.confidence),
-        throughput=Throughput(queries_per_s=qps, samples_per_s=qps * batch_size if qps else None),
+        throughput=throughput,
         stop=Stop(reason=samples.stop_reason, target_percentile=samples.target_percentile,
                   ci_half_width_rel=_finite(samples.ci_half_width_rel), ci_width=settings.ci_width),
         duration_s=round(busy_s, 6),

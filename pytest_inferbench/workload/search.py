@@ -12,10 +12,15 @@ more and judged on both runs together; only then is it "undetermined", which end
 without counting as a failure of the system. The capacity search doubles the rate until a
 step fails, runs that failing rate again to confirm it (one unlucky step on a shared host must
 not end the search), then bisects between the last rate proven to pass and the first proven
-to fail, to within 5%. Its result is that bracket.
+to fail, to within 5%. Its result is that bracket. Inside a configuration search
+(optimize/), `prune_below(rate)` stops it as soon as it proves a failure at or below a rate
+another configuration has passed: it cannot be the best, and its bracket says so.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -27,6 +32,24 @@ from .open_loop import run_open_loop
 MAX_STEPS = 24
 SATURATED = 0.95                # ramp: a step whose completions fall below 95% of what was sent
 BISECT_TO = 0.05                # stop bisecting when (fail - pass) / pass is within 5%
+_PRUNE_BELOW: ContextVar[float | None] = ContextVar("inferbench_prune_below", default=None)
+
+
+@contextmanager
+def prune_below(rate: float | None):
+    """Capacity searches in this context stop once they prove a failure at or below `rate`
+    (queries/s): a configuration search's best proven capacity so far, in this cell's units."""
+    token = _PRUNE_BELOW.set(rate)
+    try:
+        yield
+    finally:
+        _PRUNE_BELOW.reset(token)
+
+
+def _pruned(failed, floor) -> bool:
+    return floor is not None and failed is not None and failed <= floor
+
+
 def _decider(workload):
     """Stop a step once the SLO verdict is proven either way."""
     slo = workload.slo_target()
@@ -192,6 +215,7 @@ def run_capacity(make_sut, settings, workload, target, progress=None, stepper=No
     rate = workload.rate or DEFAULT_START
     steps, passed, failed, best, why = [], None, None, None, None
     confirmed_fail = False
+    floor = _PRUNE_BELOW.get()
     while len(steps) < MAX_STEPS and _budget_left(steps, settings):
         samples, row = _step(make_sut, settings, workload, rate, target, progress=progress,
                              stepper=stepper)
@@ -214,7 +238,8 @@ def run_capacity(make_sut, settings, workload, target, progress=None, stepper=No
             break
         rate = rate * 2 if workload.max_rate is None else min(rate * 2, workload.max_rate)
     while (passed is not None and failed is not None and (failed - passed) / passed > BISECT_TO
-           and len(steps) < MAX_STEPS and _budget_left(steps, settings)):
+           and len(steps) < MAX_STEPS and _budget_left(steps, settings)
+           and not _pruned(failed, floor)):
         mid = (passed + failed) / 2
         samples, row = _step(make_sut, settings, workload, mid, target, progress=progress,
                              stepper=stepper)
@@ -226,6 +251,10 @@ def run_capacity(make_sut, settings, workload, target, progress=None, stepper=No
         else:
             why = f"undetermined at {mid:g}/s"
             break
+    pruned = why is None and confirmed_fail and _pruned(failed, floor)
+    if pruned:
+        why = (f"pruned: fails at {failed:g}/s, at or below {floor:.4g}/s, a rate a better "
+               f"configuration passed")
     if why is None:
         if passed is not None and failed is not None and (failed - passed) / passed <= BISECT_TO:
             why = "bracketed"
@@ -244,9 +273,9 @@ def run_capacity(make_sut, settings, workload, target, progress=None, stepper=No
     best.extra.update(steps=steps, max_rate=passed,
                       bracket={"passed": passed, "failed": failed,
                                "failure_confirmed": confirmed_fail},
-                      search_stop=why)
+                      search_stop=why, pruned=pruned)
     best.stop_reason = "capacity_search"
-    if passed is None:
+    if passed is None and not pruned:
         best.extra["search_failure"] = (f"the capacity search proved no rate ({why}); "
                                         f"steps: {_steps_text(steps)}")
     return best
