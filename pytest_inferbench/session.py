@@ -81,7 +81,8 @@ class SessionState:
             return
         for entry in payload:
             result = Result.model_validate(entry)
-            if result.status != "failed":   # a result may fail on its own (errors, n = 0)
+            # a result may fail on its own (errors, n = 0); a search's trial keeps its own
+            if result.status != "failed" and not result.search_trial:
                 result.status = report.outcome
             if result.status != "passed":
                 result.reason = result.reason or _reason(report)

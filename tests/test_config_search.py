@@ -1,14 +1,15 @@
 """Configuration search (`search:` in an entry): the spec, the optimiser on a known response
 surface, capacity pruning, exclusions, and whole sessions through the plugin."""
 
-import itertools
 import json
+import re
 import textwrap
-import threading
 import time
 
 import pytest
+import search_surface
 import yaml
+from test_report import _browse, _chromium
 
 from pytest_inferbench.core.errors import SpecError
 from pytest_inferbench.optimize.confirm import confirm_top_two
@@ -16,9 +17,7 @@ from pytest_inferbench.optimize.optimizer import Score, run_search
 from pytest_inferbench.optimize.space import Space
 from pytest_inferbench.results.cells import config_key
 from pytest_inferbench.spec import Settings, Workload, load_job, load_spec
-from pytest_inferbench.spec.search import SearchDim
 from pytest_inferbench.workload.driver import measure_callable
-from pytest_inferbench.workload.queueing import capacity_for_slo
 from pytest_inferbench.workload.search import prune_below
 
 CAPACITY = "{scenario: capacity, slo: {p99: 50ms}, rate: 50}"
@@ -102,36 +101,19 @@ def test_the_space_is_the_entrys_lists_and_each_candidate_reruns_as_a_plain_cell
 
 # ----------------------------------------------------------------------------- the optimiser
 
-# A controlled system of known response surface: per-query service time a known function of
-# batch size b, instances k (contention 15% per extra instance) and queue delay d (a dynamic
-# batcher's wait: it amortises the per-query overhead and is added to latency), Poisson
-# arrivals, p99 <= 12 ms. Capacity (samples/s) = b x the highest M/D/k rate whose p99 time in
-# system is within 12 ms - d (workload/queueing.py, by simulation). 5 x 4 x 5 = 100 configs.
-B, K, D = (1, 2, 4, 8, 16), (1, 2, 3, 4), (0.0, 0.0005, 0.001, 0.002, 0.004)
-BOUND = 0.012
-
-
-def service_time(b, k, d):
-    return (0.002 * (1 - 0.7 * d / (d + 0.001)) + 0.00025 * b) * (1 + 0.15 * (k - 1))
-
-
 @pytest.fixture(scope="module")
 def surface():
-    return {(b, k, d): b * capacity_for_slo(k, service_time(b, k, d), BOUND - d, 99.0,
-                                            queries=10_000)
-            for b, k, d in itertools.product(B, K, D)}
+    return search_surface.true_capacities()
 
 
 def _space(keys):
-    dims = [SearchDim(name="batch_size", choices=B, ordinal=True),
-            SearchDim(name="serving.instances", choices=K, ordinal=True),
-            SearchDim(name="serving.max_queue_delay", choices=D, ordinal=True)]
-    return Space(dims, [{"batch_size": b, "serving.instances": k,
-                         "serving.max_queue_delay": d} for b, k, d in keys])
+    return Space(search_surface.dims(), search_surface.params(keys))
 
 
 def test_the_search_reaches_95_percent_of_the_true_best_in_15_percent_of_the_configurations(
         surface):
+    """The system of tests/search_surface.py (100 configurations, 2 within 95% of the best),
+    its true capacities as the trials' values: 15 trials find >= 95% of the best, 5 seeds."""
     keys = list(surface)
     best = max(surface.values())
     assert sum(v >= 0.95 * best for v in surface.values()) <= 3     # not a flat surface
@@ -263,8 +245,25 @@ def test_a_capacity_search_session_keeps_every_trial_prunes_and_excludes(pyteste
     assert winner["state"] == "measured" and winner["lower"] <= winner["objective"]
     assert main["load"]["max_rate"] == trials[s["winner"]]["load"]["max_rate"]
     assert s["spec_entry"]["precision"] == "fp32"
-    html = (pytester.path / "reports" / "cap.html").read_text()
+    page = pytester.path / "reports" / "cap.html"
+    html = page.read_text()
     assert 'id="search"' in html and "The winner as a benchmark entry" in html
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("everything above passed; the report's Search section was not drawn in a "
+                    "browser: no Chromium binary found (apt-get install chromium)")
+    dom = _browse(browser, page.as_uri() + "#ib-selftest", pytester.path / "profile",
+                  "--dump-dom")
+    status = re.search(r'<pre id="ib-status"[^>]*data-state="done"[^>]*>(.*?)</pre>',
+                       dom.stdout, re.S)
+    assert status, "the page's script did not finish drawing"
+    assert status.group(1) == "[]", status.group(1)           # no console errors
+    charts = int(re.search(r'data-charts="(\d+)"', status.group(0)).group(1))
+    svgs = int(re.search(r'data-svgs="(\d+)"', status.group(0)).group(1))
+    assert svgs >= charts >= 2
+    section = dom.stdout[dom.stdout.index('<section id="search">'):]
+    section = section[:section.index("</section>")]
+    assert section.count('class="main-svg"') >= 1 and "search-entry" in section
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(pytester):

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..core.capacity_plan import DEFAULT_START, queries_for_verdict, verdict_percentile
+from ..core.capacity_plan import DEFAULT_START, step_queries
 from .settings import Duration
 
 LATENCY_OBJECTIVE = re.compile(r"^p(\d+(\.\d+)?)$")
@@ -200,9 +200,7 @@ def trial_floor_s(cell: dict) -> float:
     warm = settings.warmup if isinstance(settings.warmup, float) else 0.0
     if workload.scenario in ("capacity", "ramp"):
         rate = workload.rate or DEFAULT_START
-        p = verdict_percentile(workload)
-        need = queries_for_verdict(p) if p is not None else 100
-        return warm + max(workload.step_min_duration, need / rate)
+        return warm + max(workload.step_min_duration, step_queries(workload) / rate)
     return warm + settings.min_duration
 
 

@@ -80,7 +80,9 @@ def search_cell(doc: Document, entry: dict, path, cells: list[dict], cost) -> di
     labels = list(dict.fromkeys(c["model_label"] for c in cells))
     label = entry.get("name") or ("|".join(labels) if len(labels) <= 3
                                   else f"{labels[0]}+{len(labels) - 1} models")
-    return {**cells[0], "search": plan, "model_label": str(label)}
+    # the item is placed and leased as its first GPU candidate (its CPU trials run there too)
+    base = next((c for c in cells if c["device"] != "cpu"), cells[0])
+    return {**base, "search": plan, "model_label": str(label)}
 
 
 def candidate_entry(entry: dict, cell: Cell, dims) -> dict:

@@ -24,7 +24,7 @@ from contextvars import ContextVar
 
 import numpy as np
 
-from ..core.capacity_plan import CONFIDENCE, DEFAULT_START, step_limits
+from ..core.capacity_plan import CONFIDENCE, DEFAULT_START, SETTLE_QUERIES, step_limits
 from ..core.early_stopping import min_passing_queries, verdict
 from . import arrivals
 from .open_loop import run_open_loop
@@ -76,7 +76,7 @@ def _settled(lat_ns, bound_ns=None, p=None) -> bool:
     within SETTLED of the middle third's (the first third is the queue filling up), and the
     last third alone within the bound at the percentile."""
     n = len(lat_ns)
-    if n < 150:
+    if n < SETTLE_QUERIES:
         return False
     middle = float(np.mean(lat_ns[n // 3: 2 * n // 3]))
     last = lat_ns[2 * n // 3:]
