@@ -480,8 +480,8 @@ def test_capacity_search_fails_when_one_bound_is_never_met(mock_server, tmp_path
     """TTFT is easily met but every gap is 5 ms against a TPOT bound of 2 ms: no rate meets
     the whole SLO, and the cell fails saying so (a goodput search, not a TTFT search)."""
     url = mock_server(ttft=0.005, itl=0.005)
-    c = cell(tmp_path, url, "{scenario: capacity, rate: 20, timeout: 5s, step_min_duration: "
-             "0.5s, step_max_duration: 3s, prompts: {input_tokens: 8, output_tokens: 6}, "
+    c = cell(tmp_path, url, "{scenario: capacity, rate: 40, timeout: 5s, step_min_duration: "
+             "0.5s, step_max_duration: 5s, prompts: {input_tokens: 8, output_tokens: 6}, "
              "slo: {ttft_p90: 1s, tpot_p90: 2ms}}", "warmup: 1, max_duration: 10s")
     r = run_cell(c, None)
     assert r.status == "failed" and "proved no rate" in r.reason, r.reason
