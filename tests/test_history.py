@@ -61,6 +61,17 @@ def test_a_doubling_is_found_within_one_run(seed, at):
     assert best.ratio == pytest.approx(2.0, rel=0.1)
 
 
+def test_a_steady_1_5_percent_step_is_not_a_new_level():
+    # CI saw it: runs so steady that a 1.5% step had p < 0.001 restarted the history
+    rng = np.random.default_rng(0)
+    values = _lognormal(rng, [1.0] * 20 + [1.015] * 20, sd=0.002)
+    assert change_points(values) == []
+    (c,) = change_points(values, min_magnitude=0.0)     # significant, only too small
+    assert c.index == 20
+    big = _lognormal(rng, [1.0] * 20 + [1.08] * 20, sd=0.002)
+    assert [c.index for c in change_points(big)] == [20]
+
+
 def test_missing_values_are_skipped_and_indices_stay_those_of_the_series():
     rng = np.random.default_rng(11)
     values = _lognormal(rng, [1.0] * 20 + [1.5] * 10)

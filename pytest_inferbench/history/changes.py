@@ -21,6 +21,11 @@ from statistics import median
 from .otava.analysis import compute_change_points
 
 MAX_PVALUE = 0.001          # Otava's default: a change point is a strong claim
+# A step smaller than this is not a new level, however steady the runs either side: on a
+# few very steady runs a 1.5% step has p < 0.001, yet it is far inside these machines'
+# run-to-run noise (DESIGN.md: one CNN's p50 moved 4.5 to 7.4 ms between runs), and taking
+# it as a change would restart the history that judges the next run.
+MIN_MAGNITUDE = 0.05
 WINDOW = 30                 # Otava's sliding window for the split step
 
 
@@ -37,7 +42,7 @@ class Change:
 
 
 def change_points(values: Sequence[float], max_pvalue: float = MAX_PVALUE,
-                  window: int = WINDOW) -> list[Change]:
+                  window: int = WINDOW, min_magnitude: float = MIN_MAGNITUDE) -> list[Change]:
     """Where the series' level shifted (indices into `values`, oldest first); each with the
     medians of the segments either side. Missing values (None, nan) are skipped."""
     kept = [(i, float(v)) for i, v in enumerate(values)
@@ -45,10 +50,14 @@ def change_points(values: Sequence[float], max_pvalue: float = MAX_PVALUE,
     if len(kept) < 3:
         return []
     where, series = zip(*kept)
-    # the detector compares means: on the log scale a step is the same size at any level
-    logs = [math.log(v) for v in series]
+    # the detector compares means: on the log scale a step is the same size at any level.
+    # Shifted to 1 + log(v / median), which changes neither E-Divisive nor the t-test, so
+    # that Otava's relative change of the segment means (its min_magnitude, applied in its
+    # merge step, which re-tests the neighbours of a dropped point) is the log ratio.
+    mid = median(series)
+    logs = [1.0 + math.log(v / mid) for v in series]
     found, _weak = compute_change_points(logs, window_len=max(2, window),
-                                         max_pvalue=max_pvalue)
+                                         max_pvalue=max_pvalue, min_magnitude=min_magnitude)
     cuts = [c.index for c in found]
     bounds = [0, *cuts, len(series)]
     out = []
