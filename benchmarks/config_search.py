@@ -8,7 +8,7 @@
    (Optuna GPSampler, the default; TPESampler; random) over 5 seeds with a budget of 15
    trials (15%), the trials' values being the true capacities: the winner's true capacity
    as a share of the true best. (b) The same search, 5 seeds, every trial a real capacity
-   search (the product's: workload/search.py, pruning on) of the live system (sleeps: each
+   search (the product's: workload/rate_search.py, pruning on) of the live system (sleeps: each
    query waits d, then holds one of k instances for T); the grid's winner measured the same
    way (the five truly best configurations, each measured: the live system is the known
    one, so the grid's winner is among them): do the two winners' capacities agree within 5%?
@@ -68,8 +68,8 @@ def _live_capacity(key, floor=None):
     """One real capacity search of the live system (samples/s), as a search trial runs it."""
     from pytest_inferbench.optimize.objective import score_result
     from pytest_inferbench.spec import Settings, Workload
-    from pytest_inferbench.workload.driver import measure_callable
-    from pytest_inferbench.workload.search import prune_below
+    from pytest_inferbench.workload.engine import measure_callable
+    from pytest_inferbench.workload.rate_search import prune_below
     b, k, d = key
     settings = Settings(warmup=20, max_duration=60)
     workload = Workload(scenario="capacity", rate=150, slo={"p99": "12ms"},

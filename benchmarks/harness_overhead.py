@@ -38,7 +38,7 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _paired  # noqa: E402
 
-from pytest_inferbench.workload.driver import measure_callable  # noqa: E402
+from pytest_inferbench.workload.engine import measure_callable  # noqa: E402
 from pytest_inferbench.models.artifacts import export_onnx  # noqa: E402
 from pytest_inferbench.models.families import build  # noqa: E402
 from pytest_inferbench.spec.families import MLPSpec  # noqa: E402

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest_inferbench
-from pytest_inferbench.workload.driver import measure_callable
+from pytest_inferbench.workload.engine import measure_callable
 from pytest_inferbench.run.cell import run_cell
 from pytest_inferbench.models.cache import ArtifactCache
 from pytest_inferbench.spec import Settings, Workload, load_spec

@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _paired  # noqa: E402
 
-from pytest_inferbench.workload.driver import measure_callable  # noqa: E402
+from pytest_inferbench.workload.engine import measure_callable  # noqa: E402
 from pytest_inferbench.models.cache import ArtifactCache  # noqa: E402
 from pytest_inferbench.runtimes import runner_class  # noqa: E402
 from pytest_inferbench.runtimes.base import LoadContext, RuntimeUnavailable  # noqa: E402

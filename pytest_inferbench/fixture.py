@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from .core.errors import format_field_path
 from .runtimes.base import Runner
 from .spec import SCENARIOS, Settings, Workload
-from .workload.driver import measure_callable, measure_runner
+from .workload.engine import measure_callable, measure_runner
 
 
 def make_bench(item, state):

@@ -17,8 +17,8 @@ from pytest_inferbench.optimize.optimizer import Score, run_search
 from pytest_inferbench.optimize.space import Space
 from pytest_inferbench.results.cells import config_key
 from pytest_inferbench.spec import Settings, Workload, load_job, load_spec
-from pytest_inferbench.workload.driver import measure_callable
-from pytest_inferbench.workload.search import prune_below
+from pytest_inferbench.workload.engine import measure_callable
+from pytest_inferbench.workload.rate_search import prune_below
 
 CAPACITY = "{scenario: capacity, slo: {p99: 50ms}, rate: 50}"
 

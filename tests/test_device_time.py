@@ -183,7 +183,7 @@ def test_unavailable_says_why():
 
 
 def test_engine_resets_after_warmup_and_stores_device_time():
-    from pytest_inferbench.workload.driver import measure_callable
+    from pytest_inferbench.workload.engine import measure_callable
     from pytest_inferbench.spec import Settings
     dev = FakeDevice(kernel_ms=1.0, launch_gap_ms=3.0, enqueue_ms=3.0)
     timer = timer_for(dev)

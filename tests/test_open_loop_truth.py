@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from pytest_inferbench.workload.driver import measure_callable
+from pytest_inferbench.workload.engine import measure_callable
 from pytest_inferbench.measure.monitors import ProcessMonitor
 from pytest_inferbench.spec import Settings, Workload, load_spec
 from pytest_inferbench.workload import arrivals

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from pytest_inferbench.workload.driver import measure_callable
+from pytest_inferbench.workload.engine import measure_callable
 from pytest_inferbench.spec import Settings
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import FAST
 from pytest_inferbench.core.errors import SpecError
 from pytest_inferbench.core.early_stopping import min_passing_queries, verdict
-from pytest_inferbench.workload.driver import measure_callable
+from pytest_inferbench.workload.engine import measure_callable
 from pytest_inferbench.spec import Settings, Workload, load_spec
 from pytest_inferbench.workload.arrivals import load_trace, schedule
 

@@ -1,5 +1,5 @@
 """How long a capacity-search step must run to reach a verdict: pure arithmetic on the
-workload, used by the search (workload/search.py) and checked when a spec is loaded, so that
+workload, used by the search (workload/rate_search.py) and checked when a spec is loaded, so that
 a search never runs for nothing."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def queries_for_verdict(percentile: float) -> int:
     return min_passing_queries(0, percentile / 100.0, CONFIDENCE)
 
 
-# A step passes only once latency has settled (workload/search.py compares the last third of
+# A step passes only once latency has settled (workload/rate_search.py compares the last third of
 # its queries with the middle third), which takes this many queries, whatever the percentile.
 SETTLE_QUERIES = 150
 

@@ -40,10 +40,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core.scenarios import scenario as scenario_of
+
 EVERY = 10                  # sample one query in this many
 PROBES = 5                  # queued queries timed after the window
 LAUNCH_BOUND_BELOW = 0.5    # busy share under which a cell is called launch-bound
-FED_SCENARIOS = ("offline", "single_stream", "concurrency")
 MAX_HOLD_MS = 250.0
 MAX_SAMPLES = 10_000        # events kept per window; later sampled queries run unsampled
 MIN_HOLD_MS = 1.0
@@ -153,7 +154,7 @@ class DeviceTimer:
         out["busy_share_basis"] = "device_ms.mean x queries / duration_s"
         if share is None:
             out["launch_bound"] = None
-        elif scenario is not None and scenario not in FED_SCENARIOS:
+        elif scenario is not None and not scenario_of(scenario).closed_loop:
             out["launch_bound"] = None
             out["launch_bound_note"] = (f"not judged in an open-loop scenario ({scenario}): the "
                                         f"device also idles for want of queries")

@@ -12,7 +12,7 @@ from ..core.errors import CellStepError, RuntimeUnavailable
 from ..core.result import Result
 from ..run.available import why_unavailable
 from ..run.cell import run_cell
-from ..workload.search import prune_below
+from ..workload.rate_search import prune_below
 from .answer import answer, verdict_text
 from .confirm import confirm_top_two
 from .objective import score_result

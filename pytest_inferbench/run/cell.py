@@ -10,7 +10,7 @@ is measured by the pipeline of its system under test:
 from __future__ import annotations
 
 from ..core.result import Result
-from ..workload.closed_loop import Progress
+from ..workload.samples import Progress
 from .generative import run_generative_cell
 from .inprocess import run_inprocess_cell
 from .paired import run_paired_cell

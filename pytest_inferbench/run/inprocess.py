@@ -13,9 +13,8 @@ from ..runtimes import runner_class
 from ..runtimes.base import LoadContext
 from ..serving.affinity import available
 from ..spec import Threads
-from ..workload.closed_loop import Progress
-from ..workload.driver import measure_runner
-from .served import OPEN_LOOP
+from ..workload.engine import measure_runner
+from ..workload.samples import Progress
 
 
 def run_inprocess_cell(cell, cache, progress: Progress | None = None) -> Result:
@@ -67,7 +66,7 @@ def model_record(cell, context, check) -> dict:
 def threads_for(cell):
     """In-process open-loop cells leave the load generator a core: unless the spec sets the
     threads, the runtime gets one intra-op thread fewer than the cores this process may use."""
-    if cell.threads is not None or cell.workload.scenario not in OPEN_LOOP \
+    if cell.threads is not None or cell.workload.scenario_def.closed_loop \
             or not cell.device == "cpu":
         return cell.threads, None
     cores = len(available())

@@ -24,9 +24,10 @@ The cell's result is the candidate's measurement (every B query of every round),
 
 from __future__ import annotations
 
-import gc
 import time
 from array import array
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -34,11 +35,10 @@ from ..core.result import Latency, Result, Stop, Throughput
 from ..core.stats import percentile
 from ..core.thresholds import GateConfig
 from ..core.verdicts import UNDETERMINED, cell_verdict, judge, look_schedule
-from ..measure.monitors import ProcessMonitor
 from ..serving.affinity import pinned
 from ..workload import arrivals
-from ..workload.closed_loop import DEFAULT_TARGET
-from ..workload.failures import ErrorLog, judge_errors
+from ..workload.engine import Window, finish, target_percentile
+from ..workload.failures import ErrorLog
 from ..workload.open_loop import lag_validity, run_open_loop
 from .remote import RemoteSide
 from .sides import LocalSide, ServedSide
@@ -91,7 +91,7 @@ class OpenLoopDrive:
         self.workload = cell.workload
         self.settings = cell.settings
         self.slices = {}            # id(side) -> per-slice latencies and load figures
-        self.target = cell.settings.target_percentile or DEFAULT_TARGET.get("server", 99.0)
+        self.target = target_percentile(cell.settings, cell.workload)
 
     def reset(self) -> None:
         self.slices = {}
@@ -151,104 +151,134 @@ class OpenLoopDrive:
                 "lag_effect": effect, "valid": not problems, "invalid_reasons": problems}
 
 
+@dataclass
+class _Plan:
+    """What a paired cell runs: its rounds' shape, the metrics judged and when to look."""
+    cell: Any
+    cells: int
+
+    def __post_init__(self):
+        cell = self.cell
+        self.ab = cell.ab.for_scenario(cell.workload.scenario)
+        self.gate = GateConfig.from_json(cell.gate) if cell.gate is not None else GateConfig()
+        open_loop = cell.workload.scenario_def.open_loop
+        self.drive = OpenLoopDrive(cell) if open_loop else ClosedLoopDrive()
+        base = OPEN_ROUND_METRICS if open_loop else ROUND_METRICS
+        self.metrics = tuple(dict.fromkeys(base + tuple(self.gate.thresholds)))
+        self.looks = look_schedule(self.ab.rounds, self.ab.cap)
+        self.sub = self.ab.switch
+        self.k = max(1, round(self.ab.slice / self.sub))
+
+
+@dataclass
+class _Rounds:
+    """What the rounds measured, per side ("a", "b"): every latency, busy ns, each round's
+    figures; the judgements at the last look, why the rounds stopped, the window."""
+    lat: dict = field(default_factory=lambda: {"a": array("q"), "b": array("q")})
+    busy: dict = field(default_factory=lambda: {"a": 0, "b": 0})
+    per_round: dict = field(default_factory=lambda: {"a": [], "b": []})
+    judgements: list = field(default_factory=list)
+    stopped: str = "max_rounds"
+    warm_s: float = 0.0
+    window: Window | None = None
+
+
 def run_paired_cell(cell, cache, progress=None, cells: int = 1, rootdir=None) -> Result:
     """Measure a cell with `ab`: baseline and candidate interleaved; see the module doc.
     cells: how many paired cells the session judges (the Bonferroni family)."""
-    ab = cell.ab.for_scenario(cell.workload.scenario)
-    gate = GateConfig.from_json(cell.gate) if cell.gate is not None else GateConfig()
-    drive = OpenLoopDrive(cell) if cell.workload.scenario == "server" else ClosedLoopDrive()
-    base_metrics = OPEN_ROUND_METRICS if drive.open_loop else ROUND_METRICS
-    metrics = tuple(dict.fromkeys(base_metrics + tuple(gate.thresholds)))
-    looks = look_schedule(ab.rounds, ab.cap)
+    plan = _Plan(cell, cells)
     a_side = make_baseline_side(cell, cache, rootdir)
     try:
         b_side = make_side(cell, cache)
     except BaseException:
         a_side.close()
         raise
-    sub = ab.switch
-    k = max(1, round(ab.slice / sub))
-    lat = {"a": array("q"), "b": array("q")}
-    busy = {"a": 0, "b": 0}
-    per_round = {"a": [], "b": []}
-    judgements = []
-    monitor = ProcessMonitor()
-    gc_was_enabled = gc.isenabled()
     t_start = time.perf_counter()
-    stopped = "max_rounds"
-    started = False
+    try:
+        rounds = _measure_rounds(plan, a_side, b_side, progress, t_start)
+        a_info = _safe_info(a_side)
+        described = Result(scenario=cell.workload.scenario, batch_size=cell.batch_size)
+        b_side.describe(described)
+    finally:
+        a_side.close()
+        b_side.close()
+    result = _candidate_result(plan, rounds, described, time.perf_counter() - t_start)
+    result.ab = _ab_figures(plan, rounds, a_info, a_side.errors)
+    return _judge_sides(plan, result, a_side, b_side, rounds)
+
+
+def _measure_rounds(plan: _Plan, a_side, b_side, progress, t_start: float) -> _Rounds:
+    """Warm both sides, run one discarded round, then rounds inside the measured window
+    until every metric is decided or the last look."""
+    rounds = _Rounds()
+    drive, warmup = plan.drive, plan.cell.settings.warmup
     # a launched server keeps to its CPUs; the generator (this process) to the others
     client_cpus = next((s.client_cpus for s in (b_side, a_side)
                         if getattr(s, "client_cpus", None)), None)
-    try:
-        with pinned(client_cpus):
-            t0 = time.perf_counter()
-            a_side.warm(cell.settings.warmup)
-            b_side.warm(cell.settings.warmup)
-            warm_s = time.perf_counter() - t0
-            discard = {"a": array("q"), "b": array("q")}
-            _round(a_side, b_side, -1, min(k, 4), sub if not drive.open_loop else
-                   min(sub, 0.2), discard, drive)
-            for side in (a_side, b_side):       # the discarded round's failures too
-                side.errors = ErrorLog()
-            drive.reset()
-            gc.collect()
-            gc.disable()
-            monitor.start()
-            started = True
-            window_start = time.time()
-            n = 0
-            for i, target in enumerate(looks):
-                while n < target:
-                    got = {"a": array("q"), "b": array("q")}
-                    spent = _round(a_side, b_side, n, k, sub, got, drive)
-                    for side, side_obj in (("a", a_side), ("b", b_side)):
-                        arr = np.frombuffer(got[side], dtype=np.int64)
-                        per_round[side].append(round_metrics(arr, spent[side],
-                                                             side_obj.batch_size, metrics))
-                        lat[side].extend(got[side])
-                        busy[side] += spent[side]
-                    n += 1
-                    if progress is not None:
-                        progress(time.perf_counter() - t_start, len(lat["b"]), None)
-                judgements = judge(_ratios(per_round, metrics), gate, len(looks), cells)
-                if all(j.verdict != UNDETERMINED for j in judgements):
-                    stopped = "decided"
-                    break
-            window_end = time.time()
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-        process = monitor.stop() if started else {}
-        a_info = _safe_info(a_side)
-        try:
-            if started:
-                result_fields = Result(scenario=cell.workload.scenario,
-                                       batch_size=cell.batch_size)
-                b_side.describe(result_fields)
-        finally:
-            a_side.close()
-            b_side.close()
-    wall = time.perf_counter() - t_start
-    lat_b = np.frombuffer(lat["b"], dtype=np.int64)
-    lat_a = np.frombuffer(lat["a"], dtype=np.int64)
-    settings = cell.settings
-    result = _side_result(lat_b, busy["b"], cell, settings)
+    with pinned(client_cpus):
+        t0 = time.perf_counter()
+        a_side.warm(warmup)
+        b_side.warm(warmup)
+        rounds.warm_s = time.perf_counter() - t0
+        discard = {"a": array("q"), "b": array("q")}
+        _round(a_side, b_side, -1, min(plan.k, 4), plan.sub if not drive.open_loop else
+               min(plan.sub, 0.2), discard, drive)
+        for side in (a_side, b_side):       # the discarded round's failures too
+            side.errors = ErrorLog()
+        drive.reset()
+        with Window() as rounds.window:
+            _rounds_until_decided(plan, a_side, b_side, rounds, progress, t_start)
+    return rounds
+
+
+def _rounds_until_decided(plan: _Plan, a_side, b_side, rounds: _Rounds, progress,
+                          t_start: float) -> None:
+    n = 0
+    for target in plan.looks:
+        while n < target:
+            got = {"a": array("q"), "b": array("q")}
+            spent = _round(a_side, b_side, n, plan.k, plan.sub, got, plan.drive)
+            for side, side_obj in (("a", a_side), ("b", b_side)):
+                arr = np.frombuffer(got[side], dtype=np.int64)
+                rounds.per_round[side].append(round_metrics(arr, spent[side],
+                                                            side_obj.batch_size, plan.metrics))
+                rounds.lat[side].extend(got[side])
+                rounds.busy[side] += spent[side]
+            n += 1
+            if progress is not None:
+                progress(time.perf_counter() - t_start, len(rounds.lat["b"]), None)
+        rounds.judgements = judge(_ratios(rounds.per_round, plan.metrics), plan.gate,
+                                  len(plan.looks), plan.cells)
+        if all(j.verdict != UNDETERMINED for j in rounds.judgements):
+            rounds.stopped = "decided"
+            return
+
+
+def _candidate_result(plan: _Plan, rounds: _Rounds, described: Result, wall: float) -> Result:
+    """The cell's result: the candidate's every query of every round."""
+    cell, settings = plan.cell, plan.cell.settings
+    lat_b = np.frombuffer(rounds.lat["b"], dtype=np.int64)
+    result = _side_result(lat_b, rounds.busy["b"], cell, settings)
     for name in ("runtime", "model", "serving"):
-        value = getattr(result_fields, name, None)
+        value = getattr(described, name, None)
         if value:
             setattr(result, name, value)
-    result.stop = Stop(reason=f"paired_{stopped}", target_percentile=None,
+    result.stop = Stop(reason=f"paired_{rounds.stopped}", target_percentile=None,
                        ci_half_width_rel=None, ci_width=settings.ci_width)
     result.wall_s = round(wall, 6)
-    result.window = {"start": window_start, "end": window_end}
-    result.warmup = {"queries": None, "seconds": round(warm_s, 4)}
-    result.process = process
-    base = _side_result(lat_a, busy["a"], baseline_cell(cell), settings)
-    verdict = cell_verdict(judgements)
-    a_errors = a_side.errors.to_json(len(lat_a))
-    result.ab = {
-        "verdict": verdict,
+    result.window = rounds.window.bounds
+    result.warmup = {"queries": None, "seconds": round(rounds.warm_s, 4)}
+    result.process = rounds.window.process
+    return result
+
+
+def _ab_figures(plan: _Plan, rounds: _Rounds, a_info: dict, a_errors: ErrorLog) -> dict:
+    """result.ab: the verdict, the baseline's summary, the rounds and their ratios."""
+    cell, ab = plan.cell, plan.ab
+    lat_a = np.frombuffer(rounds.lat["a"], dtype=np.int64)
+    base = _side_result(lat_a, rounds.busy["a"], baseline_cell(cell), cell.settings)
+    return {
+        "verdict": cell_verdict(rounds.judgements),
         "baseline": {"changes": ab.baseline.label(), "model": a_info.get("model"),
                      "runtime": a_info.get("runtime"), "serving": a_info.get("serving"),
                      "process": a_info.get("process"),
@@ -256,23 +286,32 @@ def run_paired_cell(cell, cache, progress=None, cells: int = 1, rootdir=None) ->
                         if k in a_info},
                      "latency_ms": base.latency_ms.model_dump(mode="json", exclude={"histogram"}),
                      "throughput": base.throughput.model_dump(mode="json"),
-                     "errors": a_errors},
-        "rounds": len(per_round["b"]), "looks": len(looks), "look_at": looks,
-        "stopped": stopped, "cells": cells, "slice_s": ab.slice, "switch_s": sub,
-        "sub_slices": k, "gate": gate.to_json(),
-        "ratios": _ratios(per_round, metrics, digits=6),
-        "metrics": [j.to_json() for j in judgements],
+                     "errors": a_errors.to_json(len(lat_a))},
+        "rounds": len(rounds.per_round["b"]), "looks": len(plan.looks), "look_at": plan.looks,
+        "stopped": rounds.stopped, "cells": plan.cells, "slice_s": ab.slice,
+        "switch_s": plan.sub, "sub_slices": plan.k, "gate": plan.gate.to_json(),
+        "ratios": _ratios(rounds.per_round, plan.metrics, digits=6),
+        "metrics": [j.to_json() for j in rounds.judgements],
     }
-    if drive.open_loop:
-        result.load = drive.load(b_side)
-        result.ab["baseline"]["load"] = base_load = drive.load(a_side)
-        result.valid = result.load["valid"] and base_load["valid"]
+
+
+def _judge_sides(plan: _Plan, result: Result, a_side, b_side, rounds: _Rounds) -> Result:
+    """Open-loop validity of both sides, then the error judgement of each: a failing
+    baseline's ratios are no evidence."""
+    settings = plan.cell.settings
+    load = None
+    if plan.drive.open_loop:
+        load = plan.drive.load(b_side)
+        result.ab["baseline"]["load"] = base_load = plan.drive.load(a_side)
         if not base_load["valid"]:
-            result.load["invalid_reasons"] = result.load["invalid_reasons"] + [
+            load["invalid_reasons"] = load["invalid_reasons"] + [
                 f"baseline: {r}" for r in base_load["invalid_reasons"]]
-    judge_errors(result, b_side.errors, settings.max_error_rate)
+    finish(result, load, b_side.errors, settings, plan.cell.workload)
+    if load is not None:
+        result.valid = load["valid"] and result.ab["baseline"]["load"]["valid"]
+    a_errors = result.ab["baseline"]["errors"]
     if result.status != "failed" and (a_errors["error_rate"] > settings.max_error_rate
-                                      or not len(lat_a)):
+                                      or not len(rounds.lat["a"])):
         first = a_side.errors.first() or "no successful query"
         result.status = "failed"
         result.reason = (f"baseline side: {first} ({100 * a_errors['error_rate']:.3g}% of its "

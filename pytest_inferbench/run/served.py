@@ -21,10 +21,8 @@ from ..serving.affinity import pinned
 from ..serving.client import Endpoint, resolve_headers, server_message
 from ..serving.pool import ServerPool
 from ..serving.statistics import StatisticsWindow, breakdown, server_description
-from ..workload.closed_loop import Progress, warm_up
-from ..workload.driver import measure_callable
-
-OPEN_LOOP = ("server", "ramp", "capacity")
+from ..workload.engine import measure_callable, warm_up
+from ..workload.samples import Progress
 
 
 def require_serving(cell) -> None:
@@ -170,15 +168,15 @@ def _measure_served(cell, cache, endpoint, progress) -> Result:
     # window after its own warm-up requests (and closes it at stop; a search's steps add up),
     # a closed-loop cell here, after the warm-up above
     window = StatisticsWindow(endpoint)
-    scenario = cell.workload.scenario
-    if scenario not in OPEN_LOOP:
+    kind = cell.workload.scenario_def
+    if kind.closed_loop:
         window.open()
     result = measure_callable(fn, settings, cell.workload, cell.batch_size, progress,
                               make_sut=lambda: endpoint.async_sut(inputs, window),
                               server_ports=local_port(endpoint.url))
-    if scenario not in OPEN_LOOP:
+    if kind.closed_loop:
         window.close()
-    if scenario in ("ramp", "capacity"):     # the client's figures are one step's
+    if kind.rate_search:     # the client's figures are one step's
         split = breakdown(window.delta, None)
         if split:
             split["scope"] = (f"the server's counts over all {window.windows} steps of the "

@@ -20,7 +20,7 @@ from ..models.check import check_cell
 from ..runtimes import runner_class
 from ..runtimes.base import LoadContext
 from ..serving.launcher import LaunchedServer
-from ..workload.closed_loop import warm_up
+from ..workload.engine import warm_up
 from ..workload.failures import ErrorLog
 from ..workload.open_loop import InProcessSUT
 from .inprocess import threads_for

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..core.scenarios import names
 from .axes import model_label
 from .document import Document, check_keys
 from .model import ModelSpec
@@ -14,8 +15,8 @@ from .runtime import RuntimeSpec, Threads
 from .serving import Serving
 from .settings import Duration
 
-AB_SCENARIOS = ("offline", "single_stream", "server")
-AB_CLOSED_LOOP = ("offline", "single_stream")
+AB_SCENARIOS = names(lambda s: s.paired)
+AB_CLOSED_LOOP = names(lambda s: s.paired and s.closed_loop)
 AB_BASELINE_KEYS = ("model", "runtime", "precision", "threads", "serving", "python", "git")
 
 
@@ -118,11 +119,11 @@ def ab_section(ctx, raw, path) -> ABSpec:
 
 def check_ab_cell(doc: Document, cell: dict, path) -> None:
     workload, ab = cell["workload"], cell["ab"]
-    scenario = workload.scenario
-    if scenario not in AB_SCENARIOS:
+    scenario, kind = workload.scenario, workload.scenario_def
+    if not kind.paired:
         raise doc.error(f"paired mode (ab) measures the scenarios {', '.join(AB_SCENARIOS)} "
                         f"(it cuts the load into alternating slices), not {scenario}", path)
-    if scenario == "server" and workload.arrival == "trace":
+    if kind.open_loop and workload.arrival == "trace":
         raise doc.error("paired mode (ab) draws a fresh schedule for every slice: a trace "
                         "replay cannot be cut into alternating slices (use poisson, gamma, "
                         "constant or onoff at the trace's rate)", path)
@@ -130,13 +131,13 @@ def check_ab_cell(doc: Document, cell: dict, path) -> None:
     if any(s.system == "openai" for s in servings):
         raise doc.error("paired mode (ab) does not interleave generative serving (openai) "
                         "cells yet: compare them against a stored baseline", path)
-    if scenario in AB_CLOSED_LOOP and any(s.system == "inprocess" and s.instances != 1
+    if kind.closed_loop and any(s.system == "inprocess" and s.instances != 1
                                           for s in servings):
         raise doc.error("paired mode (ab) runs closed-loop scenarios with one caller: "
                         "in-process instances must be 1 (use the server scenario for "
                         "several instances)", path)
     if (ab.baseline.python or ab.baseline.git) and (
-            scenario not in AB_CLOSED_LOOP or any(s.system != "inprocess" for s in servings)):
+            kind.open_loop or any(s.system != "inprocess" for s in servings)):
         raise doc.error("a baseline in another interpreter or git revision runs in-process "
                         f"and closed loop: combine python/git with an in-process "
                         f"{' or '.join(AB_CLOSED_LOOP)} cell", path)
@@ -147,7 +148,7 @@ def check_ab_cell(doc: Document, cell: dict, path) -> None:
                         f"its {changed[0]}: pair it with another serving configuration "
                         f"(ab.baseline.serving, with a model if that one needs one)", path)
     gate = cell.get("gate")
-    if scenario == "server" and gate is not None and "throughput" in gate.thresholds:
+    if kind.fixed_rate and gate is not None and "throughput" in gate.thresholds:
         raise doc.error("the server scenario offers a fixed rate, so both sides' throughput "
                         "is that rate: gate open-loop pairs on latency (p50, p99, mean)",
                         path)

@@ -4,8 +4,10 @@ is loaded. The metrics' definitions are workload/generative_metrics.py's."""
 
 from __future__ import annotations
 
+from ..core.scenarios import names
+
 METRICS = ("ttft", "itl", "tpot", "e2e")
-SCENARIOS = ("server", "concurrency", "single_stream", "capacity")
+SCENARIOS = names(lambda s: s.generative is not None)
 
 
 def parse_slo_key(key: str) -> tuple[str, float] | None:
@@ -31,13 +33,13 @@ def cell_problem(workload, serving, model) -> str | None:
         if workload.slo and any(parse_slo_key(k) for k in workload.slo):
             return "SLOs on ttft/itl/tpot/e2e apply to `serving: {system: openai}` only"
         return None
-    if workload.scenario not in SCENARIOS:
+    kind = workload.scenario_def
+    if kind.generative is None:
         return (f"generative serving measures the scenarios {', '.join(SCENARIOS)}, "
                 f"not {workload.scenario}")
-    if workload.client_processes is not None and workload.scenario not in ("server",
-                                                                           "capacity"):
+    if workload.client_processes is not None and not kind.open_loop:
         return "`client_processes` sends an open loop: scenario server or capacity"
-    if workload.scenario == "capacity" and workload.client_processes == 0:
+    if kind.rate_search and workload.client_processes == 0:
         return ("the capacity search on goodput sends from client processes: "
                 "`client_processes` of at least 1")
     if serving.url is None:

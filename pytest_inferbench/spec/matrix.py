@@ -185,7 +185,7 @@ def expand_entry(ctx: SpecContext, entry, index: int) -> list[Cell]:
         problem = cell_problem(combo["workload"], combo["serving"], combo["model"][0])
         if problem:
             raise doc.error(problem, path)
-        if combo["workload"].scenario in ("ramp", "capacity"):
+        if combo["workload"].scenario_def.rate_search:
             problem = plan_problem(settings, combo["workload"])
             if problem:
                 raise doc.error(problem, path + ("workload",) if "workload" in entry else path)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.capacity_plan import DEFAULT_START, step_queries
+from ..core.scenarios import scenario
 from .settings import Duration
 
 LATENCY_OBJECTIVE = re.compile(r"^p(\d+(\.\d+)?)$")
@@ -160,18 +161,19 @@ def objective_problem(spec: SearchSpec, cells: list[dict], cost) -> tuple[str, t
         return (f"unknown objective {objective!r}; expected capacity (the highest rate that "
                 f"meets the workload's slo), throughput, cost_per_million or a latency "
                 f"percentile such as p99", ("objective",))
+    kinds = [scenario(name) for name in scenarios]
     if objective == "capacity":
-        if scenarios != ["capacity"]:
+        if [k.headline for k in kinds] != ["capacity"]:
             return ("objective capacity is the highest rate that meets the workload's SLO, "
                     "found by a capacity search per trial: it needs `workload: {scenario: "
                     "capacity, slo: {p99: 50ms}, rate: 50}` (the SLO and a starting rate); "
                     f"this entry's scenario is {', '.join(scenarios)}", ("objective",))
         return None
-    if "capacity" in scenarios or "ramp" in scenarios:
+    if any(k.rate_search for k in kinds):
         return (f"objective {objective} is measured at the workload's own load, and a "
                 f"{scenarios[0]} workload searches rates: use objective capacity, or an "
                 f"offline, single_stream, concurrency or server workload", ("objective",))
-    if objective in ("throughput", "cost_per_million") and "server" in scenarios:
+    if objective in ("throughput", "cost_per_million") and any(k.fixed_rate for k in kinds):
         return ("the server scenario offers a fixed rate, so every trial's throughput is that "
                 "rate: search objective capacity (`workload: {scenario: capacity, slo: "
                 "...}`) or a latency percentile", ("objective",))
@@ -198,7 +200,7 @@ def trial_floor_s(cell: dict) -> float:
     duration, or a capacity search's first step (the queries its verdict needs)."""
     settings, workload = cell["settings"], cell["workload"]
     warm = settings.warmup if isinstance(settings.warmup, float) else 0.0
-    if workload.scenario in ("capacity", "ramp"):
+    if workload.scenario_def.rate_search:
         rate = workload.rate or DEFAULT_START
         return warm + max(workload.step_min_duration, step_queries(workload) / rate)
     return warm + settings.min_duration

@@ -8,11 +8,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..core.scenarios import NAMES as SCENARIOS
+from ..core.scenarios import scenario as scenario_of
 from .generative import parse_slo_key
 from .prompts import Prompts
 from .settings import Duration
 
-SCENARIOS = ("offline", "single_stream", "server", "concurrency", "ramp", "capacity")
 ARRIVALS = ("constant", "poisson", "gamma", "onoff", "trace")
 _SLO_KEY = re.compile(r"^p(\d+(\.\d+)?)$")
 
@@ -64,26 +65,15 @@ class Workload(BaseModel):
 
     @model_validator(mode="after")
     def _fields_fit_the_scenario(self):
-        if self.scenario == "server":
-            if self.arrival != "trace" and self.rate is None:
-                raise ValueError("the server scenario needs a `rate` (queries per second)")
-            if self.arrival == "trace" and not self.trace:
-                raise ValueError("arrival trace needs `trace: file.csv`")
-        elif self.scenario == "concurrency":
-            if self.concurrency is None:
-                raise ValueError("the concurrency scenario needs `concurrency` (clients)")
-        elif self.scenario == "ramp":
-            if self.rate is None or self.step is None:
-                raise ValueError("the ramp scenario needs `rate` (start) and `step`")
-        elif self.scenario == "capacity":
-            if not self.slo:
-                raise ValueError("the capacity scenario needs an `slo`, e.g. {p99: 50ms}")
-            if self.arrival in ("trace",):
-                raise ValueError("the capacity scenario draws its own arrivals: not trace")
-        for name in ("rate", "trace", "concurrency", "step", "max_rate", "step_max_duration"):
-            if getattr(self, name) is not None and name not in _SCENARIO_FIELDS[self.scenario]:
-                raise ValueError(f"`{name}` does not apply to the {self.scenario} scenario")
+        problem = self.scenario_def.problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
+
+    @property
+    def scenario_def(self):
+        """The scenario's declaration in the registry (core/scenarios/)."""
+        return scenario_of(self.scenario)
 
     def slo_target(self) -> tuple[float, float] | None:
         """(percentile, bound in seconds) or None."""
@@ -93,27 +83,7 @@ class Workload(BaseModel):
         return float(key[1:]), bound
 
     def label(self) -> str:
-        base = self._scenario_label()
+        base = self.scenario_def.id_label(self)
         if self.client_processes is not None:
             base += f"-clients{self.client_processes}"
         return f"{base}-{self.prompts.label()}" if self.prompts is not None else base
-
-    def _scenario_label(self) -> str:
-        if self.scenario == "server":
-            what = f"{self.arrival}" + (f"{self.rate:g}" if self.rate else "")
-            if self.arrival == "gamma":
-                what += f"b{self.burstiness:g}"
-            return f"server-{what}"
-        if self.scenario == "concurrency":
-            return f"concurrency{self.concurrency}"
-        if self.scenario == "ramp":
-            return f"ramp{self.rate:g}+{self.step:g}"
-        if self.scenario == "capacity":     # a generative SLO bounds several metrics
-            return "capacity-" + "-".join(f"{k}-{b * 1e3:g}ms" for k, b in self.slo.items())
-        return self.scenario
-
-
-_SCENARIO_FIELDS = {"offline": (), "single_stream": (), "server": ("rate", "trace"),
-                    "concurrency": ("concurrency",),
-                    "ramp": ("rate", "step", "max_rate", "step_max_duration"),
-                    "capacity": ("rate", "max_rate", "step_max_duration")}

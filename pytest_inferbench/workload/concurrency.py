@@ -10,11 +10,15 @@ from array import array
 
 import numpy as np
 
-from ..core.stats import rank, relative_half_width
-from .closed_loop import Samples
 from .failures import ErrorLog
+from .samples import Samples, SystemUnderTest
+from .stopping import CHECK_EVERY_NS, StoppingRule, show_progress
 
-_CHECK_EVERY_S = 0.25
+
+def run(sut: SystemUnderTest, settings, workload, target: float, progress=None) -> Samples:
+    """The scenario's entry point (core/scenarios/concurrency.py)."""
+    return run_concurrency(sut.call, settings, workload.concurrency, target, progress,
+                           sut.thread_init)
 
 
 def _snapshot(starts, ends) -> np.ndarray:
@@ -29,14 +33,11 @@ def _snapshot(starts, ends) -> np.ndarray:
     return np.concatenate(parts) if parts else np.array([], dtype=np.int64)
 
 
-def run_concurrency(fn, settings, clients: int, target: float = 99.0, progress=None,
-                    thread_init=None) -> Samples:
+def _clients(fn, clients: int, thread_init, stop: threading.Event, errors: ErrorLog):
+    """Start the client threads; returns (threads, per-client starts, per-client ends)."""
     clock = time.perf_counter_ns
-    stop = threading.Event()
     starts = [array("q") for _ in range(clients)]
     ends = [array("q") for _ in range(clients)]
-    errors = ErrorLog()
-    max_q = settings.max_queries
 
     def client(k: int):
         if thread_init is not None:
@@ -53,30 +54,27 @@ def run_concurrency(fn, settings, clients: int, target: float = 99.0, progress=N
             add_e(clock())
 
     threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
-    begin = clock()
     for t in threads:
         t.start()
-    reason = "max_duration"
+    return threads, starts, ends
+
+
+def run_concurrency(fn, settings, clients: int, target: float = 99.0, progress=None,
+                    thread_init=None) -> Samples:
+    clock = time.perf_counter_ns
+    rule = StoppingRule(settings, target)
+    stop = threading.Event()
+    errors = ErrorLog()
+    begin = clock()
+    threads, starts, ends = _clients(fn, clients, thread_init, stop, errors)
     while True:
-        time.sleep(_CHECK_EVERY_S)
+        time.sleep(CHECK_EVERY_NS / 1e9)
         elapsed = clock() - begin
         lat = _snapshot(starts, ends)
-        n = len(lat)
-        if errors.budget_exceeded(n, settings.max_error_rate):
-            reason = "errors"
+        reason = rule.limit(elapsed, len(lat)) or rule.check(elapsed, lat, errors)
+        if reason:
             break
-        if max_q is not None and n >= max_q:
-            reason = "max_queries"
-            break
-        if elapsed >= settings.max_duration * 1e9:
-            break
-        if (elapsed >= settings.min_duration * 1e9 and n >= settings.min_queries
-                and relative_half_width(lat, target, settings.confidence) <= settings.ci_width):
-            reason = "ci_converged"
-            break
-        if progress is not None and n:
-            k = rank(n, 99) - 1
-            progress(elapsed / 1e9, n, float(np.partition(lat, k)[k]) / 1e6)
+        show_progress(progress, elapsed, lat)
     stop.set()
     for t in threads:
         t.join(timeout=30)
@@ -89,9 +87,7 @@ def run_concurrency(fn, settings, clients: int, target: float = 99.0, progress=N
                             for s, e in zip(starts, ends)])
     samples = Samples(starts_ns=s_all, ends_ns=e_all, busy_ns=end - begin, wall_ns=end - begin,
                       stop_reason=reason, target_percentile=target,
-                      ci_half_width_rel=relative_half_width(e_all - s_all, target,
-                                                            settings.confidence),
-                      warmup_queries=0, warmup_s=0.0, errors=errors)
+                      ci_half_width_rel=rule.half_width(e_all - s_all), errors=errors)
     samples.extra = {"concurrency": clients, "errors": errors.errors,
                      "timeouts": errors.timeouts}
     return samples

@@ -11,7 +11,7 @@ way the issuer's lag (scheduled to handed over / timer fired) and the client's (
 the request about to be written) are both reported, and a run whose client lag moved TTFT
 is flagged invalid.
 
-Capacity on goodput (`scenario: capacity` with a generative SLO): workload/search.py's search
+Capacity on goodput (`scenario: capacity` with a generative SLO): workload/rate_search.py's search
 (double, confirm a failure, bisect to 5%), each step judged on every bound of the SLO with
 the same early-stopping and settling rule as a single latency bound (CapacitySteps).
 """
@@ -19,20 +19,22 @@ the same early-stopping and settling rule as a single latency bound (CapacitySte
 from __future__ import annotations
 
 import asyncio
-import gc
+import itertools
 import math
 import os
 import threading
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from ..core.result import Latency, Result, Stop, Throughput
 from ..core.stats import relative_half_width
-from ..measure.monitors import ProcessMonitor
 from ..serving.openai_client import OpenAIClient, OpenAIError, RequestRecord, error_text
 from . import arrivals
-from .failures import ErrorLog, judge_errors
+from .engine import Window, finish, finite, warm_up
+from .failures import ErrorLog
 from .generative_clients import CapacitySteps, ClientProcesses, run_open_processes
 from .generative_metrics import (
     MAX_LAG_EFFECT,
@@ -43,9 +45,9 @@ from .generative_metrics import (
 )
 from .open_loop import run_open_loop
 from .prompts import Prompts, prepare
-from .search import run_capacity
+from .rate_search import run_capacity
+from .stopping import CHECK_EVERY_NS, StoppingRule, show_progress
 
-_CHECK_EVERY_S = 0.25
 CHUNKS_PER_PROCESS = 6000       # chunks/s one client event loop parses at about half a core
 
 
@@ -230,30 +232,19 @@ def run_concurrency(loop: _Loop, prepared, clients: int, settings, target, progr
     async def main():
         await asyncio.gather(*(worker() for _ in range(clients)))
 
+    rule = StoppingRule(settings, target)
     begin = clock()
     future = asyncio.run_coroutine_threadsafe(main(), loop.loop)
-    min_ns, max_ns = settings.min_duration * 1e9, settings.max_duration * 1e9
-    reason = "max_duration"
     while True:
-        time.sleep(_CHECK_EVERY_S)
-        now = clock()
-        done = list(records)
+        time.sleep(CHECK_EVERY_NS / 1e9)
+        elapsed = clock() - begin
         e2e = np.array([(r.chunk_ns[-1] if r.chunk_ns else r.end_ns) - r.scheduled_ns
-                        for r in done if r.ok], dtype=np.int64)
-        if future.done():
-            reason = "max_queries"
+                        for r in list(records) if r.ok], dtype=np.int64)
+        reason = ("max_queries" if future.done() else
+                  rule.limit(elapsed, 0) or rule.check(elapsed, e2e, errors))
+        if reason:
             break
-        if now - begin >= max_ns:
-            break
-        if errors.budget_exceeded(len(e2e), settings.max_error_rate):
-            reason = "errors"
-            break
-        if (now - begin >= min_ns and len(e2e) >= settings.min_queries and
-                relative_half_width(e2e, target, settings.confidence) <= settings.ci_width):
-            reason = "ci_converged"
-            break
-        if progress is not None and len(e2e):
-            progress((now - begin) / 1e9, len(e2e), float(np.percentile(e2e, 99)) / 1e6)
+        show_progress(progress, elapsed, e2e)
     stop.set()
     future.cancel()       # requests still streaming are dropped, not counted
     return list(records), begin, reason, errors
@@ -286,128 +277,180 @@ def _probe(loop: _Loop, prompts, api, model, stream, seed, timeout):
     raise AssertionError("unreachable")
 
 
-def _warmup(loop: _Loop, prepared, warmup) -> tuple[int, float]:
-    """Requests one at a time, by count or for a duration; excluded from the results."""
-    t0 = time.perf_counter()
-    n = 0
-    while (n < warmup) if isinstance(warmup, int) else (time.perf_counter() - t0 < warmup):
+def _one_by_one(loop: _Loop, prepared):
+    """One request at a time, cycling through the prepared ones: the warm-up's query."""
+    counter = itertools.count()
+
+    def one():
         rec = RequestRecord(index=-1)
-        loop.run(_send(loop.client, rec, prepared[n % len(prepared)].body, None))
-        n += 1
-    return n, time.perf_counter() - t0
+        loop.run(_send(loop.client, rec, prepared[next(counter) % len(prepared)].body, None))
+    return one
+
+
+@dataclass
+class GenerativeRun:
+    """What a generative scenario's generator drives: the client's event loop, the prepared
+    requests, the client processes (None: the in-process client), the cell's load."""
+    loop: _Loop
+    prepared: list
+    pool: ClientProcesses | None
+    workload: object
+    settings: object
+    target: float
+    slo: dict | None
+    stream: bool
+    progress: object = None
+
+
+@dataclass
+class Measured:
+    """A generative generator's output: the request records, the window's start (ns), why
+    it stopped, the failed requests and, for open loops, the open loop's figures."""
+    records: list
+    begin: int
+    reason: str
+    errors: ErrorLog
+    open_extra: dict | None = None
+
+
+# The generators the registry names (core/scenarios/: `generative=`), one per scenario.
+
+def run_single_stream(run: GenerativeRun) -> Measured:
+    return Measured(*run_concurrency(run.loop, run.prepared, 1, run.settings, run.target,
+                                     run.progress))
+
+
+def run_concurrency_scenario(run: GenerativeRun) -> Measured:
+    return Measured(*run_concurrency(run.loop, run.prepared, run.workload.concurrency,
+                                     run.settings, run.target, run.progress))
+
+
+def run_server(run: GenerativeRun) -> Measured:
+    if run.pool is not None:
+        return Measured(*run_open_processes(run.pool, _schedule(run.workload, run.settings),
+                                            run.workload, run.settings, run.target,
+                                            run.progress))
+    records, begin, samples = run_open(run.loop, run.prepared, run.workload, run.settings,
+                                       run.target, run.progress)
+    return Measured(records, begin, samples.stop_reason, samples.errors, samples.extra)
+
+
+def run_capacity_search(run: GenerativeRun) -> Measured:
+    """Capacity on goodput: the rate search with steps sent by the client processes. The
+    figures are the highest passing step's (the last step's if none passed); the search's
+    steps and bracket go with them, as for other capacity cells."""
+    steps = CapacitySteps(run.pool, run.workload, run.settings, run.target, run.slo, run.stream)
+    best = run_capacity(None, run.settings, run.workload, run.target, run.progress,
+                        stepper=steps)
+    return Measured(best.records, best.begin, best.stop_reason, best.errors, best.extra)
+
+
+def _generator(workload) -> Callable[[GenerativeRun], Measured]:
+    name = workload.scenario_def.generative
+    return globals()[name.partition(":")[2]]
+
+
+def _request_count(workload, settings) -> int:
+    if workload.scenario_def.open_loop:
+        count = int((workload.rate or 1) * settings.max_duration * 1.3) + 16
+    else:
+        count = 1024        # closed loop: the run cycles through these
+    return count if settings.max_queries is None else min(count, settings.max_queries)
 
 
 def measure_generative(url: str, model_name: str, cell, progress=None):
-    """Measure one generative cell against the server at url; returns a Result."""
+    """Measure one generative cell against the server at url; returns a Result. The engine's
+    steps (workload/engine.py): warm-up, the window, the scenario's generator, the summary
+    and the judgements."""
     serving, workload, settings = cell.serving, cell.workload, cell.settings
     prompts = workload.prompts or Prompts()
     slo = dict(workload.slo) if workload.slo else None
-    scenario = workload.scenario
+    # E2E p99 unless the spec says otherwise, in every scenario (as before the registry)
     target = settings.target_percentile or 99.0
     loop = _Loop(url, serving.api, serving.stream, serving.api_key_env, workload.timeout)
     pool = None
-    gc_was_enabled = gc.isenabled()
     try:
         extras_for, note = _probe(loop, prompts, serving.api, model_name, serving.stream,
                                   settings.seed, workload.timeout)
-        if scenario == "server":
-            count = int((workload.rate or 1) * settings.max_duration * 1.3) + 16
-        else:
-            count = 1024        # closed loop: the run cycles through these
-        if settings.max_queries is not None:
-            count = min(count, settings.max_queries)
-        prepared = prepare(prompts, serving.api, model_name, serving.stream, count,
-                           settings.seed, extras_for)
-        warm_n, warm_s = _warmup(loop, prepared, settings.warmup)
-        procs = client_processes(workload, prompts) if scenario in ("server", "capacity") else 0
+        prepared = prepare(prompts, serving.api, model_name, serving.stream,
+                           _request_count(workload, settings), settings.seed, extras_for)
+        warm = warm_up(_one_by_one(loop, prepared), settings.warmup)
+        procs = client_processes(workload, prompts) if workload.scenario_def.open_loop else 0
         if procs:   # started before the window: spawning is not part of the measurement
             pool = ClientProcesses(procs, url, serving.api, serving.stream,
                                    serving.api_key_env, workload.timeout, prepared)
-        monitor = ProcessMonitor()
-        monitor.start()
-        # as the engine does for every cell: a collection inside the window holds the GIL,
-        # and the client's event loop with it (measured: 50-90 ms pauses at 150 req/s in
+        run = GenerativeRun(loop, prepared, pool, workload, settings, target, slo,
+                            serving.stream, progress)
+        # as for every cell: a collection inside the window holds the GIL, and the client's
+        # event loop with it (measured: 50-90 ms pauses at 150 req/s in
         # benchmarks/generative_client_lag.py, the in-process client's lag with them)
-        gc.collect()
-        gc.disable()
-        window_start = time.time()
-        open_extra = None
-        if scenario == "capacity":
-            steps = CapacitySteps(pool, workload, settings, target, slo, serving.stream)
-            best = run_capacity(None, settings, workload, target, progress, stepper=steps)
-            # the figures are the highest passing step's (the last step's if none passed);
-            # the search's steps and bracket go with them, as for other capacity cells
-            records, begin, errors = best.records, best.begin, best.errors
-            reason, open_extra = best.stop_reason, best.extra
-        elif scenario == "server" and procs:
-            records, begin, reason, errors, open_extra = run_open_processes(
-                pool, _schedule(workload, settings), workload, settings, target, progress)
-        elif scenario == "server":
-            records, begin, samples = run_open(loop, prepared, workload, settings, target,
-                                               progress)
-            reason, errors, open_extra = samples.stop_reason, samples.errors, samples.extra
-        else:
-            clients = workload.concurrency if scenario == "concurrency" else 1
-            records, begin, reason, errors = run_concurrency(loop, prepared, clients, settings,
-                                                             target, progress)
-        window_end = time.time()
-        process = monitor.stop()
+        with Window() as window:
+            measured = _generator(workload)(run)
     finally:
-        if gc_was_enabled:
-            gc.enable()
         loop.close()
         if pool is not None:
             pool.close()
-    figures = summarise(records, settings, slo, serving.stream, begin)
-    m = request_metrics(records, serving.stream)
-    e2e = metric_values(m, "e2e")
-    load = {"scenario": scenario}
-    if open_extra is not None:
-        load.update(open_extra)
+    load = _load_figures(workload, measured, procs, pool)
+    return _generative_result(cell, measured, load, window, warm, note)
+
+
+def _load_figures(workload, measured: Measured, procs: int, pool) -> dict:
+    load = {"scenario": workload.scenario}
+    if measured.open_extra is not None:
+        load.update(measured.open_extra)
         load["target_rate"] = workload.rate
     else:
-        load["concurrency"] = workload.concurrency if scenario == "concurrency" else 1
+        load["concurrency"] = workload.concurrency if workload.scenario == "concurrency" else 1
         load.setdefault("valid", True)
         load.setdefault("invalid_reasons", [])
+    load["client_processes"] = procs
+    if pool is not None:
+        load["client_cpu_s"] = [round(c, 3) for c in pool.cpu_s]
+    return load
+
+
+def _judge_client_lag(load: dict, figures: dict, workload, target: float) -> None:
+    """An open loop whose client sent late enough to move TTFT is invalid (the limit of
+    workload/open_loop.py)."""
     effect = figures["client_lag_effect"]
-    if effect is not None and effect > MAX_LAG_EFFECT and scenario in ("server", "capacity"):
+    if effect is not None and effect > MAX_LAG_EFFECT and workload.scenario_def.open_loop:
         load["valid"] = False
         load["invalid_reasons"] = list(load.get("invalid_reasons") or []) + [
             f"the client's event loop sent late (p99 {figures['send_lag_ms']['client']['p99']} "
             f"ms): TTFT p{target:g} +{100 * effect:.0f}% over the same timed from the "
             f"actual sends (limit {100 * MAX_LAG_EFFECT:g}%)"]
     load["lag_effect_client"] = effect
-    load["client_processes"] = procs
-    if pool is not None:
-        load["client_cpu_s"] = [round(c, 3) for c in pool.cpu_s]
+
+
+def _generative_result(cell, measured: Measured, load: dict, window: Window, warm,
+                       note) -> Result:
+    serving, workload, settings = cell.serving, cell.workload, cell.settings
+    slo = dict(workload.slo) if workload.slo else None
+    target = settings.target_percentile or 99.0
+    records = measured.records
+    figures = summarise(records, settings, slo, serving.stream, measured.begin)
+    m = request_metrics(records, serving.stream)
+    e2e = metric_values(m, "e2e")
+    _judge_client_lag(load, figures, workload, target)
     if note:
         figures["note"] = note
     window_s = figures["window_s"] or None
     result = Result(
-        scenario=scenario, batch_size=1,
+        scenario=workload.scenario, batch_size=1,
         latency_ms=Latency.from_ns(e2e, settings.percentiles, settings.confidence),
         throughput=Throughput(queries_per_s=figures["requests_per_s"],
                               samples_per_s=figures["requests_per_s"]),
-        stop=Stop(reason=reason, target_percentile=target,
-                  ci_half_width_rel=_finite(relative_half_width(e2e, target,
-                                                                settings.confidence)),
+        stop=Stop(reason=measured.reason, target_percentile=target,
+                  ci_half_width_rel=finite(relative_half_width(e2e, target,
+                                                               settings.confidence)),
                   ci_width=settings.ci_width),
         duration_s=window_s, wall_s=window_s,
-        warmup={"queries": warm_n, "seconds": round(warm_s, 4)}, process=process,
-        load=load, valid=load.get("valid", True))
-    result.window = {"start": window_start, "end": window_end}
+        warmup={"queries": warm[0], "seconds": round(warm[1], 4)}, process=window.process)
+    result.window = window.bounds
     result.generative = figures
     if slo:
         result.slo = slo_verdict(m, slo)
     if workload.keep_requests:
-        result.requests = [r.to_json(begin) for r in records]
+        result.requests = [r.to_json(measured.begin) for r in records]
     # failed requests: the open loop's log holds errors and timeouts alike
-    judge_errors(result, errors, settings.max_error_rate)
-    failure = load.get("search_failure")
-    if failure and result.status != "failed":
-        result.status, result.reason = "failed", failure
-    return result
-
-
-def _finite(x):
-    return None if x is None or not np.isfinite(x) else round(float(x), 6)
+    return finish(result, load, measured.errors, settings, workload)

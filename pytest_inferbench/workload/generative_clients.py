@@ -38,7 +38,6 @@ from multiprocessing.connection import wait
 
 import numpy as np
 
-from ..core.stats import relative_half_width
 from ..serving.openai_client import OpenAIClient, RequestRecord, error_text
 from ..spec.generative import parse_slo_key
 from .failures import ErrorLog, is_timeout
@@ -50,7 +49,8 @@ from .generative_metrics import (
     request_metrics,
     summarise,
 )
-from .search import bounds_decided, judge_bounds, step_schedule
+from .rate_search import bounds_decided, judge_bounds, step_schedule
+from .stopping import StoppingRule, show_progress
 
 _PROGRESS_S = 0.1          # finished records go to the parent this often
 _START_MARGIN_NS = 100_000_000   # every worker has its shard before the first send is due
@@ -360,8 +360,8 @@ def run_open_processes(pool, schedule, workload, settings, target, progress,
     """The server scenario sent by client processes (workload/generative_clients.py), with
     the open loop's stopping rule: errors over budget, then after min_duration the target
     percentile's CI on E2E (or decide(records): True = stop). Returns (records, begin,
-    stop reason, ErrorLog, the open loop's figures)."""
-    min_ns = int((settings.min_duration if min_s is None else min_s) * 1e9)
+    stop reason, ErrorLog, the open loop's figures). decide(e2e, records): True = stop."""
+    rule = StoppingRule(settings, target, min_s, decide)
     e2e_seen: list = []     # E2E of the records taken so far (arrival order): not redone
     taken = [0]
 
@@ -370,18 +370,10 @@ def run_open_processes(pool, schedule, workload, settings, target, progress,
         e2e_seen.extend(e2e_ns(done[taken[0]:]).tolist())
         taken[0] = len(done)
         e2e = np.asarray(e2e_seen, dtype=np.int64)
-        if errors.budget_exceeded(len(e2e), settings.max_error_rate):
-            return "errors"
-        if elapsed_ns >= min_ns:
-            if decide is not None:
-                if decide(done, elapsed_ns):
-                    return "verdict"
-            elif (len(e2e) >= settings.min_queries and relative_half_width(
-                    e2e, target, settings.confidence) <= settings.ci_width):
-                return "ci_converged"
-        if progress is not None and len(e2e):
-            progress(elapsed_ns / 1e9, len(e2e), float(np.percentile(e2e, 99)) / 1e6)
-        return None
+        reason = rule.check(elapsed_ns, e2e, errors, done)
+        if reason is None:
+            show_progress(progress, elapsed_ns, e2e)
+        return reason
 
     by_index, begin, end, reason, errors, issued = pool.run(
         schedule, settings.max_duration, workload.timeout, check)
@@ -392,7 +384,7 @@ def run_open_processes(pool, schedule, workload, settings, target, progress,
 
 
 class CapacitySteps:
-    """The capacity search on goodput (workload/search.py's `stepper`): each step is an open
+    """The capacity search on goodput (workload/rate_search.py's `stepper`): each step is an open
     loop at one rate sent by the client processes, stopped as soon as every SLO bound is
     decided; the step passes when every bound (ttft_p99, tpot_p99, ...) is proven within
     by LoadGen's early-stopping rule and settled (search.py's rule for one bound, applied to
@@ -413,7 +405,7 @@ class CapacitySteps:
     def run(self, rate, seconds, min_s, seed, progress):
         schedule = step_schedule(self.workload, rate, seconds, seed)
         settings = self.settings.model_copy(update={"max_duration": seconds})
-        decide = (lambda done, elapsed: bounds_decided(self.bounds(done)))  # noqa: E731
+        decide = (lambda e2e, done: bounds_decided(self.bounds(done)))  # noqa: E731
         records, begin, reason, errors, extra = run_open_processes(
             self.pool, schedule, self.workload, settings, self.target, progress, decide, min_s)
         # the client's lag judged as for a server cell: TTFT from the scheduled send

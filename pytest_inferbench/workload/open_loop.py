@@ -45,12 +45,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.stats import percentile, rank, relative_half_width
+from ..core.stats import percentile, relative_half_width
 from . import arrivals
-from .closed_loop import Samples
 from .failures import ErrorLog
+from .samples import Samples, SystemUnderTest
+from .stopping import CHECK_EVERY_NS, StoppingRule, show_progress
 
-_CHECK_EVERY_NS = 250_000_000
 _PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30
 
 
@@ -152,6 +152,18 @@ def _issuer_priority():
     return restore
 
 
+def run(sut: SystemUnderTest, settings, workload, target: float, progress=None) -> Samples:
+    """The server scenario's entry point (core/scenarios/server.py): the workload's arrivals
+    at its rate (or its trace), open loop."""
+    schedule = arrivals.schedule(workload.arrival, workload.rate, settings.max_duration,
+                                 seed=settings.seed, burstiness=workload.burstiness,
+                                 on_s=workload.on, off_s=workload.off, trace=workload.trace)
+    samples = run_open_loop(sut.make_async(), schedule, settings, workload.timeout,
+                            workload.send_lag_bound, target, progress)
+    samples.extra["target_rate"] = workload.rate
+    return samples
+
+
 def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
                   send_lag_bound_s: float = 0.001, target: float = 99.0,
                   progress=None, decide=None, min_s: float | None = None) -> Samples:
@@ -188,11 +200,11 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
     sys.setswitchinterval(0.0002)   # hand the GIL between issuer and workers promptly
     old_slack = _set_timer_slack(1000)
     restore_priority = _issuer_priority()
-    min_ns = int((settings.min_duration if min_s is None else min_s) * 1e9)
-    max_ns = int(settings.max_duration * 1e9)
+    rule = StoppingRule(settings, target, min_s, decide)
+    max_ns = rule.max_ns
     reason = "schedule_end"
     begin = clock() + 2_000_000
-    next_check = begin + _CHECK_EVERY_NS
+    next_check = begin + CHECK_EVERY_NS
     issued = 0
     sleep = time.sleep
     # a converged stratified run stops at the end of its block: whole blocks, nominal count
@@ -213,8 +225,8 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
             issue(i)
             issued = i + 1
             if sent[i] >= next_check:
-                reason = _check(issued, ok, done, begin, schedule_ns, sent[i], min_ns,
-                                settings, errors, target, progress, decide)
+                reason = _check(rule, issued, ok, done, begin, schedule_ns, sent[i], errors,
+                                progress)
                 if reason == "ci_converged" and block_ns:
                     if pending is None:
                         pending = reason
@@ -226,7 +238,7 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
                     break
                 reason = "schedule_end"
                 # time spent here shows up as send lag of the next queries: kept short
-                next_check = clock() + _CHECK_EVERY_NS
+                next_check = clock() + CHECK_EVERY_NS
         if reason == "schedule_end" and pending:
             reason = pending
         issue_end = clock()
@@ -263,27 +275,17 @@ def offered_window_s(drawn, schedule_ns, issued, stop_ns, limit_ns) -> float:
     return min(end, limit_ns / 1e9)
 
 
-def _check(issued, ok, done, begin, schedule_ns, now, min_ns, settings, errors, target,
-           progress, decide) -> str | None:
+def _check(rule, issued, ok, done, begin, schedule_ns, now, errors, progress) -> str | None:
     """The stopping rule, between two sends; returns why to stop, or None."""
     answered = done[:issued] > 0
     finished = ok[:issued] & answered
     lat = (done[:issued] - begin - schedule_ns[:issued])[finished]
     elapsed = now - begin
-    if errors.budget_exceeded(len(lat), settings.max_error_rate):
-        return "errors"
-    if elapsed >= min_ns:
-        if decide is not None:
-            waiting = (now - begin - schedule_ns[:issued])[~answered]
-            if decide(lat, waiting):
-                return "verdict"
-        elif (len(lat) >= settings.min_queries
-              and relative_half_width(lat, target, settings.confidence) <= settings.ci_width):
-            return "ci_converged"
-    if progress is not None and len(lat):
-        k = rank(len(lat), 99) - 1
-        progress(elapsed / 1e9, len(lat), float(np.partition(lat, k)[k]) / 1e6)
-    return None
+    waiting = (now - begin - schedule_ns[:issued])[~answered]
+    reason = rule.check(elapsed, lat, errors, waiting)
+    if reason is None:
+        show_progress(progress, elapsed, lat)
+    return reason
 
 
 def _samples(sched, sent, done, ok, begin, end, reason, target, errors,

@@ -103,15 +103,15 @@ def step_schedule(workload, rate, seconds, seed) -> np.ndarray:
                              off_s=workload.off, exact_count=True)
 
 
-def _run(make_sut, settings, workload, rate, target, seconds, min_s, seed, progress=None):
+def _run(sut, settings, workload, rate, target, seconds, min_s, seed, progress=None):
     sched = step_schedule(workload, rate, seconds, seed)
     step_settings = settings.model_copy(update={"max_duration": seconds})
-    return run_open_loop(make_sut(), sched, step_settings, workload.timeout,
+    return run_open_loop(sut.make_async(), sched, step_settings, workload.timeout,
                          workload.send_lag_bound, target, progress=progress,
                          decide=_decider(workload), min_s=min_s)
 
 
-def _step(make_sut, settings, workload, rate, target, seed_offset=0, progress=None,
+def _step(sut, settings, workload, rate, target, seed_offset=0, progress=None,
           stepper=None):
     """One rate: run until decided; an undecided run is extended once (judged together).
     stepper: an object with run(rate, seconds, min_s, seed, progress) -> Samples-like and
@@ -121,7 +121,7 @@ def _step(make_sut, settings, workload, rate, target, seed_offset=0, progress=No
     seed = settings.seed + seed_offset
     if stepper is None:
         slo = workload.slo_target()
-        run = lambda sd: _run(make_sut, settings, workload, rate, target, hi, lo,  # noqa: E731
+        run = lambda sd: _run(sut, settings, workload, rate, target, hi, lo,  # noqa: E731
                               sd, progress)
         judge = (lambda rs: _judge(np.concatenate([r.latencies_ns for r in rs]),  # noqa: E731
                                    sum(r.extra["timeouts"] for r in rs), slo)) \
@@ -210,18 +210,19 @@ def _budget_left(steps, settings) -> bool:
     return sum(s["seconds"] for s in steps) < settings.max_duration
 
 
-def run_capacity(make_sut, settings, workload, target, progress=None, stepper=None):
-    """Double from `rate` until a step fails (confirmed by a second run), then bisect."""
+def run_capacity(sut, settings, workload, target, progress=None, stepper=None):
+    """The capacity scenario (core/scenarios/capacity.py); sut: a SystemUnderTest (None with
+    a stepper, which runs the steps itself). Double from `rate` until a step fails (confirmed by a second run), then bisect."""
     rate = workload.rate or DEFAULT_START
     steps, passed, failed, best, why = [], None, None, None, None
     confirmed_fail = False
     floor = _PRUNE_BELOW.get()
     while len(steps) < MAX_STEPS and _budget_left(steps, settings):
-        samples, row = _step(make_sut, settings, workload, rate, target, progress=progress,
+        samples, row = _step(sut, settings, workload, rate, target, progress=progress,
                              stepper=stepper)
         steps.append(row)
         if row["verdict"] == "fail":
-            _, again = _step(make_sut, settings, workload, rate, target, seed_offset=1,
+            _, again = _step(sut, settings, workload, rate, target, seed_offset=1,
                              progress=progress, stepper=stepper)
             again["confirming"] = rate
             steps.append(again)
@@ -241,7 +242,7 @@ def run_capacity(make_sut, settings, workload, target, progress=None, stepper=No
            and len(steps) < MAX_STEPS and _budget_left(steps, settings)
            and not _pruned(failed, floor)):
         mid = (passed + failed) / 2
-        samples, row = _step(make_sut, settings, workload, mid, target, progress=progress,
+        samples, row = _step(sut, settings, workload, mid, target, progress=progress,
                              stepper=stepper)
         steps.append(row)
         if row["verdict"] == "pass":
@@ -281,8 +282,8 @@ def run_capacity(make_sut, settings, workload, target, progress=None, stepper=No
     return best
 
 
-def run_ramp(make_sut, settings, workload, target, progress=None):
-    """Raise the rate by `step` until the SLO fails, the system stops keeping up with the
+def run_ramp(sut, settings, workload, target, progress=None):
+    """The ramp scenario (core/scenarios/ramp.py). Raise the rate by `step` until the SLO fails, the system stops keeping up with the
     offered load (completions under 95% of the rate sent) or throughput stops growing (< 5%).
     The knee is the last rate before that."""
     rate = workload.rate
@@ -291,7 +292,7 @@ def run_ramp(make_sut, settings, workload, target, progress=None):
         if not _budget_left(steps, settings):
             why = f"max_duration {settings.max_duration:g}s"
             break
-        samples, row = _step(make_sut, settings, workload, rate, target, progress=progress)
+        samples, row = _step(sut, settings, workload, rate, target, progress=progress)
         steps.append(row)
         if row["verdict"] == "fail":
             why = "slo_not_met" if workload.slo else "errors_or_timeouts"

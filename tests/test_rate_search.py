@@ -6,7 +6,7 @@ import time
 import pytest
 
 from pytest_inferbench.core.errors import SpecError
-from pytest_inferbench.workload.driver import measure_callable
+from pytest_inferbench.workload.engine import measure_callable
 from pytest_inferbench.spec import Settings, Workload, load_spec
 from pytest_inferbench.workload.queueing import (capacity_for_slo, sleep_service_time,
                                                   sojourn_percentile)
