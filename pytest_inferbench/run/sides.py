@@ -4,8 +4,9 @@ or in another interpreter) and how it runs one slice of load.
 Every side offers the same small interface, so the paired loop (run/paired.py) never asks
 what is behind it:
 - `warm(warmup)`, `close()`, `info()`, `batch_size`, `errors` (an ErrorLog of failed queries);
-- `run(seconds, out)`: closed loop, queries back to back for `seconds`, each latency (ns)
-  appended to out, failed queries counted in `errors`; returns the busy ns;
+- `run(seconds, out)`: closed loop (the engine's: workload/closed_loop.py), queries back to
+  back for `seconds`, each latency (ns) appended to out, failed queries counted in `errors`;
+  returns the busy ns;
 - `sut()`: an open-loop system under test (workload/open_loop.py's start/stop protocol),
   started once and reused by every slice (`PersistentSUT`);
 - `describe(result)`: the result's model/runtime/serving fields, for the candidate side.
@@ -13,13 +14,13 @@ what is behind it:
 
 from __future__ import annotations
 
-import time
 from array import array
 
 from ..models.check import check_cell
 from ..runtimes import runner_class
 from ..runtimes.base import LoadContext
 from ..serving.launcher import LaunchedServer
+from ..workload.closed_loop import run_closed_loop
 from ..workload.engine import warm_up
 from ..workload.failures import ErrorLog
 from ..workload.open_loop import InProcessSUT
@@ -27,25 +28,11 @@ from .inprocess import threads_for
 from .served import reach_endpoint, require_serving, served_inputs
 
 
-def closed_run(fn, seconds: float, out: array, errors: ErrorLog) -> int:
-    """Queries back to back for `seconds`; latencies (ns) of the successful ones appended to
-    out, failures counted (a failing query still spends its time: it is busy time)."""
-    clock = time.perf_counter_ns
-    add = out.append
-    t0 = clock()
-    end = t0 + int(seconds * 1e9)
-    last = t0
-    while last < end:
-        try:
-            fn()
-        except Exception as exc:  # noqa: BLE001 - a failed query is a result, not a crash
-            errors.record(exc)
-            last = clock()
-            continue
-        now = clock()
-        add(now - last)
-        last = now
-    return last - t0
+def slice_settings(settings, seconds: float):
+    """A paired sub-slice through the engine's closed loop: exactly `seconds`, no warm-up,
+    no early stop but the cell's error budget (a side over it fails the cell anyway)."""
+    return settings.model_copy(update={"warmup": 0, "min_duration": seconds,
+                                       "max_duration": seconds, "max_queries": None})
 
 
 class PersistentSUT:
@@ -95,19 +82,33 @@ class PersistentSUT:
 class _CallableSide:
     """What both local sides share: a blocking query callable `fn` and an ErrorLog."""
     fn = None
+    cell = None
     errors: ErrorLog
+    _slices: dict
+
+    def __init__(self):
+        self._slices = {}         # sub-slice length -> its settings (built once)
 
     def warm(self, warmup) -> None:
         warm_up(self.fn, warmup)
 
     def run(self, seconds: float, out: array) -> int:
-        return closed_run(self.fn, seconds, out, self.errors)
+        """Queries back to back for `seconds` (the engine's closed loop); latencies (ns) of
+        the successful ones appended to out, failures counted; returns the busy ns."""
+        settings = self._slices.get(seconds)
+        if settings is None:
+            settings = self._slices[seconds] = slice_settings(self.cell.settings, seconds)
+        samples = run_closed_loop(self.fn, settings, self.cell.workload.scenario_def.target)
+        out.extend(samples.latencies_ns.tolist())
+        self.errors.merge(samples.errors)
+        return samples.busy_ns
 
 
 class LocalSide(_CallableSide):
     """A cell's runner loaded in this process, with its prepared query callable."""
 
     def __init__(self, cell, cache):
+        super().__init__()
         self.cell = cell
         self.errors = ErrorLog()
         self.runner = runner_class(cell.runtime)()
@@ -164,6 +165,7 @@ class ServedSide(_CallableSide):
     side runs, on the same server CPUs (the generator keeps to its own: see `client_cpus`)."""
 
     def __init__(self, cell, cache):
+        super().__init__()
         self.cell = cell
         self.errors = ErrorLog()
         self.batch_size = cell.batch_size
