@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..spec import FileModel
 from .artifacts import torch_module
 from .cache import content_hash, file_hash
 from .calling import flatten_outputs
@@ -36,12 +37,16 @@ class OutputMismatch(AssertionError):
 
 def tolerance_for(cell) -> float:
     """The entry's `check: {tolerance}`, else the precision's default."""
-    written = getattr(getattr(cell, "check", None), "tolerance", None)
+    written = cell.check.tolerance if cell.check is not None else None
     return written if written is not None else TOLERANCE[cell.precision]
 
 
+def _onnx_file(model) -> bool:
+    return isinstance(model, FileModel) and model.format == "onnx"
+
+
 def _is_reference(cell) -> bool:
-    onnx_file = getattr(cell.model, "kind", None) == "file" and cell.model.format == "onnx"
+    onnx_file = _onnx_file(cell.model)
     ref_runtime = "onnxruntime" if onnx_file else "torch"
     return (cell.runtime == ref_runtime and cell.precision == "fp32" and cell.device == "cpu"
             and not cell.runtime_options)
@@ -112,8 +117,8 @@ def check_cell(cell, runner, context, cache_root: Path) -> dict:
         want = reference_outputs(cell.model, ref_inputs, context.__class__(cache=context.cache))
         got = runner.infer(inputs)
         result = compare(got, want, tolerance)
-        result["reference"] = ("onnxruntime cpu fp32" if getattr(cell.model, "format", None)
-                               == "onnx" else "torch eager cpu fp32")
+        result["reference"] = ("onnxruntime cpu fp32" if _onnx_file(cell.model)
+                               else "torch eager cpu fp32")
         store.parent.mkdir(parents=True, exist_ok=True)
         tmp = store.with_name(f".{store.name}.{os.getpid()}")
         tmp.write_text(json.dumps(result))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..run.cell import run_cell
 from ..run.paired import summary_line
-from ..spec import AB_CLOSED_LOOP, AB_SCENARIOS, ABBaseline, ABSpec, Workload
+from ..spec import ABBaseline, ABSpec, Workload
 
 PAIRABLE = ("model", "runtime", "precision", "threads", "serving")
 
@@ -22,9 +22,10 @@ def pair_problem(winner, runner_up, workload) -> str | None:
         if getattr(winner, axis) != getattr(runner_up, axis):
             return (f"the two differ in {axis.replace('_', ' ')} ({getattr(winner, axis)} vs "
                     f"{getattr(runner_up, axis)}), which a paired baseline cannot change")
-    if workload.scenario not in AB_SCENARIOS:
+    kind = workload.scenario_def
+    if not kind.paired:
         return f"paired mode does not measure the {workload.scenario} scenario"
-    if workload.scenario in AB_CLOSED_LOOP and any(
+    if kind.closed_loop and any(
             c.serving.system == "inprocess" and c.serving.instances != 1
             for c in (winner, runner_up)):
         return ("paired mode runs closed-loop scenarios with one caller, and one of the two "
@@ -33,7 +34,7 @@ def pair_problem(winner, runner_up, workload) -> str | None:
 
 
 def paired_workload(summary, trials, winner) -> Workload:
-    if winner.workload.scenario != "capacity":
+    if not winner.workload.scenario_def.rate_search:
         return winner.workload
     rates = [trials[n]["lower"] / winner.batch_size for n in (summary["winner"],
                                                               summary["runner_up"])]

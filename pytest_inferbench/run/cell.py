@@ -28,7 +28,7 @@ def run_cell(cell, cache, progress: Progress | None = None, servers=None,
     paired_cells: how many such cells the session judges; rootdir: where a git baseline's
     repository is.
     """
-    if getattr(cell, "ab", None) is not None:
+    if cell.ab is not None:
         if servers is not None:
             servers.release_unless(cell)
         return run_paired_cell(cell, cache, progress, cells=paired_cells, rootdir=rootdir)

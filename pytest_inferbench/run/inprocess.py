@@ -12,7 +12,7 @@ from ..models.inputs import model_inputs
 from ..runtimes import runner_class
 from ..runtimes.base import LoadContext
 from ..serving.affinity import available
-from ..spec import Threads
+from ..spec import FactoryModel, FileModel, Threads
 from ..workload.engine import measure_runner
 from ..workload.samples import Progress
 
@@ -26,7 +26,7 @@ def run_inprocess_cell(cell, cache, progress: Progress | None = None) -> Result:
     context = LoadContext(cache=cache, seed=cell.settings.seed, options=cell.runtime_options,
                           threads=threads)
     context.model = cell.model
-    context.check_tolerance = getattr(cell.check, "tolerance", None)
+    context.check_tolerance = cell.check.tolerance if cell.check is not None else None
     try:
         try:
             runner.load(cell.model, cell.device, cell.precision, context)
@@ -60,7 +60,12 @@ def model_record(cell, context, check) -> dict:
         t.name: {"shape": list(t.full_shape(cell.batch_size)), **t.describe()}
         for t in signature.inputs}
     return {"label": cell.model_label, **context.model_info, "check": check, "inputs": inputs,
-            "inputs_source": getattr(cell.model, "data", None) or "generated"}
+            "inputs_source": _data_file(cell.model) or "generated"}
+
+
+def _data_file(model) -> str | None:
+    """The file of real inputs an external model names, None for generated inputs."""
+    return model.data if isinstance(model, (FileModel, FactoryModel)) else None
 
 
 def threads_for(cell):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ..core.errors import SpecError
-from ..spec import load_spec
+from ..spec import FileModel, load_spec
 
 HASHES_KEY = pytest.StashKey[dict]()
 SHORT = 12
@@ -108,9 +108,8 @@ def session_files(config, job=None, followers_file=None) -> dict[str, str]:
         except (SpecError, OSError):
             continue                      # collection reports a broken spec itself
         for cell in cells:
-            model_path = getattr(cell.model, "path", None)
-            if model_path:
-                files.append(Path(model_path))
+            if isinstance(cell.model, FileModel):
+                files.append(Path(cell.model.path))
             if cell.workload.trace:
                 files.append(Path(cell.workload.trace))
     out = {}

@@ -27,7 +27,7 @@ def misplaced(cell) -> str | None:
         return None                      # plain -n N or no xdist: one host, no inventory
     host, device = slot_here()
     have = dict(kv.split("=", 1) for kv in os.environ.get(LABELS_ENV, "").split(",") if kv)
-    placement = getattr(cell, "placement", None)
+    placement = cell.placement
     want = dict(placement.labels) if placement else {}
     if any(have.get(k) != v for k, v in want.items()):
         return (f"placement: no follower has the labels {want} (follower {host} has "
@@ -39,7 +39,7 @@ def misplaced(cell) -> str | None:
 
 
 def task_of(cell, key: str = "") -> Task:
-    placement = getattr(cell, "placement", None)
+    placement = cell.placement
     return Task(key=key, device=cell.device, colocate=bool(placement and placement.colocate),
                 labels=dict(placement.labels) if placement else {})
 

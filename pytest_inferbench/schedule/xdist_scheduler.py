@@ -81,7 +81,7 @@ class CellTasks:
         cell = self.cell(nodeid)
         if cell is None:
             return Task(key=nodeid, device="", estimate_s=0.5, ready_s=ready_s)
-        placement = getattr(cell, "placement", None)
+        placement = cell.placement
         s = cell.settings
         est = estimate_s(s.warmup, s.min_duration, s.max_duration, s.min_queries,
                          self.history.get(nodeid), converts=cell.runtime != "torch")

@@ -166,7 +166,7 @@ def client_processes(workload, prompts) -> int:
     cores, not speed on one."""
     if workload.client_processes is not None:
         return workload.client_processes
-    if workload.scenario == "capacity":
+    if workload.scenario_def.rate_search:
         return 1
     try:
         cores = len(os.sched_getaffinity(0))     # the client's set when the server is pinned
@@ -400,7 +400,7 @@ def _load_figures(workload, measured: Measured, procs: int, pool) -> dict:
         load.update(measured.open_extra)
         load["target_rate"] = workload.rate
     else:
-        load["concurrency"] = workload.concurrency if workload.scenario == "concurrency" else 1
+        load["concurrency"] = workload.concurrency or 1     # the field of concurrency only
         load.setdefault("valid", True)
         load.setdefault("invalid_reasons", [])
     load["client_processes"] = procs
