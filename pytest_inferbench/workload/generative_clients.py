@@ -131,88 +131,105 @@ async def _run(conn, inbox, client, cfg, begin_ns: int, items: list) -> None:
     """Send items [(index, scheduled offset ns)] at begin + offset; report finished records
     every _PROGRESS_S; 'halt' stops issuing, 'finish' cancels what is still open and sends
     it back (unanswered: the parent counts them as timeouts)."""
-    loop = asyncio.get_running_loop()
-    clock = time.perf_counter_ns
-    # loop.time() is time.monotonic(); perf_counter is the same clock on Linux: any offset
-    # between them (another OS) is measured once and applied
-    shift = time.monotonic() - clock() / 1e9
-    bodies, meta = cfg["bodies"], cfg["meta"]
-    open_: dict[int, tuple[asyncio.Task, RequestRecord]] = {}
-    finished: list = []
-    state = {"next": 0, "timer": None}
+    run = _ChildRun(conn, client, cfg, begin_ns, items)
     cpu0 = time.process_time()
     # what exists now (imports, bodies, the session) is never scanned again: a collection
     # during the run looks at the run's own young objects only (sub-millisecond pauses)
     gc.collect()
     gc.freeze()
+    run.arm()
+    try:
+        await run.serve(inbox)
+    finally:
+        left = await run.cancel_open()
+        gc.unfreeze()
+        conn.send(("final", list(run.finished), left, time.process_time() - cpu0))
 
-    async def one(rec: RequestRecord, body: bytes):
+
+class _ChildRun:
+    """A client process's share of one run: a loop timer fires at each scheduled time and
+    starts the requests due; finished ones are sent to the parent in batches."""
+
+    def __init__(self, conn, client, cfg, begin_ns: int, items: list):
+        self.conn, self.client, self.begin_ns, self.items = conn, client, begin_ns, items
+        self.loop = asyncio.get_running_loop()
+        # loop.time() is time.monotonic(); perf_counter is the same clock on Linux: any
+        # offset between them (another OS) is measured once and applied
+        self.shift = time.monotonic() - time.perf_counter_ns() / 1e9
+        self.bodies, self.meta = cfg["bodies"], cfg["meta"]
+        self.open: dict[int, tuple[asyncio.Task, RequestRecord]] = {}
+        self.finished: list = []
+        self.next, self.timer = 0, None
+
+    async def one(self, rec: RequestRecord, body: bytes):
         kind = None
         try:
-            await client.send(rec, body)
+            await self.client.send(rec, body)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed request is a result
             rec.error = error_text(exc)
             kind = ("timeout", None, None) if is_timeout(exc) else \
                 ("error", type(exc).__name__, str(exc))
-        open_.pop(rec.index, None)
-        finished.append((rec, kind))
+        self.open.pop(rec.index, None)
+        self.finished.append((rec, kind))
 
-    def fire():
+    def fire(self):
+        clock, items, bodies = time.perf_counter_ns, self.items, self.bodies
         now = clock()
-        k = state["next"]
-        while k < len(items) and begin_ns + items[k][1] <= now:
+        k = self.next
+        while k < len(items) and self.begin_ns + items[k][1] <= now:
             i, off = items[k]
             j = i % len(bodies)
-            ept, mt, conv, turn = meta[j]
-            rec = RequestRecord(index=i, scheduled_ns=begin_ns + off, dispatched_ns=clock(),
-                                expected_prompt_tokens=ept, max_tokens=mt, conversation=conv,
-                                turn=turn)
-            open_[i] = (loop.create_task(one(rec, bodies[j])), rec)
+            ept, mt, conv, turn = self.meta[j]
+            rec = RequestRecord(index=i, scheduled_ns=self.begin_ns + off,
+                                dispatched_ns=clock(), expected_prompt_tokens=ept,
+                                max_tokens=mt, conversation=conv, turn=turn)
+            self.open[i] = (self.loop.create_task(self.one(rec, bodies[j])), rec)
             k += 1
-        state["next"] = k
-        arm()
+        self.next = k
+        self.arm()
 
-    def arm():
-        k = state["next"]
-        state["timer"] = (loop.call_at((begin_ns + items[k][1]) / 1e9 + shift, fire)
-                          if k < len(items) else None)
+    def arm(self):
+        k = self.next
+        self.timer = (self.loop.call_at((self.begin_ns + self.items[k][1]) / 1e9 + self.shift,
+                                        self.fire) if k < len(self.items) else None)
 
-    def flush():
-        if finished:
-            conn.send(("done", list(finished)))
-            finished.clear()
+    def flush(self):
+        if self.finished:
+            self.conn.send(("done", list(self.finished)))
+            self.finished.clear()
 
-    arm()
-    try:
+    async def serve(self, inbox) -> None:
+        """Answer the parent until it says finish (or close)."""
         while True:
             try:
                 msg = await asyncio.wait_for(inbox.get(), _PROGRESS_S)
             except asyncio.TimeoutError:
-                flush()
+                self.flush()
                 continue
             if msg[0] == "halt":
-                if state["timer"] is not None:
-                    state["timer"].cancel()
-                    state["timer"] = None
-                flush()
-                conn.send(("halted", state["next"]))
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
+                self.flush()
+                self.conn.send(("halted", self.next))
             elif msg[0] == "finish":
-                break
+                return
             elif msg[0] == "close":     # the parent gave up on the run: end after it
                 inbox.put_nowait(msg)
-                break
-    finally:
-        if state["timer"] is not None:
-            state["timer"].cancel()
-        tasks = [t for t, _ in open_.values()]
-        left = [rec for _, rec in open_.values()]
+                return
+
+    async def cancel_open(self) -> list:
+        """Stop the timer, cancel the requests still open; returns their records."""
+        if self.timer is not None:
+            self.timer.cancel()
+        tasks = [t for t, _ in self.open.values()]
+        left = [rec for _, rec in self.open.values()]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        gc.unfreeze()
-        conn.send(("final", list(finished), left, time.process_time() - cpu0))
+        return left
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -281,76 +298,99 @@ class ClientProcesses:
         for k, conn in enumerate(self.conns):
             conn.send(("run", begin, [(i, schedule[i]) for i in range(k, len(schedule),
                                                                        self.n)]))
-        records: dict[int, RequestRecord] = {}
-        errors = ErrorLog()
-        halted: dict[int, int] = {}
-        final: dict[int, list] = {}
         last_due = begin + (schedule[-1] if schedule else 0)
-        halt_sent = False
-        next_check = begin + _CHECK_EVERY_NS
-        drain_deadline = finish_by = None
-
-        def take(done):
-            for rec, kind in done:
-                records[rec.index] = rec
-                if kind is None:
-                    continue
-                if kind[0] == "timeout":
-                    errors.timeout()
-                else:
-                    errors.record(_remote(kind[1], kind[2]))
-
-        def halt():
-            for conn in self.conns:
-                conn.send(("halt",))
-
-        while len(final) < self.n:
-            for conn in wait(self.conns, timeout=0.05):
-                k = self.conns.index(conn)
-                try:
-                    msg = conn.recv()
-                except EOFError:
-                    raise RuntimeError(f"client process {self.procs[k].name} ended "
-                                       f"(exit code {self.procs[k].exitcode})") from None
-                if msg[0] == "done":
-                    take(msg[1])
-                elif msg[0] == "halted":
-                    halted[k] = msg[1]
-                elif msg[0] == "final":
-                    take(msg[1])
-                    final[k] = msg[2]
-                    self.cpu_s.append(msg[3])
-            now = clock()
-            if not halt_sent:
-                stop = None
-                if now >= last_due:
-                    stop = reason
-                elif now >= next_check and check is not None:
-                    stop = check(records, errors, now - begin)
-                    next_check = now + _CHECK_EVERY_NS
-                if stop:
-                    reason = stop
-                    halt()
-                    halt_sent = True
-            elif len(halted) == self.n and drain_deadline is None:
-                drain_deadline = now + int(timeout_s * 1e9)
-            if finish_by is not None and now > finish_by:
-                raise RuntimeError(f"client processes did not hand back their records "
-                                   f"{_FINISH_S:g}s after the run ended")
-            if drain_deadline is not None and finish_by is None and (
-                    len(records) >= sum(halted.values()) or now >= drain_deadline):
-                for conn in self.conns:
-                    conn.send(("finish",))
-                finish_by = now + int(_FINISH_S * 1e9)
+        run = _ProcessRun(self, begin, last_due, reason, timeout_s, check)
+        while len(run.final) < self.n:
+            run.receive(wait(self.conns, timeout=0.05))
+            run.advance(clock())
         end = clock()
-        issued = sum(halted.values())
-        for left in final.values():
+        issued = run.count_leftovers()
+        return run.records, begin, end, run.reason, run.errors, issued
+
+
+class _ProcessRun:
+    """The parent's side of one run of the client processes: what they sent back, and the
+    run's course (issue until the schedule ends or `check` stops it; then halt, drain the
+    answers for up to timeout_s, and collect every process's final records)."""
+
+    def __init__(self, pool, begin: int, last_due: int, reason: str, timeout_s: float, check):
+        self.pool, self.begin, self.last_due, self.reason = pool, begin, last_due, reason
+        self.timeout_s, self.check = timeout_s, check
+        self.records: dict[int, RequestRecord] = {}
+        self.errors = ErrorLog()
+        self.halted: dict[int, int] = {}
+        self.final: dict[int, list] = {}
+        self.halt_sent = False
+        self.next_check = begin + _CHECK_EVERY_NS
+        self.drain_deadline = self.finish_by = None
+
+    def receive(self, ready) -> None:
+        pool = self.pool
+        for conn in ready:
+            k = pool.conns.index(conn)
+            try:
+                msg = conn.recv()
+            except EOFError:
+                raise RuntimeError(f"client process {pool.procs[k].name} ended "
+                                   f"(exit code {pool.procs[k].exitcode})") from None
+            if msg[0] == "done":
+                self._take(msg[1])
+            elif msg[0] == "halted":
+                self.halted[k] = msg[1]
+            elif msg[0] == "final":
+                self._take(msg[1])
+                self.final[k] = msg[2]
+                pool.cpu_s.append(msg[3])
+
+    def _take(self, done) -> None:
+        for rec, kind in done:
+            self.records[rec.index] = rec
+            if kind is None:
+                continue
+            if kind[0] == "timeout":
+                self.errors.timeout()
+            else:
+                self.errors.record(_remote(kind[1], kind[2]))
+
+    def advance(self, now: int) -> None:
+        if not self.halt_sent:
+            self._maybe_halt(now)
+        elif len(self.halted) == self.pool.n and self.drain_deadline is None:
+            self.drain_deadline = now + int(self.timeout_s * 1e9)
+        if self.finish_by is not None and now > self.finish_by:
+            raise RuntimeError(f"client processes did not hand back their records "
+                               f"{_FINISH_S:g}s after the run ended")
+        if self.drain_deadline is not None and self.finish_by is None and (
+                len(self.records) >= sum(self.halted.values()) or now >= self.drain_deadline):
+            self._send_all(("finish",))
+            self.finish_by = now + int(_FINISH_S * 1e9)
+
+    def _maybe_halt(self, now: int) -> None:
+        stop = None
+        if now >= self.last_due:
+            stop = self.reason
+        elif now >= self.next_check and self.check is not None:
+            stop = self.check(self.records, self.errors, now - self.begin)
+            self.next_check = now + _CHECK_EVERY_NS
+        if stop:
+            self.reason = stop
+            self._send_all(("halt",))
+            self.halt_sent = True
+
+    def _send_all(self, msg) -> None:
+        for conn in self.pool.conns:
+            conn.send(msg)
+
+    def count_leftovers(self) -> int:
+        """Requests still open when the processes finished count as timeouts; returns how
+        many were issued in all."""
+        for left in self.final.values():
             for rec in left:
                 if rec.error is None:
                     rec.error = "no answer before the run ended (counted as a timeout)"
-                records[rec.index] = rec
-                errors.timeout()
-        return records, begin, end, reason, errors, issued
+                self.records[rec.index] = rec
+                self.errors.timeout()
+        return sum(self.halted.values())
 
 
 # ----------------------------------------------------------------------------- the runs

@@ -41,6 +41,7 @@ import queue
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
@@ -164,6 +165,53 @@ def run(sut: SystemUnderTest, settings, workload, target: float, progress=None) 
     return samples
 
 
+class _Completions:
+    """Per-query completion records the SUT fills in from its threads through `complete`."""
+
+    def __init__(self, n: int):
+        self.done = np.zeros(n, dtype=np.int64)
+        self.wrote = np.zeros(n, dtype=np.int64)    # the SUT's write times, where reported
+        self.ok = np.zeros(n, dtype=bool)
+        self.count = 0
+        self.errors = ErrorLog()
+        self._lock = threading.Lock()
+
+    def complete(self, i: int, error: BaseException | None = None,
+                 sent_ns: int | None = None) -> None:
+        self.done[i] = time.perf_counter_ns()
+        if sent_ns:
+            self.wrote[i] = sent_ns
+        if error is None:
+            self.ok[i] = True
+        else:
+            self.errors.record(error)
+        with self._lock:
+            self.count += 1
+
+    def frozen(self, issued: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(done, ok, wrote) of the issued queries, copied: a straggler completing now must
+        not change the result."""
+        return (self.done[:issued].copy(), self.ok[:issued].copy(),
+                self.wrote[:issued].copy())
+
+
+@contextmanager
+def _issuer_conditions():
+    """The issuing thread's conditions for the run: the GIL handed between issuer and
+    workers promptly, a 1 us timer slack, a real-time priority where allowed."""
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
+    old_slack = _set_timer_slack(1000)
+    restore_priority = _issuer_priority()
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old_switch)
+        if old_slack is not None:
+            _set_timer_slack(old_slack)
+        restore_priority()
+
+
 def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
                   send_lag_bound_s: float = 0.001, target: float = 99.0,
                   progress=None, decide=None, min_s: float | None = None) -> Samples:
@@ -173,92 +221,64 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
     budget. min_s overrides settings.min_duration as the earliest stop."""
     drawn = schedule_ns                 # an arrivals.Schedule says what it was drawn from
     schedule_ns = np.asarray(schedule_ns)
-    n = len(schedule_ns)
-    clock = time.perf_counter_ns
-    sent = np.zeros(n, dtype=np.int64)
-    wrote = np.zeros(n, dtype=np.int64)     # the SUT's write times, where it reports them
-    done = np.zeros(n, dtype=np.int64)
-    ok = np.zeros(n, dtype=bool)
-    completed = [0]
-    lock = threading.Lock()
-    errors = ErrorLog()
-
-    def complete(i: int, error: BaseException | None = None,
-                 sent_ns: int | None = None) -> None:
-        done[i] = clock()
-        if sent_ns:
-            wrote[i] = sent_ns
-        if error is None:
-            ok[i] = True
-        else:
-            errors.record(error)
-        with lock:
-            completed[0] += 1
-
-    issue = sut.start(complete)
-    old_switch = sys.getswitchinterval()
-    sys.setswitchinterval(0.0002)   # hand the GIL between issuer and workers promptly
-    old_slack = _set_timer_slack(1000)
-    restore_priority = _issuer_priority()
+    runs = _Completions(len(schedule_ns))
     rule = StoppingRule(settings, target, min_s, decide)
-    max_ns = rule.max_ns
-    reason = "schedule_end"
-    begin = clock() + 2_000_000
+    sent = np.zeros(len(schedule_ns), dtype=np.int64)
+    issue = sut.start(runs.complete)
+    try:
+        with _issuer_conditions():
+            begin = time.perf_counter_ns() + 2_000_000
+            issued, reason, stop_ns, limit_ns = _issue(issue, drawn, schedule_ns, sent, begin,
+                                                       rule, runs, progress)
+            deadline = time.perf_counter_ns() + int(timeout_s * 1e9)
+            while runs.count < issued and time.perf_counter_ns() < deadline:
+                time.sleep(0.001)
+    finally:
+        sut.stop()
+    end = time.perf_counter_ns()
+    done, ok, wrote = runs.frozen(issued)
+    offer = arrivals.offered(drawn, issued, offered_window_s(drawn, schedule_ns, issued, stop_ns,
+                                                      limit_ns))
+    return _samples(schedule_ns[:issued] + begin, sent[:issued], done, ok, begin, end, reason,
+                    target, runs.errors, send_lag_bound_s, settings.confidence, wrote=wrote,
+                    offered=offer)
+
+
+def _issue(issue, drawn, schedule_ns, sent, begin, rule, runs, progress):
+    """The issuer: sleep to each scheduled time, stamp the send, hand the query over; the
+    stopping rule between sends. Returns (issued, reason, stop offset ns, limit ns)."""
+    clock, sleep = time.perf_counter_ns, time.sleep
     next_check = begin + CHECK_EVERY_NS
-    issued = 0
-    sleep = time.sleep
     # a converged stratified run stops at the end of its block: whole blocks, nominal count
     block_ns = (drawn.block_s * 1e9 if getattr(drawn, "stratified", False)
                 and getattr(drawn, "block_s", None) else 0.0)
-    limit_ns, pending, stop_ns = max_ns, None, None
-    try:
-        for i in range(n):
-            due = begin + int(schedule_ns[i])
-            if due - begin >= limit_ns:
-                reason = pending or "max_duration"
-                stop_ns = limit_ns
-                break
-            now = clock()
-            if due > now:
-                sleep((due - now) / 1e9)
-            sent[i] = clock()
-            issue(i)
-            issued = i + 1
-            if sent[i] >= next_check:
-                reason = _check(rule, issued, ok, done, begin, schedule_ns, sent[i], errors,
-                                progress)
-                if reason == "ci_converged" and block_ns:
-                    if pending is None:
-                        pending = reason
-                        limit_ns = min(limit_ns, int((int(schedule_ns[i]) // block_ns + 1)
-                                                     * block_ns))
-                    reason = None
-                if reason:
-                    stop_ns = sent[i] - begin
-                    break
-                reason = "schedule_end"
-                # time spent here shows up as send lag of the next queries: kept short
-                next_check = clock() + CHECK_EVERY_NS
-        if reason == "schedule_end" and pending:
-            reason = pending
-        issue_end = clock()
-        deadline = issue_end + int(timeout_s * 1e9)
-        while completed[0] < issued and clock() < deadline:
-            sleep(0.001)
-    finally:
-        sys.setswitchinterval(old_switch)
-        if old_slack is not None:
-            _set_timer_slack(old_slack)
-        restore_priority()
-        sut.stop()
-    end = clock()
-    # a straggler completing now must not change the result
-    done, ok, wrote = done.copy(), ok.copy(), wrote.copy()
-    offer = arrivals.offered(drawn, issued, offered_window_s(drawn, schedule_ns, issued, stop_ns,
-                                                      limit_ns))
-    return _samples(schedule_ns[:issued] + begin, sent[:issued], done[:issued], ok[:issued],
-                    begin, end, reason, target, errors, send_lag_bound_s, settings.confidence,
-                    wrote=wrote[:issued], offered=offer)
+    limit_ns, pending, stop_ns = rule.max_ns, None, None
+    reason, issued = "schedule_end", 0
+    for i in range(len(schedule_ns)):
+        due = begin + int(schedule_ns[i])
+        if due - begin >= limit_ns:
+            return issued, pending or "max_duration", limit_ns, limit_ns
+        now = clock()
+        if due > now:
+            sleep((due - now) / 1e9)
+        sent[i] = clock()
+        issue(i)
+        issued = i + 1
+        if sent[i] < next_check:
+            continue
+        reason = _check(rule, issued, runs.ok, runs.done, begin, schedule_ns, sent[i],
+                        runs.errors, progress)
+        if reason == "ci_converged" and block_ns:
+            if pending is None:
+                pending = reason
+                limit_ns = min(limit_ns, int((int(schedule_ns[i]) // block_ns + 1) * block_ns))
+            reason = None
+        if reason:
+            return issued, reason, sent[i] - begin, limit_ns
+        reason = "schedule_end"
+        # time spent here shows up as send lag of the next queries: kept short
+        next_check = clock() + CHECK_EVERY_NS
+    return issued, pending or reason, stop_ns, limit_ns
 
 
 def offered_window_s(drawn, schedule_ns, issued, stop_ns, limit_ns) -> float:
