@@ -12,7 +12,8 @@ import numpy as np
 from ..core.signature import InputSignature
 from .cache import file_hash
 from .check import TOLERANCE, compare
-from .conversion import ConversionError, first_line, intermediate, note, total_conversion_time
+from .conversion_common import (ConversionError, first_line, intermediate, note,
+                                total_conversion_time)
 from .inputs import model_inputs
 
 FP16_MAX = 65504.0

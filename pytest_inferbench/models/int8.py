@@ -11,7 +11,7 @@ import numpy as np
 
 from ..core.signature import InputSignature
 from .cache import file_hash
-from .conversion import (
+from .conversion_common import (
     ConversionError,
     first_line,
     intermediate,
