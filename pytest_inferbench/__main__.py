@@ -22,8 +22,8 @@ from datetime import date
 from pathlib import Path
 
 from .core.errors import SpecError
-from .core.thresholds import GateConfig, GateError, parse_gate
-from .core.verdicts import REGRESSION, Obs, decide
+from .core.thresholds import GateError, parse_gate
+from .core.verdicts import REGRESSION
 from .gate.baselines import BaselineError, resolve
 from .gate.compare import compare_runs, render_text
 from .results.runfile import RunFileError, load_run
@@ -266,41 +266,41 @@ def _run_store_import(args) -> int:
 
 def _add_history(sub) -> None:
     p = sub.add_parser("history", help="change points in each cell's history; exit 1 when "
-                                       "the newest run starts a regression",
+                                       "the newest run is a regression",
                        description="Each cell's series in the results store, per machine "
                                    "fingerprint, with its change points (Apache Otava's "
                                    "E-Divisive): where, the commit range, the size and the "
-                                   "p-value. Exit 1 when a cell's newest run is a regression "
-                                   "against its history or starts a worse level.")
+                                   "p-value; and the verdict on its newest run, the one "
+                                   "--infer-baseline history gives. Exit 1 when a cell's "
+                                   "newest run is a regression against its history.")
     p.add_argument("--cell", metavar="PATTERN", default=None,
                    help="only cells whose spec::id matches (glob; a plain word matches "
                         "anywhere)")
     p.add_argument("--since", metavar="DATE", default=None,
                    help="only runs started on or after this date (YYYY-MM-DD)")
     p.add_argument("--gate", metavar="METRIC=CHANGE,...", default=None,
-                   help="thresholds for the newest run's verdict (default "
-                        "p50=+5%%,throughput=-5%%)")
+                   help="thresholds for the newest run's verdict (default: each cell's "
+                        "gate from the spec, else p50=+5%%,throughput=-5%%)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the series here")
     _store_arg(p)
     p.set_defaults(func=_run_history)
 
 
 def _run_history(args) -> int:
-    from .history.changes import change_points  # lazy: scipy
-    from .history.judge import history_judgement, reference  # lazy: scipy
-    from .history.trends import METRICS, series  # lazy: scipy
+    from .gate.history import newest_against_history  # lazy: sqlalchemy, scipy
+    from .history.trends import series  # lazy: scipy
     if args.since is not None:
         try:
             date.fromisoformat(args.since[:10])
         except ValueError:
             raise UsageError(f"--since {args.since}: expected a date, YYYY-MM-DD") from None
     try:
-        gate = parse_gate(args.gate) if args.gate else GateConfig()
+        gate = parse_gate(args.gate) if args.gate else None
     except GateError as exc:
         raise UsageError(str(exc)) from None
     store = _open_store(args.store)
     try:
-        rows = store.series(since=args.since)
+        rows = store.series(since=args.since, with_result=True)
     finally:
         store.close()
     found = series(rows, args.cell)
@@ -308,53 +308,62 @@ def _run_history(args) -> int:
         what = f" matching {args.cell!r}" if args.cell else ""
         print(f"no measured cells{what} in {shown(store.url)}")
         return 0
-    column = {label: m for m, (label, _, _) in METRICS.items()}
-    newest = []
-    for s in found:
-        for metric, limit in gate.thresholds.items():
-            if metric not in column:
-                continue
-            values = [r.get(column[metric]) for r in s.runs]
-            if len(values) < 2 or values[-1] is None:
-                continue
-            past = values[:-1]
-            ref = reference(len(past), change_points(past))
-            j = history_judgement(metric, limit, [Obs(past[i]) for i in ref.indices],
-                                  [Obs(values[-1])], where=ref.note)
-            newest.append((s, j))
-    decide([j for _, j in newest], gate.confidence)
-    failing = 0
-    for s in found:
-        first, last = s.runs[0], s.runs[-1]
-        print(f"{s.cell}  [{s.where}]: {len(s.runs)} runs, "
-              f"{(first.get('started_at') or '?')[:10]} .. {(last.get('started_at') or '?')[:10]}")
-        for st in s.steps:
-            label, unit, _ = METRICS[st.metric]
-            commits = "..".join((c or "?")[:10] for c in
-                                (st.run_before.get("commit"), st.run_after.get("commit")))
-            tag = "REGRESSION" if st.worse else "improvement"
-            print(f"  {label}: {tag} at run {st.index + 1} ({(st.run_after.get('started_at') or '?')[:10]}, "
-                  f"commits {commits}): {st.change.before:.4g} -> {st.change.after:.4g} {unit} "
-                  f"({100 * (st.change.ratio - 1):+.1f}%), p = {st.change.pvalue:.2g}")
-        if not s.steps:
-            print("  no change points")
-        starts = [st for st in s.steps if st.index == len(s.runs) - 1 and st.worse]
-        verdicts = [j for t, j in newest if t is s]
-        bad = [j for j in verdicts if j.verdict == REGRESSION]
-        for j in bad:
-            print(f"  newest run: {j.metric} REGRESSION: {j.reason}")
-        for j in verdicts:
-            if j.missing:
-                print(f"  newest run: {j.missing}")
-        if bad or starts:
-            failing += 1
+    # the session gate's own judgement of each newest run (gate/history.py), formatted here
+    by_run = newest_against_history(rows, gate)
+    listing = [{**s.to_json(), "newest": _newest_verdict(s, by_run)} for s in found]
+    for s, entry in zip(found, listing):
+        _print_series(s, entry["newest"])
     if args.json:
-        Path(args.json).write_text(json.dumps([s.to_json() for s in found], indent=1))
+        Path(args.json).write_text(json.dumps(listing, indent=1))
+    failing = sum(1 for e in listing if e["newest"].get("mode") == "history"
+                  and e["newest"]["verdict"] == REGRESSION)
     if failing:
         print(f"{failing} cell{'s' if failing != 1 else ''}: the newest run starts a regression")
         return 1
     return 0
 
+
+def _newest_verdict(s, by_run: dict) -> dict:
+    """A series' cell in the comparison of its newest run: its verdict, or why it has none."""
+    run_id = s.runs[-1]["run_id"]
+    comparison = by_run.get(run_id) or {}
+    for e in comparison.get("verdicts", []):
+        if e["cell"] == s.cell:
+            return {"run_id": run_id, "mode": e["mode"], "verdict": e["verdict"],
+                    "metrics": e["metrics"]}
+    reason = next((item["reason"] for item in comparison.get("not_measured", [])
+                   if item["cell"] == s.cell), "not judged: a configuration search")
+    return {"run_id": run_id, "mode": None, "verdict": None, "reason": reason}
+
+
+def _print_series(s, newest: dict) -> None:
+    first, last = s.runs[0], s.runs[-1]
+    print(f"{s.cell}  [{s.where}]: {len(s.runs)} runs, "
+          f"{(first.get('started_at') or '?')[:10]} .. {(last.get('started_at') or '?')[:10]}")
+    for st in s.steps:
+        print(_step_line(st))
+    if not s.steps:
+        print("  no change points")
+    if newest["verdict"] is None:
+        print(f"  newest run: {newest['reason']}")
+    elif newest["mode"] == "paired":
+        print(f"  newest run: paired, judged by its own rounds: {newest['verdict']}")
+    else:
+        for m in newest["metrics"]:
+            tag = "REGRESSION" if m["verdict"] == REGRESSION else m["verdict"]
+            print(f"  newest run: {m['metric']} {tag}: {m['reason']}")
+
+
+def _step_line(st) -> str:
+    from .history.trends import METRICS  # lazy: scipy
+    label, unit, _ = METRICS[st.metric]
+    commits = "..".join((c or "?")[:10] for c in
+                        (st.run_before.get("commit"), st.run_after.get("commit")))
+    tag = "REGRESSION" if st.worse else "improvement"
+    return (f"  {label}: {tag} at run {st.index + 1} "
+            f"({(st.run_after.get('started_at') or '?')[:10]}, commits {commits}): "
+            f"{st.change.before:.4g} -> {st.change.after:.4g} {unit} "
+            f"({100 * (st.change.ratio - 1):+.1f}%), p = {st.change.pvalue:.2g}")
 
 
 COMMANDS = [_add_report, _add_compare, _add_store, _add_history]

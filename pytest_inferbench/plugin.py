@@ -12,7 +12,7 @@ from .core.errors import CellStepError, SpecError
 from .core.result import Result
 from .fixture import make_bench
 from .gate.session import GateSetupError, SessionGate
-from .optimize.run import run_search_cell
+from .optimize.trials import run_search_cell
 from .run.cell import run_cell
 from .run.paired import failure_message
 from .runtimes.base import RuntimeUnavailable, check_cuda

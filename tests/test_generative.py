@@ -448,6 +448,56 @@ benchmarks:
         assert r.serving["model"] == "decoder-l1-h64-nh2-v500-ms256"
 
 
+class _ScriptedEngine:
+    """Stands in for the decoder: max_tokens tokens (5, 6, ...) then "length"; an engine
+    error for max_tokens 7."""
+
+    def submit(self, seq):
+        if seq.max_tokens == 7:
+            seq.emit(("error", "RuntimeError: boom"))
+            return
+        for k in range(seq.max_tokens):
+            seq.emit(("token", 5 + k))
+        seq.emit(("finish", "length"))
+
+
+def test_own_server_replies_whole_streamed_and_refuses_bad_requests():
+    pytest.importorskip("fastapi", reason="fastapi not installed: "
+                        "pip install 'pytest-inferbench[serve]'")
+    from fastapi.testclient import TestClient
+
+    from pytest_inferbench.models.tokenizer import Tokenizer
+    from pytest_inferbench.serving.openai_server import make_app
+    tok = Tokenizer(500)
+    client = TestClient(make_app(_ScriptedEngine(), tok, "m", 32))
+    chat = {"model": "m", "messages": [{"content": "a b c"}], "max_tokens": 3}
+    whole = client.post("/v1/chat/completions", json=chat).json()
+    assert whole["object"] == "chat.completion" and whole["id"].startswith("chatcmpl-")
+    (choice,) = whole["choices"]
+    assert choice["message"] == {"role": "assistant",
+                                 "content": "".join(tok.decode(t) for t in (5, 6, 7))}
+    assert choice["finish_reason"] == "length"
+    assert whole["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+    streamed = client.post("/v1/completions", json={
+        "model": "m", "prompt": ["a", "b"], "max_tokens": 2, "stream": True,
+        "stream_options": {"include_usage": True}}).text.split("\n\n")
+    events = [json.loads(e[len("data: "):]) for e in streamed if e and e != "data: [DONE]"]
+    assert [e["choices"][0]["text"] for e in events[:2]] == [tok.decode(5), tok.decode(6)]
+    assert events[2]["choices"][0]["finish_reason"] == "length"
+    assert events[3]["usage"]["completion_tokens"] == 2 and streamed[-2] == "data: [DONE]"
+    refused = {
+        404: {"model": "other", "prompt": "a"},
+        400: {"model": "m"},                                # no prompt
+        500: {"model": "m", "prompt": "a", "max_tokens": 7},   # the engine failed
+    }
+    for status, body in refused.items():
+        r = client.post("/v1/completions", json=body)
+        assert r.status_code == status and r.json()["error"]["code"] == status, r.text
+    long = client.post("/v1/completions", json={"model": "m", "prompt": "a " * 30,
+                                                "max_tokens": 5})
+    assert long.status_code == 400 and "exceed the model's max_seq 32" in long.text
+
+
 # ----------------------------------------------------------------------------- capacity on goodput
 
 def test_capacity_search_on_goodput_brackets_a_known_capacity(mock_server, tmp_path):

@@ -32,7 +32,7 @@ DEFAULT_CONFIDENCE = 0.95
 
 # Between-run noise assumed for a stored comparison without learnt A/A noise: the half-width,
 # at the verdict's confidence, of the ratio of two runs of unchanged code at different times.
-# From DESIGN.md's measurements on these machines: a small CNN's p50 under ONNX Runtime 4.5 to
+# Measured on the development and GPU machines: a small CNN's p50 under ONNX Runtime 4.5 to
 # 7.4 ms between CPU runs (x1.64), a resnet50 fp16 cell's 4.54 and 6.16 ms back to back on an
 # H200 (x1.36). A single run from another time is then evidence only of a change beyond x1.6
 # (CPU) or x1.4 (GPU) plus the threshold; `noise:` in the gate overrides it for quieter machines.

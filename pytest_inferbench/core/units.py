@@ -26,11 +26,3 @@ def parse_duration(value) -> float:
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    if seconds >= 1 or seconds == 0:
-        return f"{seconds:g}s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:g}ms"
-    return f"{seconds * 1e6:g}us"

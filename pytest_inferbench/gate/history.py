@@ -1,19 +1,25 @@
-"""A new run judged against each cell's history in the results store (`--infer-baseline
-history`): the same verdict document as a stored comparison (compare.py), with the baseline
-of each cell being its earlier runs on this machine fingerprint since its last change point.
+"""A run's cells judged against their history in the results store: the one judgement that
+the session's gate (`--infer-baseline history`) and the `history` command both give, each
+only formatting it. The baseline of a cell is its earlier runs on the run's machine
+fingerprint since its last change point; the result is the comparison document of a stored
+comparison (compare.py), Holm-corrected over the run's cells, paired cells listed with their
+own verdicts.
 
-    comparison = compare_with_history(store, new_doc, window=30, min_runs=5)
+    comparison = compare_with_history(store, new_doc, gate, options)      # the session's gate
+    by_run = newest_against_history(store.series(with_result=True), gate)  # the command
 
-Only runs with this run's fingerprint (core/fingerprint.py) are used: a cell measured before
-only on other machines or library versions starts a new series here, said in one line.
+Only runs with the judged run's fingerprint (core/fingerprint.py) are used: a cell measured
+before only on other machines or library versions starts a new series here, said in one line.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 from ..core.fingerprint import describe, fingerprint, machine
-from ..core.verdicts import Obs
+from ..core.thresholds import GateConfig
+from ..core.verdicts import Judgement, Obs
 from ..history.changes import change_points
 from ..history.judge import history_judgement, reference
 from ..results.cells import (cell_key, display, group_by_config, in_search, is_measured,
@@ -47,69 +53,127 @@ def per_run(rows: list[dict], metric: str) -> tuple[list[dict], list[Obs]]:
     return out_info, out_obs
 
 
-def compare_with_history(store: ResultStore, new_doc: dict, gate=None,
-                         options: HistoryOptions | None = None,
-                         confidence: float | None = None) -> dict:
-    options = options or HistoryOptions()
-    new_results = [r.to_json() if hasattr(r, "to_json") else dict(r)
-                   for r in new_doc.get("results", []) if not in_search(r)]
-    prov = new_doc.get("provenance") or {}
-    here = fingerprint(prov)
-    this_run = run_uid(new_doc)
+# ----------------------------------------------------------------------------- one cell
+
+def metric_judgement(metric: str, limit: float, history: list[dict], measured: list[dict],
+                     options: HistoryOptions) -> Judgement:
+    """One metric of one cell: this run's measured repeats against the cell's earlier runs
+    (store rows on this fingerprint, oldest first) since their last change point."""
+    info, obs = per_run(history, metric)
+    changes = change_points([o.value for o in obs])
+    ref = reference(len(obs), changes, options.window, options.min_runs)
+    where = ref.note if ref.indices else ""
+    if ref.indices and not where:
+        where = f" (since {(info[ref.indices[0]].get('started_at') or '')[:10]})"
+    j = history_judgement(metric, limit, [obs[i] for i in ref.indices],
+                          [observe(r, metric) for r in measured], options.min_runs, where)
+    j.detail["changes"] = [{"run": info[c.index]["run_id"], "commit": info[c.index].get("commit"),
+                            "ratio": round(c.ratio, 4)} for c in changes]
+    return j
+
+
+def _cell_entry(rows: list[dict], history: list[dict], config: GateConfig,
+                options: HistoryOptions) -> tuple[dict | None, str | None]:
+    """A cell's verdict entry (judgements not yet decided), or why it is not judged."""
+    measured = [r for r in rows if is_measured(r)]
+    if not measured:
+        return None, f"not measured in this run ({rows[0].get('status')})"
+    js = [metric_judgement(metric, limit, history, measured, options)
+          for metric, limit in config.thresholds.items()]
+    short = [j for j in js if j.missing and "history mode needs" in j.missing]
+    if short and len(short) == len(js):
+        return None, short[0].missing
+    busy = ["this run"] if any((r.get("process") or {}).get("host_contended")
+                               for r in measured) else []
+    return {"cell": display(rows[0]), "id": rows[0].get("id"), "mode": "history",
+            "gate": config.to_json(), "judgements": js, "busy": busy,
+            "repeats_base": None, "repeats_new": len(measured)}, None
+
+
+# ----------------------------------------------------------------------------- one run
+
+def judge_run(new_results: list[dict], here: str, this_machine: str, history: list[dict],
+              gate: GateConfig | None, options: HistoryOptions, confidence: float | None,
+              *, baseline: dict, new: dict) -> dict:
+    """The comparison document of one run: its results (dicts) against `history`, store rows
+    of earlier runs with their results (any fingerprint: only `here` is used, the others
+    are counted in a note). `this_machine` describes the fingerprint `here` for that note."""
+    new_results = [r for r in new_results if not in_search(r)]
     paired = [r for r in new_results if r.get("ab")]
     groups = group_by_config(r for r in new_results if not r.get("ab"))
-    keys = {key: cell_key(rows[0]) for key, rows in groups.items()}
-    history = [row for row in store.series(cell_keys=set(keys.values()), branch=options.branch,
-                                           with_result=True) if row["uid"] != this_run]
     entries, judged, not_measured, elsewhere = [], [], [], {}
-    for key, rows in groups.items():
-        mine = [h for h in history if h["cell_key"] == keys[key]]
+    for rows in groups.values():
+        mine = [h for h in history if h["cell_key"] == cell_key(rows[0])]
         same = [h for h in mine if h["fingerprint"] == here][-4 * options.window:]
         if len(same) < len(mine):
             elsewhere[display(rows[0])] = len({h["run_id"] for h in mine
                                                if h["fingerprint"] != here})
-        measured = [r for r in rows if is_measured(r)]
-        if not measured:
-            not_measured.append({"cell": display(rows[0]),
-                                 "reason": f"not measured in this run ({rows[0].get('status')})"})
-            continue
         config = gate_for(rows, gate, confidence)
-        js = []
-        for metric, limit in config.thresholds.items():
-            info, obs = per_run(same, metric)
-            changes = change_points([o.value for o in obs])
-            ref = reference(len(obs), changes, options.window, options.min_runs)
-            past = [obs[i] for i in ref.indices]
-            since = info[ref.indices[0]] if ref.indices else None
-            where = ref.note if ref.indices else ""
-            if since is not None and not where:
-                where = f" (since {(since.get('started_at') or '')[:10]})"
-            j = history_judgement(metric, limit, past, [observe(r, metric) for r in measured],
-                                  options.min_runs, where)
-            j.detail["changes"] = [{"run": info[c.index]["run_id"],
-                                    "commit": info[c.index].get("commit"),
-                                    "ratio": round(c.ratio, 4)} for c in changes]
-            js.append(j)
-            judged.append((config.confidence, j))
-        missing = [j for j in js if j.missing and "history mode needs" in j.missing]
-        if missing and len(missing) == len(js):
-            not_measured.append({"cell": display(rows[0]), "reason": missing[0].missing})
-            judged = [(c, j) for c, j in judged if j not in js]
+        entry, why = _cell_entry(rows, same, config, options)
+        if entry is None:
+            not_measured.append({"cell": display(rows[0]), "reason": why})
             continue
-        busy = ["this run"] if any((r.get("process") or {}).get("host_contended")
-                                   for r in measured) else []
-        entries.append({"cell": display(rows[0]), "id": rows[0].get("id"), "mode": "history",
-                        "gate": config.to_json(), "judgements": js, "busy": busy,
-                        "repeats_base": None, "repeats_new": len(measured)})
-    notes = []
-    if elsewhere:
-        cells = ", ".join(sorted(elsewhere))
-        notes.append(f"{len(elsewhere)} cell{'s' if len(elsewhere) != 1 else ''} also ran on "
-                     f"other machines or library versions ({cells}): those runs are not this "
-                     f"machine's history; {describe(machine(prov))} is a series of its own")
+        entries.append(entry)
+        judged += [(config.confidence, j) for j in entry["judgements"]]
+    return finish_comparison(entries, judged, paired, gate, confidence, baseline=baseline,
+                             new=new, mismatch=[], gated=True, not_measured=not_measured,
+                             notes=_elsewhere_note(elsewhere, this_machine))
+
+
+def _elsewhere_note(elsewhere: dict, this_machine: str) -> list[str]:
+    if not elsewhere:
+        return []
+    cells = ", ".join(sorted(elsewhere))
+    return [f"{len(elsewhere)} cell{'s' if len(elsewhere) != 1 else ''} also ran on other "
+            f"machines or library versions ({cells}): those runs are not this machine's "
+            f"history; {this_machine} is a series of its own"]
+
+
+# ----------------------------------------------------------------------------- the callers
+
+def compare_with_history(store: ResultStore, new_doc: dict, gate=None,
+                         options: HistoryOptions | None = None,
+                         confidence: float | None = None) -> dict:
+    """The session's gate: the finished session (not yet in the store) against the store."""
+    options = options or HistoryOptions()
+    new_results = [r.to_json() if hasattr(r, "to_json") else dict(r)
+                   for r in new_doc.get("results", [])]
+    prov = new_doc.get("provenance") or {}
+    here = fingerprint(prov)
+    keys = {cell_key(r) for r in new_results if not in_search(r) and not r.get("ab")}
+    this_run = run_uid(new_doc)
+    history = [row for row in store.series(cell_keys=keys, branch=options.branch,
+                                           with_result=True) if row["uid"] != this_run]
     baseline = {"label": f"history ({shown(store.url)})", "name": "history", "path": None,
                 "host": prov.get("host"), "start_time": None, "commit": None,
                 "repeats": None, "fingerprint": here, "window": options.window}
-    return finish_comparison(entries, judged, paired, gate, confidence, baseline=baseline,
-                             new=run_summary(new_doc, None), mismatch=[], gated=True,
-                             not_measured=not_measured, notes=notes)
+    return judge_run(new_results, here, describe(machine(prov)), history, gate, options,
+                     confidence, baseline=baseline, new=run_summary(new_doc, None))
+
+
+def newest_against_history(rows: list[dict], gate: GateConfig | None = None,
+                           options: HistoryOptions | None = None) -> dict[int, dict]:
+    """The `history` command: store rows with their results (ResultStore.series(with_result=
+    True), oldest first) -> for each run that is the newest of some cell's series (per
+    fingerprint), by run id, the comparison the session's gate gives that run against the
+    runs before it."""
+    options = options or HistoryOptions()
+    newest: dict[tuple, int] = {}
+    for row in rows:
+        if is_measured(row["result"]):
+            newest[(row["cell_key"], row["fingerprint"])] = row["run_id"]
+    out = {}
+    for run_id in sorted(set(newest.values())):
+        first = next(k for k, row in enumerate(rows) if row["run_id"] == run_id)
+        mine = [row for row in rows if row["run_id"] == run_id]
+        history = [row for row in rows[:first] if options.branch is None
+                   or row.get("branch") == options.branch]
+        run = rows[first]
+        baseline = {"label": "history", "name": "history", "fingerprint": run["fingerprint"],
+                    "window": options.window}
+        new = {"label": run.get("run_name"), "name": run.get("run_name"),
+               "start_time": run.get("started_at"), "commit": run.get("commit")}
+        out[run_id] = judge_run([row["result"] for row in mine], run["fingerprint"],
+                                describe(json.loads(run.get("machine") or "{}")), history,
+                                gate, options, None, baseline=baseline, new=new)
+    return out

@@ -23,7 +23,7 @@ from .otava.analysis import compute_change_points
 MAX_PVALUE = 0.001          # Otava's default: a change point is a strong claim
 # A step smaller than this is not a new level, however steady the runs either side: on a
 # few very steady runs a 1.5% step has p < 0.001, yet it is far inside these machines'
-# run-to-run noise (DESIGN.md: one CNN's p50 moved 4.5 to 7.4 ms between runs), and taking
+# run-to-run noise (one small CNN's p50 moved 4.5 to 7.4 ms between CPU runs), and taking
 # it as a change would restart the history that judges the next run.
 MIN_MAGNITUDE = 0.05
 WINDOW = 30                 # Otava's sliding window for the split step

@@ -12,7 +12,8 @@ import numpy as np
 from ..core.signature import InputSignature
 from .cache import file_hash
 from .check import TOLERANCE, compare
-from .conversion import ConversionError, first_line, intermediate, note, total_conversion_time
+from .conversion_common import (ConversionError, first_line, intermediate, note,
+                                total_conversion_time)
 from .inputs import model_inputs
 
 FP16_MAX = 65504.0
@@ -211,37 +212,10 @@ def to_fp16(src: str, signature: InputSignature, context, providers=None) -> str
     built: dict[str, str] = {}
 
     def judge(tmp: Path):
-        reference = None
-        tried = []
-        for index, (name, what, make) in enumerate(variants, 1):
-            entry = {"variant": index, "name": name}
-            try:
-                path = make()
-            except _Skipped as why:
-                tried.append({**entry, "ok": False, "skipped": str(why)})
-                continue
-            except Exception as exc:  # noqa: BLE001 - the next variant may convert
-                tried.append({**entry, "ok": False, "error": f"conversion failed: "
-                                                             f"{first_line(exc)}"})
-                continue
-            try:
-                if reference is None:
-                    reference = [np.asarray(o, dtype=np.float32) for o in
-                                 _session(src, None).run(None, ref_inputs)]
-                got = _run_isolated(path, providers, ref_inputs)
-                verdict = compare(got, reference, tolerance)
-            except Exception as exc:  # noqa: BLE001
-                tried.append({**entry, "ok": False, "error": f"running it failed: "
-                                                             f"{first_line(exc)}"})
-                continue
-            tried.append({**entry, **{k: verdict[k] for k in
-                                      ("ok", "max_rel_err", "max_abs_err", "detail")
-                                      if k in verdict}})
-            if verdict["ok"]:
-                built[name] = path
-                tmp.write_text(json.dumps({"chosen": name, "tried": tried}))
-                return
-        raise ConversionError(_no_fp16_variant(tried, variants, tolerance, context.seed))
+        chosen, tried = _judge_variants(src, variants, providers, ref_inputs, tolerance, built)
+        if chosen is None:
+            raise ConversionError(_no_fp16_variant(tried, variants, tolerance, context.seed))
+        tmp.write_text(json.dumps({"chosen": chosen, "tried": tried}))
 
     key = {"selection": "fp16-variants", "onnxruntime": onnxruntime.__version__,
            "source_sha256": file_hash(src), "tolerance": tolerance,
@@ -252,6 +226,52 @@ def to_fp16(src: str, signature: InputSignature, context, providers=None) -> str
     choice = json.loads(Path(choice_file).read_text())
     name = choice["chosen"]
     path = built.get(name) or dict((n, m) for n, _, m in variants)[name]()
+    _record_choice(context, choice, tolerance)
+    context.model_info["artifact"] = path
+    total_conversion_time(context)
+    return path
+
+
+def _judge_variants(src: str, variants, providers, inputs: dict, tolerance: float,
+                    built: dict) -> tuple[str | None, list[dict]]:
+    """Try the variants in order until one agrees with the source: its name (None: none
+    did) and what was tried; the chosen variant's path goes into `built`."""
+    reference: dict = {}
+    tried = []
+    for index, (name, _, make) in enumerate(variants, 1):
+        entry, path = _judge_variant({"variant": index, "name": name}, make, src, providers,
+                                     inputs, tolerance, reference)
+        tried.append(entry)
+        if entry["ok"]:
+            built[name] = path
+            return name, tried
+    return None, tried
+
+
+def _judge_variant(entry: dict, make, src: str, providers, inputs: dict, tolerance: float,
+                   reference: dict) -> tuple[dict, str | None]:
+    """Build one variant and compare its outputs with the source's (computed once, into
+    `reference`): the entry for `tried`, and the path when it was built and ran."""
+    try:
+        path = make()
+    except _Skipped as why:
+        return {**entry, "ok": False, "skipped": str(why)}, None
+    except Exception as exc:  # noqa: BLE001 - the next variant may convert
+        return {**entry, "ok": False, "error": f"conversion failed: {first_line(exc)}"}, None
+    try:
+        if "outputs" not in reference:
+            reference["outputs"] = [np.asarray(o, dtype=np.float32) for o in
+                                    _session(src, None).run(None, inputs)]
+        got = _run_isolated(path, providers, inputs)
+        verdict = compare(got, reference["outputs"], tolerance)
+    except Exception as exc:  # noqa: BLE001
+        return {**entry, "ok": False, "error": f"running it failed: {first_line(exc)}"}, None
+    return {**entry, **{k: verdict[k] for k in ("ok", "max_rel_err", "max_abs_err", "detail")
+                        if k in verdict}}, path
+
+
+def _record_choice(context, choice: dict, tolerance: float) -> None:
+    name = choice["chosen"]
     context.model_info["fp16"] = {"variant": name, "tolerance": tolerance,
                                   "judged_on": f"generated inputs, batch {JUDGE_BATCH}, "
                                                f"seed {context.seed}", "tried": choice["tried"]}
@@ -261,9 +281,6 @@ def to_fp16(src: str, signature: InputSignature, context, providers=None) -> str
                    f"{tolerance:g})" + ("; rejected: " + "; ".join(
                        f"variant {t['variant']} '{t['name']}' {_outcome(t)}" for t in rejected)
                        if rejected else ""))
-    context.model_info["artifact"] = path
-    total_conversion_time(context)
-    return path
 
 
 def _outcome(entry: dict) -> str:

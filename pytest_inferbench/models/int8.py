@@ -11,7 +11,7 @@ import numpy as np
 
 from ..core.signature import InputSignature
 from .cache import file_hash
-from .conversion import (
+from .conversion_common import (
     ConversionError,
     first_line,
     intermediate,
@@ -111,83 +111,12 @@ def to_int8(src: str, signature: InputSignature, context) -> str:
     - MinMax calibration: Entropy and Percentile were no closer on generated inputs, and
       MinMax needs no histogram pass.
     """
-    import onnx
-    import onnxruntime
-    from onnxruntime.quantization import QuantType, quantize_dynamic, quantize_static
     mode = context.options.get("quantization") or "dynamic"
     pre = preprocess_for_quantization(src, context)
     if mode == "dynamic":
-        settings = {"weight_type": "QInt8", "per_channel": False, "subgraphs": True}
-
-        def build(tmp: Path):
-            with quiet_quantizer():
-                try:
-                    quantize_dynamic(pre, str(tmp), weight_type=QuantType.QInt8,
-                                     extra_options={"EnableSubgraph": True})
-                except Exception as exc:  # noqa: BLE001
-                    raise ConversionError(
-                        f"int8 dynamic quantization (onnxruntime.quantization.quantize_dynamic) "
-                        f"failed on the pre-processed graph: {first_line(exc)}. Try "
-                        f"`quantization: static`, or re-export the model at opset >= 13 with "
-                        f"its weights as initializers") from None
-            _require_quantized(tmp, "dynamic")
-            stamp(tmp, {})
-
-        key = {"converter": "onnxruntime.quantization.quantize_dynamic",
-               "onnxruntime": onnxruntime.__version__, "source_sha256": file_hash(pre),
-               "weight_type": "QInt8", "subgraphs": True}
-        path = context.convert("int8-dynamic", key, "model.int8.onnx", build)
+        path, settings = _dynamic(pre, context)
     else:
-        chosen = _static_settings()
-        settings = {"format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8",
-                    "per_channel": True, "reduce_range": False, "calibration": {
-                        "method": "MinMax", "first_seed": context.seed + 1}}
-
-        def build(tmp: Path):
-            notes = {}
-            source = pre
-            model = onnx.load(pre)
-            opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-            if opset < 13:
-                try:
-                    model = onnx.version_converter.convert_version(model, 13)
-                except Exception as exc:  # noqa: BLE001
-                    raise ConversionError(
-                        f"int8 static quantization: converting the graph from opset {opset} to "
-                        f"13 (per-channel Q/DQ needs it) failed: {first_line(exc)}. Re-export "
-                        f"the model at opset >= 13, or use `quantization: dynamic`") from None
-                source = str(tmp.with_name(tmp.name + ".opset13.onnx"))
-                onnx.save(model, source)
-                notes["opset"] = f"{opset} -> 13 (per-channel Q/DQ needs DequantizeLinear's axis)"
-            batches, batch, why = _calibration_batches(source, signature, context.seed)
-            notes["calibration"] = {"batches": batches, "batch_size": batch}
-            if why:
-                notes["calibration"]["why"] = why
-            try:
-                with quiet_quantizer():
-                    quantize_static(source, str(tmp), _calibration_reader(
-                        signature, context.seed, batches, batch), **chosen)
-            except Exception as exc:  # noqa: BLE001
-                raise ConversionError(
-                    f"int8 static quantization (onnxruntime.quantization.quantize_static, QDQ, "
-                    f"calibrated on {batches} generated batches of {batch}) failed: "
-                    f"{first_line(exc)}. If the model cannot run on the generated inputs, "
-                    f"declare their shapes (`inputs:`); else try `quantization: dynamic`") from None
-            finally:
-                if source != pre:
-                    Path(source).unlink(missing_ok=True)
-            _require_quantized(tmp, "static")
-            stamp(tmp, notes)
-
-        key = {"converter": "onnxruntime.quantization.quantize_static",
-               "onnxruntime": onnxruntime.__version__, "source_sha256": file_hash(pre),
-               "settings": settings, "signature": signature.model_dump(mode="json"),
-               "calibration": [CALIBRATION_BATCHES, CALIBRATION_BATCH, CALIBRATION_SINGLES]}
-        path = context.convert("int8-static", key, "model.int8.static.onnx", build)
-        extra = stamped(path)
-        settings["calibration"].update(extra.get("calibration", {}))
-        if extra.get("opset"):
-            settings["opset"] = extra["opset"]
+        path, settings = _static(pre, signature, context)
     context.model_info["quantization"] = {"mode": mode, **settings}
     note(context, f"int8 {mode}: " + ", ".join(
         f"{k} {v}" for k, v in settings.items() if not isinstance(v, dict)) + (
@@ -195,6 +124,103 @@ def to_int8(src: str, signature: InputSignature, context) -> str:
             **settings["calibration"]) if "calibration" in settings else ""))
     total_conversion_time(context)
     return str(path)
+
+
+def _dynamic(pre: str, context) -> tuple[Path, dict]:
+    """quantize_dynamic of the pre-processed graph (cached): the path and its settings."""
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    settings = {"weight_type": "QInt8", "per_channel": False, "subgraphs": True}
+
+    def build(tmp: Path):
+        with quiet_quantizer():
+            try:
+                quantize_dynamic(pre, str(tmp), weight_type=QuantType.QInt8,
+                                 extra_options={"EnableSubgraph": True})
+            except Exception as exc:  # noqa: BLE001
+                raise ConversionError(
+                    f"int8 dynamic quantization (onnxruntime.quantization.quantize_dynamic) "
+                    f"failed on the pre-processed graph: {first_line(exc)}. Try "
+                    f"`quantization: static`, or re-export the model at opset >= 13 with "
+                    f"its weights as initializers") from None
+        _require_quantized(tmp, "dynamic")
+        stamp(tmp, {})
+
+    key = {"converter": "onnxruntime.quantization.quantize_dynamic",
+           "onnxruntime": onnxruntime.__version__, "source_sha256": file_hash(pre),
+           "weight_type": "QInt8", "subgraphs": True}
+    return context.convert("int8-dynamic", key, "model.int8.onnx", build), settings
+
+
+def _static(pre: str, signature: InputSignature, context) -> tuple[Path, dict]:
+    """quantize_static (QDQ, calibrated) of the pre-processed graph (cached): the path and
+    its settings, with what the build recorded (calibration batches, an opset conversion)."""
+    import onnxruntime
+    settings = {"format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8",
+                "per_channel": True, "reduce_range": False, "calibration": {
+                    "method": "MinMax", "first_seed": context.seed + 1}}
+
+    def build(tmp: Path):
+        source, notes = _at_opset_13(pre, tmp)
+        try:
+            notes["calibration"] = _quantize_static(source, tmp, signature, context.seed)
+        finally:
+            if source != pre:
+                Path(source).unlink(missing_ok=True)
+        _require_quantized(tmp, "static")
+        stamp(tmp, notes)
+
+    key = {"converter": "onnxruntime.quantization.quantize_static",
+           "onnxruntime": onnxruntime.__version__, "source_sha256": file_hash(pre),
+           "settings": settings, "signature": signature.model_dump(mode="json"),
+           "calibration": [CALIBRATION_BATCHES, CALIBRATION_BATCH, CALIBRATION_SINGLES]}
+    path = context.convert("int8-static", key, "model.int8.static.onnx", build)
+    extra = stamped(path)
+    settings["calibration"].update(extra.get("calibration", {}))
+    if extra.get("opset"):
+        settings["opset"] = extra["opset"]
+    return path, settings
+
+
+def _at_opset_13(pre: str, tmp: Path) -> tuple[str, dict]:
+    """The graph to quantize: `pre` itself, or a copy converted to opset 13 beside `tmp`
+    (per-channel Q/DQ needs DequantizeLinear's `axis`), with a note saying so."""
+    import onnx
+    model = onnx.load(pre)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset >= 13:
+        return pre, {}
+    try:
+        model = onnx.version_converter.convert_version(model, 13)
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(
+            f"int8 static quantization: converting the graph from opset {opset} to "
+            f"13 (per-channel Q/DQ needs it) failed: {first_line(exc)}. Re-export "
+            f"the model at opset >= 13, or use `quantization: dynamic`") from None
+    source = str(tmp.with_name(tmp.name + ".opset13.onnx"))
+    onnx.save(model, source)
+    return source, {"opset": f"{opset} -> 13 (per-channel Q/DQ needs DequantizeLinear's axis)"}
+
+
+def _quantize_static(source: str, tmp: Path, signature: InputSignature, seed: int) -> dict:
+    """quantize_static into `tmp`, calibrated on generated batches; returns how it was
+    calibrated."""
+    from onnxruntime.quantization import quantize_static
+    batches, batch, why = _calibration_batches(source, signature, seed)
+    calibration = {"batches": batches, "batch_size": batch}
+    if why:
+        calibration["why"] = why
+    try:
+        with quiet_quantizer():
+            quantize_static(source, str(tmp), _calibration_reader(signature, seed, batches, batch),
+                            **_static_settings())
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(
+            f"int8 static quantization (onnxruntime.quantization.quantize_static, QDQ, "
+            f"calibrated on {batches} generated batches of {batch}) failed: "
+            f"{first_line(exc)}. If the model cannot run on the generated inputs, "
+            f"declare their shapes (`inputs:`); else try `quantization: dynamic`") from None
+    return calibration
 
 
 _INT8_OPS = ("QuantizeLinear", "DequantizeLinear", "QAttention", "QGemm",

@@ -6,5 +6,5 @@ of the grid's trials, chosen by Optuna.
     objective.py  a trial's objective, interval and feasibility from its Result
     answer.py     the winner, the runner-up, distinguishability, the Pareto front
     confirm.py    the paired A/B tie-break of the top two
-    run.py        a search cell, trial by trial
+    trials.py     a search cell, trial by trial (measured through run/)
 """

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..measure.device_timer import Unavailable
 from ..models.artifacts import onnx_model
-from ..models.convert import check_precision, onnx_for_precision
+from ..models.onnx_precision import check_precision, onnx_for_precision
 from .base import LoadContext, RuntimeUnavailable, check_cuda, require
 
 _OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",

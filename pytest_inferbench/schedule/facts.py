@@ -4,8 +4,9 @@ worker on it, compared with the inventory, and recorded in the run file's `follo
 
 The ask runs in xdist's pytest_configure_node (controller; called in WorkerController.setup
 after the gateway exists, its chdir and env applied, before the worker's remote module runs:
-the gateway is still free for a remote_exec). `report` is sent as a pure function
-(execnet remote_exec), so it imports only the standard library and whatever it finds there.
+the gateway is still free for a remote_exec). The facts are gathered by follower_facts.py,
+sent whole (execnet remote_exec of the module), which imports only the standard library and
+whatever it finds there.
 The facts win over the inventory: a device the follower lists but NVML does not find, or a
 runtime whose package is not installed there, is taken off the follower's slots (the
 scheduler's policy.Slot devices/runtimes), with one warning line each; cells no follower can
@@ -18,7 +19,7 @@ import pytest
 
 from ..spec.followers import SLOT_ENV
 from ..spec.runtime import RUNTIMES
-from . import file_hashes
+from . import file_hashes, follower_facts
 
 FLEET_KEY = pytest.StashKey["Fleet"]()
 
@@ -29,84 +30,10 @@ REPORTED_DISTS = ("torch", "onnxruntime", "onnxruntime-gpu", "tritonclient", "nv
                   "pytest", "pytest-xdist", "pytest-inferbench")
 
 
-def report(channel, dists):
-    """On the follower (execnet pure function): its facts as one plain dict."""
-    import os
-    import platform
-    import socket
-    import sys
-    from importlib import metadata
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    versions = {}
-    for name in dists:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    gpus, nvml = None, None
-    try:
-        import pynvml  # nvidia-ml-py
-    except ImportError:
-        nvml = "NVML not available (pynvml / nvidia-ml-py not installed)"
-    else:
-        try:
-            pynvml.nvmlInit()
-            try:
-                gpus = []
-                for i in range(pynvml.nvmlDeviceGetCount()):
-                    h = pynvml.nvmlDeviceGetHandleByIndex(i)
-                    name = pynvml.nvmlDeviceGetName(h)
-                    gpus.append({"index": i, "name": name.decode() if isinstance(name, bytes)
-                                 else name,
-                                 "memory_mib": pynvml.nvmlDeviceGetMemoryInfo(h).total >> 20})
-                driver = pynvml.nvmlSystemGetDriverVersion()
-                nvml = "driver " + (driver.decode() if isinstance(driver, bytes) else driver)
-            finally:
-                pynvml.nvmlShutdown()
-        except Exception as exc:  # noqa: BLE001 - no driver, no library: say which
-            gpus, nvml = None, f"NVML not available ({type(exc).__name__}: {exc})"
-    if gpus is None:
-        # without NVML, the driver's own list: one directory per GPU it drives (no
-        # directory: no NVIDIA driver, so no GPU that CUDA could use either)
-        base = "/proc/driver/nvidia/gpus"
-        gpus = []
-        if os.path.isdir(base):
-            for i, bus in enumerate(sorted(os.listdir(base))):
-                name = "?"
-                try:
-                    with open(os.path.join(base, bus, "information")) as f:
-                        for line in f:
-                            if line.startswith("Model:"):
-                                name = line.split(":", 1)[1].strip()
-                except OSError:
-                    pass
-                gpus.append({"index": i, "name": name, "bus": bus})
-            nvml += f"; {len(gpus)} GPU(s) in {base}"
-        else:
-            nvml += f"; no NVIDIA driver ({base} absent)"
-    channel.send({"hostname": socket.gethostname(), "cpu_model": cpu,
-                  "logical_cores": os.cpu_count(), "usable_cores": usable,
-                  "gpus": gpus, "nvml": nvml, "python": platform.python_version(),
-                  "python_executable": sys.executable, "cwd": os.getcwd(),
-                  "packages": versions})
-
-
 def ask(gateway) -> dict:
     """The follower's facts, over its gateway (before the xdist worker takes it over)."""
-    channel = gateway.remote_exec(report, dists=list(REPORTED_DISTS))
+    channel = gateway.remote_exec(follower_facts)
+    channel.send(list(REPORTED_DISTS))
     facts = channel.receive(timeout=120)
     channel.waitclose(timeout=30)
     return facts

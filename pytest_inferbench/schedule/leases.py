@@ -53,6 +53,30 @@ def hold(res, who: str = "", directory: Path | None = None,
     """Hold every (resource, exclusive) of `res` for the with-block; yields a dict with
     `wait_s` (time spent waiting for other holders) and `resources`."""
     directory = Path(directory) if directory is not None else lease_dir()
+    _prepare(directory)
+    wanted = sorted(dict(res).items())
+    start = time.monotonic()
+    fds: list[int] = []
+    info = {"wait_s": 0.0, "resources": [r for r, _ in wanted]}
+    try:
+        while (blocked := _take_all(directory, wanted, who, fds)) is not None:
+            _release(fds)                        # hold nothing while waiting
+            waited = time.monotonic() - start
+            if waited > timeout_s:
+                raise LeaseTimeout(
+                    f"device {blocked[0]} has been busy for {waited:.0f}s (last taken "
+                    f"exclusively by {_holder(blocked[1])}; lock file {blocked[1]}): another "
+                    f"benchmark is measuring there. Wait for it, or raise "
+                    f"--infer-lease-timeout")
+            time.sleep(poll_s)
+        info["wait_s"] = round(time.monotonic() - start, 4)
+        yield info
+    finally:
+        _release(fds)
+
+
+def _prepare(directory: Path) -> None:
+    """The lease directory, made shared by every user's sessions if it is new."""
     try:
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
@@ -68,51 +92,35 @@ def hold(res, who: str = "", directory: Path | None = None,
         raise OSError(f"device leases: cannot use the lease directory {directory} "
                       f"({exc.strerror}); set INFERBENCH_LEASE_DIR to a writable directory, or "
                       f"pass --infer-no-leases") from None
-    wanted = sorted(dict(res).items())
-    start = time.monotonic()
-    fds: list[int] = []
-    info = {"wait_s": 0.0, "resources": [r for r, _ in wanted]}
-    try:
-        while True:
-            blocked = None
-            for resource, exclusive in wanted:
-                path = _file_for(directory, resource)
-                try:
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-                    writable = True
-                except PermissionError:          # another user's file: lock it read-only
-                    fd, writable = os.open(path, os.O_RDONLY), False
-                try:
-                    fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-                                | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    blocked = (resource, path)
-                    break
-                fds.append(fd)
-                if exclusive and writable:
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, json.dumps({"pid": os.getpid(), "who": who,
-                                              "since": time.time()}).encode(), 0)
-            if blocked is None:
-                break
-            for fd in fds:                       # hold nothing while waiting
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-            fds.clear()
-            waited = time.monotonic() - start
-            if waited > timeout_s:
-                raise LeaseTimeout(
-                    f"device {blocked[0]} has been busy for {waited:.0f}s (last taken "
-                    f"exclusively by {_holder(blocked[1])}; lock file {blocked[1]}): another "
-                    f"benchmark is measuring there. Wait for it, or raise "
-                    f"--infer-lease-timeout")
-            time.sleep(poll_s)
-        info["wait_s"] = round(time.monotonic() - start, 4)
-        yield info
-    finally:
-        for fd in fds:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+
+
+def _take_all(directory: Path, wanted, who: str, fds: list[int]) -> tuple | None:
+    """Lock every resource without waiting, appending each lock's fd to `fds`; the first
+    that is busy, as (resource, lock file), or None when all are held."""
+    for resource, exclusive in wanted:
+        path = _file_for(directory, resource)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            writable = True
+        except PermissionError:          # another user's file: lock it read-only
+            fd, writable = os.open(path, os.O_RDONLY), False
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return resource, path
+        fds.append(fd)
+        if exclusive and writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "who": who,
+                                      "since": time.time()}).encode(), 0)
+    return None
+
+
+def _release(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+    fds.clear()

@@ -257,102 +257,142 @@ class TwoTier:
             for t in sorted(pending, key=lambda t: t.estimate_s):   # shortest first
                 queue.add(t)
             pending = queue
-        holders = Holders()
-        work: dict[str, float] = {}
-        consider = set(consider) if consider is not None else None
+        self._drop_stale_reservations(pending)
+        consider = self._widen(consider)
+        hosts = {self.slots[s].host for s in consider if s in self.slots} \
+            if consider is not None else None
+        closed = set(closed)
+        r = _Round(capacity, now)
+        self._load_committed(r, committed, hosts)
+        r.free = {sid: n for sid in
+                  (self.slots if consider is None else sorted(consider & self.slots.keys()))
+                  if sid not in closed and (n := capacity - len(committed.get(sid, ()))) > 0}
+        for key, (slot, res) in self._reservations.items():
+            r.reserved.add(key, res)
+            r.reserved_hosts.add(slot.host)
+        walk = pending.walk()
+        for task in walk if r.free else ():
+            best, blocked = self._best_slot(task, r)
+            if best is None:
+                if task.key in self._reservations:
+                    continue                     # it waits for its reserved host to drain
+                if not self._reserve(task, blocked, r):
+                    walk.drop()
+                continue
+            self._assign(task, best, r)
+            if not r.free:
+                break
+        self._look_ahead(pending, committed, lookahead, closed, r)
+        return r.out
+
+    def _drop_stale_reservations(self, pending) -> None:
         for key, (slot, _) in list(self._reservations.items()):
             if key not in pending:               # taken away by the caller: free its host
                 del self._reservations[key]
                 self._revisit.add(slot.host)
+
+    def _widen(self, consider: Iterable[str] | None) -> set | None:
+        """The slots to decide for: those given, and every slot of a host to revisit."""
+        consider = set(consider) if consider is not None else None
         if consider is not None and self._revisit:
             consider |= {sid for sid, s in self.slots.items() if s.host in self._revisit}
         self._revisit.clear()
-        hosts = {self.slots[s].host for s in consider if s in self.slots} \
-            if consider is not None else None
+        return consider
+
+    def _load_committed(self, r: "_Round", committed, hosts: set | None) -> None:
+        """What the running tasks hold, and each host's estimated remaining work."""
         for sid, tasks in committed.items():
             slot = self.slots.get(sid)
             if slot is None or (hosts is not None and slot.host not in hosts):
                 continue
             for t in tasks:
-                holders.add(sid, self._res(t, slot))
-                work[slot.host] = work.get(slot.host, 0.0) + t.estimate_s
-        closed = set(closed)
-        free = {sid: capacity - len(committed.get(sid, ())) for sid in
-                (self.slots if consider is None else sorted(consider & self.slots.keys()))
-                if sid not in closed}
-        free = {sid: n for sid, n in free.items() if n > 0}
-        out: list[tuple[Task, str]] = []
-        taken = set()
-        reserved, reserved_hosts = Holders(), set()
-        for key, (slot, res) in self._reservations.items():
-            reserved.add(key, res)
-            reserved_hosts.add(slot.host)
-        walk = pending.walk()
-        for task in walk if free else ():
-            best, best_load, blocked, blocked_load = None, None, None, None
-            for sid in free:
-                slot = self.slots[sid]
-                if not self._able(task, slot):
-                    continue
-                res = self._res(task, slot)
-                load = work.get(slot.host, 0.0) / self._per_host[slot.host]
-                if holders.conflicts(sid, res) or reserved.conflicts(task.key, res):
-                    if blocked is None or load < blocked_load:
-                        blocked, blocked_load = slot, load     # the host that drains first
-                    continue
-                load = (load, capacity - free[sid])     # then the slot with fewer tasks
-                if best is None or load < best_load:
-                    best, best_load = sid, load
-            if best is None:
-                if task.key in self._reservations:
-                    continue                     # it waits for its reserved host to drain
-                if blocked is not None and now - task.ready_s >= self.reserve_after_s \
-                        and blocked.host not in reserved_hosts:
-                    # it has waited long enough: keep what it needs on that host from new
-                    # tasks until it starts there, so the host drains (no starvation)
-                    res = self._res(task, blocked)
-                    self._reservations[task.key] = (blocked, res)
-                    reserved.add(task.key, res)
-                    reserved_hosts.add(blocked.host)
-                else:
-                    walk.drop()
+                r.holders.add(sid, self._res(t, slot))
+                r.work[slot.host] = r.work.get(slot.host, 0.0) + t.estimate_s
+
+    def _best_slot(self, task: Task, r: "_Round") -> tuple[str | None, Slot | None]:
+        """Tier 1 then 2: the free able slot without a clash on the least loaded host (then
+        with fewer tasks); else None and the clashing able host that drains first."""
+        best, best_load, blocked, blocked_load = None, None, None, None
+        for sid in r.free:
+            slot = self.slots[sid]
+            if not self._able(task, slot):
                 continue
-            slot = self.slots[best]
-            out.append((task, best))
-            taken.add(task.key)
-            gone = self._reservations.pop(task.key, None)
-            if gone is not None and gone[0].host != self.slots[best].host:
-                self._revisit.add(gone[0].host)  # it started elsewhere: that host is free
-            holders.add(best, self._res(task, slot))
-            work[slot.host] = work.get(slot.host, 0.0) + task.estimate_s
-            free[best] -= 1
-            if not free[best]:
-                del free[best]
-                if not free:
-                    break
-        got = {sid for _, sid in out}
+            res = self._res(task, slot)
+            load = r.work.get(slot.host, 0.0) / self._per_host[slot.host]
+            if r.holders.conflicts(sid, res) or r.reserved.conflicts(task.key, res):
+                if blocked is None or load < blocked_load:
+                    blocked, blocked_load = slot, load     # the host that drains first
+                continue
+            load = (load, r.capacity - r.free[sid])     # then the slot with fewer tasks
+            if best is None or load < best_load:
+                best, best_load = sid, load
+        return best, blocked
+
+    def _reserve(self, task: Task, blocked: Slot | None, r: "_Round") -> bool:
+        """A task blocked long enough keeps what it needs on that host from new tasks until
+        it starts there, so the host drains (no starvation). False: not (yet) reserved."""
+        if blocked is None or r.now - task.ready_s < self.reserve_after_s \
+                or blocked.host in r.reserved_hosts:
+            return False
+        res = self._res(task, blocked)
+        self._reservations[task.key] = (blocked, res)
+        r.reserved.add(task.key, res)
+        r.reserved_hosts.add(blocked.host)
+        return True
+
+    def _assign(self, task: Task, best: str, r: "_Round") -> None:
+        slot = self.slots[best]
+        r.out.append((task, best))
+        r.taken.add(task.key)
+        gone = self._reservations.pop(task.key, None)
+        if gone is not None and gone[0].host != slot.host:
+            self._revisit.add(gone[0].host)  # it started elsewhere: that host is free
+        r.holders.add(best, self._res(task, slot))
+        r.work[slot.host] = r.work.get(slot.host, 0.0) + task.estimate_s
+        r.free[best] -= 1
+        if not r.free[best]:
+            del r.free[best]
+
+    def _look_ahead(self, pending, committed, lookahead: Iterable[str], closed: set,
+                    r: "_Round") -> None:
+        """A busy slot asking for its next task gets one: preferably one whose resources its
+        running tasks already hold, then one without a clash, else any able one."""
+        got = {sid for _, sid in r.out}
         for sid in lookahead:
             if sid in got or sid not in self.slots or sid in closed \
-                    or len(committed.get(sid, ())) >= capacity:
+                    or len(committed.get(sid, ())) >= r.capacity:
                 continue
             slot = self.slots[sid]
-            own = {r for t in committed.get(sid, ()) for r, _ in self._res(t, slot)}
+            own = {res for t in committed.get(sid, ()) for res, _ in self._res(t, slot)}
             best, best_rank = None, None
             for task in pending:
-                if task.key in taken or not able(task, slot):
+                if task.key in r.taken or not able(task, slot):
                     continue
                 res = self._res(task, slot)
-                rank = 0 if {r for r, _ in res} <= own else \
-                    1 if not holders.conflicts(sid, res) else 2
+                rank = 0 if {x for x, _ in res} <= own else \
+                    1 if not r.holders.conflicts(sid, res) else 2
                 if best is None or rank < best_rank:
                     best, best_rank = task, rank
                     if rank == 0:
                         break
             if best is not None:
-                out.append((best, sid))
-                taken.add(best.key)
-                holders.add(sid, self._res(best, slot))
-        return out
+                r.out.append((best, sid))
+                r.taken.add(best.key)
+                r.holders.add(sid, self._res(best, slot))
+
+
+@dataclass
+class _Round:
+    """One decide() call's working state."""
+    capacity: int
+    now: float
+    holders: Holders = field(default_factory=Holders)
+    work: dict = field(default_factory=dict)            # host -> estimated remaining work
+    free: dict = field(default_factory=dict)            # slot -> tasks it can still take
+    out: list = field(default_factory=list)
+    taken: set = field(default_factory=set)
+    reserved: Holders = field(default_factory=Holders)
+    reserved_hosts: set = field(default_factory=set)
 
 
 class Retries:

@@ -156,102 +156,117 @@ def simulate_load(slots: list[Slot], items: list[Item], slowdown: float = 0.7,
     steal: `--dist worksteal` instead (WorkStealingScheduling): the items split evenly into
     contiguous blocks up front, and a worker that runs dry steals half of the largest
     remaining queue (from its end)."""
-    workers = list(slots)
-    n = len(workers)
-    pending = list(items)
-    queues: dict[str, list[Item]] = {w.id: [] for w in workers}
-    if steal:
-        per, extra = divmod(len(pending), n)
-        for i, w in enumerate(workers):
-            take = per + (1 if i < extra else 0)
-            queues[w.id].extend(pending[:take])
-            del pending[:take]
-    chunk = max(2, len(pending) // n // 4)
-    for w in workers:
-        queues[w.id].extend(pending[:chunk])
-        del pending[:chunk]
-    gpus_of = {w.host: sorted(d for s in workers if s.host == w.host for d in s.devices
-                              if d != "cpu") for w in workers}
+    return _XdistLoad(slots, items, slowdown, steal).run()
 
-    def device(item: Item, w: Slot) -> str:
+
+class _XdistLoad:
+    """simulate_load's state: each worker's queue, what runs where, at which rate."""
+
+    def __init__(self, slots: list[Slot], items: list[Item], slowdown: float, steal: bool):
+        self.workers = list(slots)
+        self.slowdown, self.steal = slowdown, steal
+        self.pending = list(items)
+        self.queues: dict[str, list[Item]] = {w.id: [] for w in self.workers}
+        self._deal()
+        self.gpus_of = {w.host: sorted(d for s in self.workers if s.host == w.host
+                                       for d in s.devices if d != "cpu")
+                        for w in self.workers}
+        self.running: dict[str, list] = {}   # worker -> [item, device, work left, start, host]
+        self.rates: dict[str, float] = {}
+        self.on_host: dict[str, set] = {}
+        self.now, self.total, self.done = 0.0, 0.0, 0
+        self.runs, self.misplaced = [], 0
+
+    def _deal(self) -> None:
+        """The first chunks (worksteal: every item, in even contiguous blocks, first)."""
+        n, pending = len(self.workers), self.pending
+        if self.steal:
+            per, extra = divmod(len(pending), n)
+            for i, w in enumerate(self.workers):
+                take = per + (1 if i < extra else 0)
+                self.queues[w.id].extend(pending[:take])
+                del pending[:take]
+        chunk = max(2, len(pending) // n // 4)
+        for w in self.workers:
+            self.queues[w.id].extend(pending[:chunk])
+            del pending[:chunk]
+
+    def device(self, item: Item, w: Slot) -> str:
         if item.device == "cpu":
             return "cpu"
         pinned = next(iter(w.devices))
-        return pinned if pinned != "cpu" else (gpus_of[w.host] or ["cuda:0"])[0]
+        return pinned if pinned != "cpu" else (self.gpus_of[w.host] or ["cuda:0"])[0]
 
-    running: dict[str, list] = {}       # worker -> [item, device, remaining work, start]
-    now, total, done = 0.0, 0.0, 0
-    runs, misplaced = [], 0
-
-    def refill(wid):
-        nonlocal pending
-        q = queues[wid]
-        if steal:
+    def refill(self, wid: str) -> None:
+        q, pending = self.queues[wid], self.pending
+        if self.steal:
             if not q:
-                victim = max(queues.values(), key=len)
+                victim = max(self.queues.values(), key=len)
                 if len(victim) > 1:
                     half = len(victim) // 2
                     q.extend(victim[-half:])
                     del victim[-half:]
             return
+        n = len(self.workers)
         low, high = max(2, len(pending) // n // 4), max(2, len(pending) // n // 2)
         if pending and len(q) < low:
             take = high - len(q)
             q.extend(pending[:take])
             del pending[:take]
 
-    def start(w: Slot):
-        nonlocal misplaced
-        q = queues[w.id]
-        refill(w.id)
-        if q:
-            item = q.pop(0)
-            if item.labels and any(w.labels.get(k) != v for k, v in item.labels):
-                misplaced += 1
-            running[w.id] = [item, device(item, w), item.duration_s, now, w.host]
+    def launch(self, w: Slot) -> None:
+        q = self.queues[w.id]
+        self.refill(w.id)
+        if not q:
+            return
+        item = q.pop(0)
+        if item.labels and any(w.labels.get(k) != v for k, v in item.labels):
+            self.misplaced += 1
+        self.running[w.id] = [item, self.device(item, w), item.duration_s, self.now, w.host]
+        self.on_host.setdefault(w.host, set()).add(w.id)
 
-    rates: dict[str, float] = {}
-    on_host: dict[str, set] = {}
-
-    def rerate(host):
-        ids = on_host.get(host, ())
+    def rerate(self, host: str) -> None:
+        """Co-running items that share a resource slow each other down."""
+        ids = self.on_host.get(host, ())
         for wid in ids:
-            dev = running[wid][1]
-            others = sum(1 for o in ids if o != wid and (running[o][1] == dev
-                                                         or "cpu" in (running[o][1], dev)))
-            rates[wid] = 1.0 / (1.0 + slowdown * others)
+            dev = self.running[wid][1]
+            others = sum(1 for o in ids if o != wid and (self.running[o][1] == dev
+                                                         or "cpu" in (self.running[o][1], dev)))
+            self.rates[wid] = 1.0 / (1.0 + self.slowdown * others)
 
-    def launch(w: Slot):
-        start(w)
-        if w.id in running:
-            on_host.setdefault(w.host, set()).add(w.id)
+    def run(self) -> Outcome:
+        slot_of = {w.id: w for w in self.workers}
+        for w in self.workers:
+            self.launch(w)
+        for host in self.on_host:
+            self.rerate(host)
+        while self.running:
+            for host in self._advance(slot_of):
+                self.rerate(host)
+        return Outcome("worksteal" if self.steal else "load", self.total / self.done, self.now,
+                       _pairs(self.runs), self.misplaced, 0.0, 0)
 
-    slot_of = {w.id: w for w in workers}
-    for w in workers:
-        launch(w)
-    for host in on_host:
-        rerate(host)
-    while running:
+    def _advance(self, slot_of: dict) -> set:
+        """To the next finish: the finished items' workers start their next; the hosts
+        touched."""
+        running, rates = self.running, self.rates
         wid = min(running, key=lambda w: running[w][2] / rates[w])
         dt = running[wid][2] / rates[wid]
-        now += dt
+        self.now += dt
         for w2, row in running.items():
             row[2] -= dt * rates[w2]
         finished = [w2 for w2, row in running.items() if row[2] <= 1e-9]
         touched = set()
         for w2 in finished:
             item, dev, _, st, host = running.pop(w2)
-            on_host[host].discard(w2)
+            self.on_host[host].discard(w2)
             rates.pop(w2, None)
-            runs.append((host, dev, st, now))
-            total += now
-            done += 1
-            launch(slot_of[w2])
+            self.runs.append((host, dev, st, self.now))
+            self.total += self.now
+            self.done += 1
+            self.launch(slot_of[w2])
             touched.add(host)
-        for host in touched:
-            rerate(host)
-    return Outcome("worksteal" if steal else "load", total / done, now, _pairs(runs),
-                   misplaced, 0.0, 0)
+        return touched
 
 
 def compare(hosts: int, gpus: int, n_items: int, seed: int = 0) -> list[Outcome]:

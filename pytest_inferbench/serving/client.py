@@ -16,8 +16,6 @@ from .async_sut import AsyncClientSUT
 from .inputs import signature_from_metadata
 from .statistics import StatisticsUnavailable, StatisticsWindow
 
-TENSOR_FORMATS = ("auto", "json", "binary")
-
 
 def resolve_headers(headers: dict | None) -> dict:
     """The spec's headers with each `${VAR}` read from the environment now; a variable that

@@ -91,9 +91,9 @@ class Engine:
 
 def make_app(engine: Engine, tokenizer: Tokenizer, served: str, max_seq: int):
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
 
     app = FastAPI()
+    server = _Completions(engine, tokenizer, served, max_seq)
 
     @app.get("/health")
     def health():
@@ -103,91 +103,124 @@ def make_app(engine: Engine, tokenizer: Tokenizer, served: str, max_seq: int):
     def models():
         return {"object": "list", "data": [{"id": served, "object": "model"}]}
 
-    def error(status, message):
-        return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
-
-    async def complete(request: Request, chat: bool):
-        try:
-            body = await request.json()
-            if body.get("model") != served:
-                return error(404, f"model '{body.get('model')}' is not served here "
-                                  f"(this server serves '{served}')")
-            if chat:
-                text = "\n".join(str(m.get("content") or "") for m in body["messages"])
-            else:
-                text = body["prompt"]
-                text = " ".join(text) if isinstance(text, list) else str(text)
-            max_tokens = int(body.get("max_tokens") or 16)
-            min_tokens = int(body.get("min_tokens") or 0)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            return error(400, f"bad request: {type(exc).__name__}: {exc}")
-        ids = tokenizer.encode(text) or [EOS]
-        if len(ids) + max_tokens > max_seq:
-            return error(400, f"{len(ids)} prompt tokens + max_tokens {max_tokens} exceed "
-                              f"the model's max_seq {max_seq}")
-        seq = _Sequence(ids, max_tokens, min_tokens, bool(body.get("ignore_eos")),
-                        asyncio.get_running_loop())
-        engine.submit(seq)
-        rid = f"{'chatcmpl' if chat else 'cmpl'}-{os.urandom(8).hex()}"
-        created = int(time.time())
-        kind = "chat.completion" if chat else "text_completion"
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-
-        def usage(n):
-            return {"prompt_tokens": len(ids), "completion_tokens": n,
-                    "total_tokens": len(ids) + n}
-
-        def chunk(text, finish):
-            choice = ({"index": 0, "delta": {"content": text} if text else {},
-                       "finish_reason": finish} if chat
-                      else {"index": 0, "text": text, "finish_reason": finish})
-            return {"id": rid, "object": kind + (".chunk" if chat else ""),
-                    "created": created, "model": served, "choices": [choice]}
-
-        if body.get("stream"):
-            async def events():
-                n = 0
-                while True:
-                    what, value = await seq.out.get()
-                    if what == "token":
-                        n += 1
-                        data = chunk(tokenizer.decode(value), None)
-                    elif what == "finish":
-                        data = chunk("", value)
-                    else:
-                        data = {"error": {"message": value}}
-                    yield f"data: {json.dumps(data)}\n\n"
-                    if what != "token":
-                        break
-                if what == "finish" and include_usage:
-                    yield f"data: {json.dumps({'id': rid, 'object': kind, 'choices': [], 'model': served, 'usage': usage(n)})}\n\n"
-                yield "data: [DONE]\n\n"
-            return StreamingResponse(events(), media_type="text/event-stream")
-        pieces, finish = [], None
-        while True:
-            what, value = await seq.out.get()
-            if what == "token":
-                pieces.append(tokenizer.decode(value))
-            elif what == "finish":
-                finish = value
-                break
-            else:
-                return error(500, value)
-        text = "".join(pieces)
-        choice = ({"index": 0, "message": {"role": "assistant", "content": text}} if chat
-                  else {"index": 0, "text": text})
-        return {"id": rid, "object": kind, "created": created, "model": served,
-                "choices": [{**choice, "finish_reason": finish}], "usage": usage(len(pieces))}
-
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        return await complete(request, True)
+        return await server.complete(request, True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        return await complete(request, False)
+        return await server.complete(request, False)
 
     return app
+
+
+def _error(status, message):
+    from fastapi.responses import JSONResponse
+    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+
+
+def _prompt(body: dict, chat: bool) -> tuple[str, int, int]:
+    """The request's prompt text, max_tokens and min_tokens (raises on a malformed body)."""
+    if chat:
+        text = "\n".join(str(m.get("content") or "") for m in body["messages"])
+    else:
+        text = body["prompt"]
+        text = " ".join(text) if isinstance(text, list) else str(text)
+    return text, int(body.get("max_tokens") or 16), int(body.get("min_tokens") or 0)
+
+
+class _Reply:
+    """The response documents of one request: chunks, the usage, the whole reply."""
+
+    def __init__(self, chat: bool, served: str, prompt_tokens: int):
+        self.chat, self.served, self.prompt_tokens = chat, served, prompt_tokens
+        self.rid = f"{'chatcmpl' if chat else 'cmpl'}-{os.urandom(8).hex()}"
+        self.created = int(time.time())
+        self.kind = "chat.completion" if chat else "text_completion"
+
+    def usage(self, n: int) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": n,
+                "total_tokens": self.prompt_tokens + n}
+
+    def chunk(self, text: str, finish) -> dict:
+        choice = ({"index": 0, "delta": {"content": text} if text else {},
+                   "finish_reason": finish} if self.chat
+                  else {"index": 0, "text": text, "finish_reason": finish})
+        return {"id": self.rid, "object": self.kind + (".chunk" if self.chat else ""),
+                "created": self.created, "model": self.served, "choices": [choice]}
+
+    def usage_chunk(self, n: int) -> dict:
+        return {"id": self.rid, "object": self.kind, "choices": [], "model": self.served,
+                "usage": self.usage(n)}
+
+    def whole(self, text: str, finish, n: int) -> dict:
+        choice = ({"index": 0, "message": {"role": "assistant", "content": text}} if self.chat
+                  else {"index": 0, "text": text})
+        return {"id": self.rid, "object": self.kind, "created": self.created,
+                "model": self.served, "choices": [{**choice, "finish_reason": finish}],
+                "usage": self.usage(n)}
+
+
+class _Completions:
+    """`/v1/chat/completions` and `/v1/completions`: a request becomes a sequence for the
+    engine, its tokens come back streamed (SSE) or as one reply."""
+
+    def __init__(self, engine: Engine, tokenizer: Tokenizer, served: str, max_seq: int):
+        self.engine, self.tokenizer = engine, tokenizer
+        self.served, self.max_seq = served, max_seq
+
+    async def complete(self, request, chat: bool):
+        from fastapi.responses import StreamingResponse
+        try:
+            body = await request.json()
+            if body.get("model") != self.served:
+                return _error(404, f"model '{body.get('model')}' is not served here "
+                                   f"(this server serves '{self.served}')")
+            text, max_tokens, min_tokens = _prompt(body, chat)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return _error(400, f"bad request: {type(exc).__name__}: {exc}")
+        ids = self.tokenizer.encode(text) or [EOS]
+        if len(ids) + max_tokens > self.max_seq:
+            return _error(400, f"{len(ids)} prompt tokens + max_tokens {max_tokens} exceed "
+                               f"the model's max_seq {self.max_seq}")
+        seq = _Sequence(ids, max_tokens, min_tokens, bool(body.get("ignore_eos")),
+                        asyncio.get_running_loop())
+        self.engine.submit(seq)
+        reply = _Reply(chat, self.served, len(ids))
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(self._events(seq, reply, include_usage),
+                                     media_type="text/event-stream")
+        return await self._whole(seq, reply)
+
+    async def _events(self, seq: _Sequence, reply: _Reply, include_usage: bool):
+        n = 0
+        while True:
+            what, value = await seq.out.get()
+            if what == "token":
+                n += 1
+                data = reply.chunk(self.tokenizer.decode(value), None)
+            elif what == "finish":
+                data = reply.chunk("", value)
+            else:
+                data = {"error": {"message": value}}
+            yield f"data: {json.dumps(data)}\n\n"
+            if what != "token":
+                break
+        if what == "finish" and include_usage:
+            yield f"data: {json.dumps(reply.usage_chunk(n))}\n\n"
+        yield "data: [DONE]\n\n"
+
+    async def _whole(self, seq: _Sequence, reply: _Reply):
+        pieces = []
+        while True:
+            what, value = await seq.out.get()
+            if what == "token":
+                pieces.append(self.tokenizer.decode(value))
+            elif what == "finish":
+                return reply.whole("".join(pieces), value, len(pieces))
+            else:
+                return _error(500, value)
 
 
 def load(cell_path: str):

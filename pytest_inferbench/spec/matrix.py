@@ -82,7 +82,6 @@ def check_defaults(doc: Document, defaults, path) -> dict:
         return {}
     check_keys(doc, defaults, SETTINGS_FIELDS + AXES[1:], path, "defaults")
     settings = {k: v for k, v in defaults.items() if k in SETTINGS_FIELDS}
-    # Validate field by field so each error points at its own line.
     # Validate field by field so each error points at its own line; the min/max order is
     # checked per cell, after every level has been merged.
     unordered = {"min_duration": {"max_duration": 1e18}, "max_duration": {"min_duration": 0}}
@@ -103,7 +102,24 @@ def expand_entry(ctx: SpecContext, entry, index: int) -> list[Cell]:
     doc = ctx.doc
     path = ("benchmarks", index)
     check_keys(doc, entry, ENTRY_KEYS, path, "a benchmark entry")
-    written = {a for a in AXES if a in entry}
+    values = _axis_values(ctx, entry, path)
+    check_matrix_size(doc, [len(values[a]) for a in AXES], path)
+    combos = [(dict(zip(AXES, c)), {}) for c in itertools.product(*(values[a] for a in AXES))]
+    combos = _exclude(ctx, entry, path, combos)
+    _include(ctx, entry, path, combos, values)
+    if not combos:
+        raise doc.error("the matrix is empty: exclude removed every combination", path)
+    common = _entry_sections(ctx, entry, path)
+    inline = {k: v for k, v in entry.items() if k in SETTINGS_FIELDS}
+    cells = [_cell(ctx, entry, index, combo, {**inline, **extra}, common)
+             for combo, extra in combos]
+    if entry.get("search") is not None:     # one item that searches these candidates
+        return [search_cell(doc, entry, path, cells, ctx.cost)]
+    return cells
+
+
+def _axis_values(ctx: SpecContext, entry, path) -> dict[str, list]:
+    """Each axis's values: the entry's, else the spec's defaults, else the axis default."""
     values: dict[str, list] = {}
     for axis in AXES:
         if axis == "model" and "model" not in entry:
@@ -114,31 +130,34 @@ def expand_entry(ctx: SpecContext, entry, index: int) -> list[Cell]:
         apath = path + (axis,) if axis in entry else ("defaults", axis)
         items = _as_list(raw)
         if not items:
-            raise doc.error("an empty list leaves nothing to benchmark", apath)
+            raise ctx.doc.error("an empty list leaves nothing to benchmark", apath)
         vals = []
         for i, item in enumerate(items):
             ipath = apath + ((i,) if isinstance(raw, list) else ())
             vals.extend(ctx.axes.expand(axis, item, ipath))
         values[axis] = vals
+    return values
 
-    check_matrix_size(doc, [len(values[a]) for a in AXES], path)
-    combos = [dict(zip(AXES, c)) for c in itertools.product(*(values[a] for a in AXES))]
-    combos = [(c, {}) for c in combos]
 
+def _exclude(ctx: SpecContext, entry, path, combos: list) -> list:
     for j, excl in enumerate(_as_list(entry.get("exclude") or [])):
-        epath = path + ("exclude", j)
-        cond, raw = _condition(ctx, excl, epath, allow_settings=False)
+        cond, raw = _condition(ctx, excl, path + ("exclude", j), allow_settings=False)
         combos = [(c, s) for c, s in combos if not _matches(c, cond, raw)]
+    return combos
 
+
+def _include(ctx: SpecContext, entry, path, combos: list, values: dict) -> None:
+    """Apply `include` to the combinations, in place. GitHub rules: an include extends every
+    original combination whose written values it does not overwrite (values added by earlier
+    includes may be overwritten); one that extends none becomes a combination of its own,
+    which later includes leave alone."""
+    written = {a for a in AXES if a in entry}
     originals = [dict(c) for c, _ in combos]
     for j, inc in enumerate(_as_list(entry.get("include") or [])):
         ipath = path + ("include", j)
         cond, raw = _condition(ctx, inc, ipath, allow_settings=True)
         inc_settings = {k: v for k, v in inc.items() if k in SETTINGS_FIELDS}
         added = False
-        # GitHub rules: an include extends every original combination whose written values it
-        # does not overwrite (values added by earlier includes may be overwritten); one that
-        # extends none becomes a combination of its own, which later includes leave alone.
         for (combo, settings), orig in zip(combos[:len(originals)], originals):
             clash = any(axis in written and not _matches(orig, {axis: v}, {axis: raw[axis]})
                         for axis, v in cond.items())
@@ -148,22 +167,26 @@ def expand_entry(ctx: SpecContext, entry, index: int) -> list[Cell]:
             settings.update(inc_settings)
             added = True
         if not added:
-            new = {}
-            for axis in AXES:
-                if axis in cond:
-                    new[axis] = cond[axis]
-                elif len(values[axis]) == 1:
-                    new[axis] = values[axis][0]
-                else:
-                    raise doc.error(f"this include matches no combination, so it adds a new one, "
-                                    f"but it does not say which '{axis}' to use (the matrix has "
-                                    f"{len(values[axis])} values for it)", ipath)
-            combos.append((new, dict(inc_settings)))
+            combos.append((_new_combination(ctx.doc, cond, values, ipath), dict(inc_settings)))
 
-    if not combos:
-        raise doc.error("the matrix is empty: exclude removed every combination", path)
 
-    inline = {k: v for k, v in entry.items() if k in SETTINGS_FIELDS}
+def _new_combination(doc: Document, cond: dict, values: dict, ipath) -> dict:
+    new = {}
+    for axis in AXES:
+        if axis in cond:
+            new[axis] = cond[axis]
+        elif len(values[axis]) == 1:
+            new[axis] = values[axis][0]
+        else:
+            raise doc.error(f"this include matches no combination, so it adds a new one, "
+                            f"but it does not say which '{axis}' to use (the matrix has "
+                            f"{len(values[axis])} values for it)", ipath)
+    return new
+
+
+def _entry_sections(ctx: SpecContext, entry, path) -> dict:
+    """What every cell of the entry shares: marks, name, gate, ab, placement, check."""
+    doc = ctx.doc
     marks = tuple(_as_list(entry.get("marks") or []))
     for m in marks:
         if not isinstance(m, str) or not m.isidentifier() or m.startswith("_"):
@@ -176,40 +199,48 @@ def expand_entry(ctx: SpecContext, entry, index: int) -> list[Cell]:
                  if entry.get("placement") is not None else None)
     check = (doc.validate(CheckSpec, entry["check"], path + ("check",))
              if entry.get("check") is not None else None)
-    cells = []
-    for combo, extra in combos:
-        merged = {k: v for k, v in ctx.defaults.items() if k in SETTINGS_FIELDS}
-        merged.update(inline)
-        merged.update(extra)
-        settings = doc.validate(Settings, merged, path)
-        problem = cell_problem(combo["workload"], combo["serving"], combo["model"][0])
+    return {"name": name, "marks": marks, "gate": gate, "ab": ab, "placement": placement,
+            "check": check}
+
+
+def _cell(ctx: SpecContext, entry, index: int, combo: dict, entry_settings: dict,
+          common: dict) -> dict:
+    """One combination as a cell (a dict Cell validates), checked as a whole."""
+    doc, path = ctx.doc, ("benchmarks", index)
+    merged = {k: v for k, v in ctx.defaults.items() if k in SETTINGS_FIELDS}
+    merged.update(entry_settings)
+    settings = doc.validate(Settings, merged, path)
+    _check_combination(doc, entry, path, combo, settings)
+    model_spec, _ = combo["model"]
+    name = common["name"]
+    label = str(name) if name else (combo["serving"].model if model_spec is None
+                                    else model_label(combo["model"]))
+    cell = dict(spec=ctx.spec_rel, spec_name=ctx.spec_name, entry=index,
+                line=line_for(doc.lines, path), model=model_spec, model_label=label,
+                runtime=combo["runtime"].name, runtime_options=combo["runtime"].options(),
+                device=combo["device"], precision=combo["precision"],
+                batch_size=combo["batch_size"], threads=combo["threads"],
+                workload=combo["workload"], serving=combo["serving"], settings=settings,
+                marks=common["marks"], gate=common["gate"], ab=common["ab"],
+                placement=common["placement"], check=common["check"])
+    if common["ab"] is not None:
+        check_ab_cell(doc, cell, path + ("ab",))
+    return cell
+
+
+def _check_combination(doc: Document, entry, path, combo: dict, settings) -> None:
+    """The rules that hold for a combination as a whole (generative, capacity plan, model)."""
+    problem = cell_problem(combo["workload"], combo["serving"], combo["model"][0])
+    if problem:
+        raise doc.error(problem, path)
+    if combo["workload"].scenario_def.rate_search:
+        problem = plan_problem(settings, combo["workload"])
         if problem:
-            raise doc.error(problem, path)
-        if combo["workload"].scenario_def.rate_search:
-            problem = plan_problem(settings, combo["workload"])
-            if problem:
-                raise doc.error(problem, path + ("workload",) if "workload" in entry else path)
-        model_spec, _ = combo["model"]
-        if model_spec is None and combo["serving"].system not in ("endpoint", "openai"):
-            raise doc.error("each benchmark needs a 'model' (only `serving: {system: endpoint}` "
-                            "can do without one: it reads the inputs from the server's "
-                            "metadata)", path)
-        label = str(name) if name else (combo["serving"].model if model_spec is None
-                                          else model_label(combo["model"]))
-        cell = dict(spec=ctx.spec_rel, spec_name=ctx.spec_name, entry=index,
-                    line=line_for(doc.lines, path), model=model_spec, model_label=label,
-                    runtime=combo["runtime"].name, runtime_options=combo["runtime"].options(),
-                    device=combo["device"], precision=combo["precision"],
-                    batch_size=combo["batch_size"], threads=combo["threads"],
-                    workload=combo["workload"],
-                    serving=combo["serving"], settings=settings, marks=marks, gate=gate, ab=ab,
-                    placement=placement, check=check)
-        if ab is not None:
-            check_ab_cell(doc, cell, path + ("ab",))
-        cells.append(cell)
-    if entry.get("search") is not None:     # one item that searches these candidates
-        return [search_cell(doc, entry, path, cells, ctx.cost)]
-    return cells
+            raise doc.error(problem, path + ("workload",) if "workload" in entry else path)
+    if combo["model"][0] is None and combo["serving"].system not in ("endpoint", "openai"):
+        raise doc.error("each benchmark needs a 'model' (only `serving: {system: endpoint}` "
+                        "can do without one: it reads the inputs from the server's "
+                        "metadata)", path)
 
 
 def _condition(ctx: SpecContext, mapping, path, allow_settings):

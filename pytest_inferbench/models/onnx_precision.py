@@ -1,4 +1,6 @@
-"""Precision conversions of ONNX models for ONNX Runtime, each cached by content hash.
+"""The ONNX model a cell runs at its precision on ONNX Runtime (fp32 as exported, fp16 and
+int8 through their conversions, each cached by content hash), and which precisions ONNX
+Runtime runs on which device. What every conversion shares is in conversion_common.py.
 
 fp16: onnxruntime.transformers.float16, tried as a ladder of variants until one agrees with
 the fp32 source (see `to_fp16`). int8: ONNX Runtime's documented path, pre-processing
