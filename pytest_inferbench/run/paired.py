@@ -1,8 +1,9 @@
 """Paired mode: a baseline (A) and the candidate (B, the cell as written) measured interleaved in
 one session, on the device held throughout, and judged on their per-round ratios.
 
-Why: on a shared machine the same cell moves by tens of percent between runs (DESIGN.md,
-"Noise on these machines"), so a number from another time is no evidence of a 10% change.
+Why: on a shared machine the same cell moves by tens of percent between runs (a small CNN's
+p50 measured 4.5 to 7.4 ms on the 2-core development machine), so a number from another time
+is no evidence of a 10% change.
 Interleaving makes both sides see the same machine. Each round measures A and B for `slice`
 seconds each, in sub-slices of `switch` seconds (10 ms by default) that alternate between the
 sides, in the order A B B A A B ... (a round that starts with B mirrors it; rounds alternate),

@@ -146,23 +146,9 @@ def local_port(url: str) -> set[int] | None:
 
 
 def _measure_served(cell, cache, endpoint, progress) -> Result:
-    serving = cell.serving
     inputs, check = served_inputs(cell, cache, endpoint)
     fn = endpoint.blocking_fn(inputs)
-    warm_errors = []
-
-    def warm():     # a failed query before the window is not the cell's end: the window counts
-        try:
-            fn()
-        except Exception as exc:  # noqa: BLE001 - its own errors
-            warm_errors.append(exc)
-    warm()
-    # outside the window: what one query costs the client besides the server
-    try:
-        overhead = endpoint.overhead(inputs)
-    except Exception as exc:  # noqa: BLE001 - a failed query here is the window's business
-        overhead = {"error": server_message(exc)}
-    warm_up(warm, cell.settings.warmup)
+    warm_errors, overhead = _warm(fn, endpoint, inputs, cell.settings.warmup)
     settings = cell.settings.model_copy(update={"warmup": 0})
     # the server's counters bracket the measured queries only: an open-loop client opens the
     # window after its own warm-up requests (and closes it at stop; a search's steps add up),
@@ -176,7 +162,41 @@ def _measure_served(cell, cache, endpoint, progress) -> Result:
                               server_ports=local_port(endpoint.url))
     if kind.closed_loop:
         window.close()
-    if kind.rate_search:     # the client's figures are one step's
+    result.serving = _serving_figures(cell, endpoint, window, result, overhead, warm_errors)
+    result.model = {"label": cell.model_label, "check": check,
+                    "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
+                               for k, v in inputs.items()},
+                    "inputs_source": cell.serving.data or "generated"}
+    if not endpoint.inputs_metadata():
+        result.model["inputs_declared"] = "serving.inputs: the endpoint's metadata lists none"
+    result.runtime = {"name": cell.runtime if cell.model is not None else None,
+                      "served_by": cell.serving.label()}
+    return result
+
+
+def _warm(fn, endpoint, inputs, warmup) -> tuple[list, dict]:
+    """The warm-up (the engine's, with failures kept: a failed query before the window is
+    not the cell's end, the window counts) and, outside the window, what one query costs
+    the client besides the server. Returns (warm-up errors, overhead)."""
+    warm_errors = []
+
+    def warm():
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - its own errors
+            warm_errors.append(exc)
+    warm()
+    try:
+        overhead = endpoint.overhead(inputs)
+    except Exception as exc:  # noqa: BLE001 - a failed query here is the window's business
+        overhead = {"error": server_message(exc)}
+    warm_up(warm, warmup)
+    return warm_errors, overhead
+
+
+def _split(cell, window, result):
+    """The server's latency breakdown over the window, or (None, why not)."""
+    if cell.workload.scenario_def.rate_search:     # the client's figures are one step's
         split = breakdown(window.delta, None)
         if split:
             split["scope"] = (f"the server's counts over all {window.windows} steps of the "
@@ -188,23 +208,21 @@ def _measure_served(cell, cache, endpoint, progress) -> Result:
     if split is None and note is None:
         note = ("the server's statistics counted no successful request in the window"
                 if window.windows else "no statistics window was measured")
+    return split, note
+
+
+def _serving_figures(cell, endpoint, window, result, overhead, warm_errors) -> dict:
+    serving = cell.serving
+    split, note = _split(cell, window, result)
     fmt, why = endpoint.format()
-    result.serving = {"system": serving.system, "protocol": serving.protocol,
-                      "url": endpoint.url, "tensor_format": fmt, "tensor_format_reason": why,
-                      "breakdown": split, "overhead": overhead}
+    out = {"system": serving.system, "protocol": serving.protocol, "url": endpoint.url,
+           "tensor_format": fmt, "tensor_format_reason": why, "breakdown": split,
+           "overhead": overhead}
     if split is None:
-        result.serving["breakdown_note"] = note
+        out["breakdown_note"] = note
     if endpoint.headers:
-        result.serving["headers"] = sorted(endpoint.headers)    # names only, never values
+        out["headers"] = sorted(endpoint.headers)    # names only, never values
     if warm_errors:
-        result.serving["warmup_errors"] = {"count": len(warm_errors),
-                                           "first": server_message(warm_errors[0])}
-    result.model = {"label": cell.model_label, "check": check,
-                    "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
-                               for k, v in inputs.items()},
-                    "inputs_source": serving.data or "generated"}
-    if not endpoint.inputs_metadata():
-        result.model["inputs_declared"] = "serving.inputs: the endpoint's metadata lists none"
-    result.runtime = {"name": cell.runtime if cell.model is not None else None,
-                      "served_by": serving.label()}
-    return result
+        out["warmup_errors"] = {"count": len(warm_errors),
+                                "first": server_message(warm_errors[0])}
+    return out

@@ -210,70 +210,103 @@ def _budget_left(steps, settings) -> bool:
     return sum(s["seconds"] for s in steps) < settings.max_duration
 
 
+class _Capacity:
+    """A capacity search's state: the steps so far, the highest rate proven to pass (and its
+    samples), the lowest proven to fail, and why it ended (None while it goes on)."""
+
+    def __init__(self, sut, settings, workload, target, progress, stepper):
+        self.step = lambda rate, **kw: _step(sut, settings, workload, rate, target,  # noqa: E731
+                                             progress=progress, stepper=stepper, **kw)
+        self.settings, self.workload = settings, workload
+        self.steps, self.passed, self.failed, self.best, self.why = [], None, None, None, None
+        self.samples = None
+        self.confirmed_fail = False
+        self.floor = _PRUNE_BELOW.get()
+
+    def room(self) -> bool:
+        return len(self.steps) < MAX_STEPS and _budget_left(self.steps, self.settings)
+
+    def double(self) -> None:
+        """From the start rate, double until a step fails, confirmed by a second run."""
+        workload = self.workload
+        rate = workload.rate or DEFAULT_START
+        while self.room():
+            self.samples, row = self.step(rate)
+            self.steps.append(row)
+            if row["verdict"] == "fail":
+                _, again = self.step(rate, seed_offset=1)
+                again["confirming"] = rate
+                self.steps.append(again)
+                if again["verdict"] == "fail":
+                    self.failed, self.confirmed_fail = rate, True
+                    return
+                row = again         # a noisy first run: the rate stands or is undetermined
+            if row["verdict"] != "pass":
+                self.why = f"undetermined at {rate:g}/s"
+                return
+            self.passed, self.best = rate, self.samples
+            if workload.max_rate is not None and rate >= workload.max_rate:
+                self.why = f"max_rate {workload.max_rate:g}/s passed"
+                return
+            rate = rate * 2 if workload.max_rate is None else min(rate * 2, workload.max_rate)
+
+    def bracketed(self) -> bool:
+        return (self.passed is not None and self.failed is not None
+                and (self.failed - self.passed) / self.passed <= BISECT_TO)
+
+    def bisect(self) -> None:
+        """Between the last rate proven to pass and the first proven to fail, to BISECT_TO."""
+        while (self.passed is not None and self.failed is not None and not self.bracketed()
+               and self.room() and not _pruned(self.failed, self.floor)):
+            mid = (self.passed + self.failed) / 2
+            self.samples, row = self.step(mid)
+            self.steps.append(row)
+            if row["verdict"] == "pass":
+                self.passed, self.best = mid, self.samples
+            elif row["verdict"] == "fail":
+                self.failed = mid
+            else:
+                self.why = f"undetermined at {mid:g}/s"
+                return
+
+    def stop_reason(self) -> tuple[str, bool]:
+        """(why the search ended, whether it was pruned)."""
+        why, failed = self.why, self.failed
+        pruned = why is None and self.confirmed_fail and _pruned(failed, self.floor)
+        if pruned:
+            why = (f"pruned: fails at {failed:g}/s, at or below {self.floor:.4g}/s, a rate a "
+                   f"better configuration passed")
+        if why is None:
+            if self.bracketed():
+                why = "bracketed"
+            elif len(self.steps) >= MAX_STEPS:
+                why = f"{MAX_STEPS} steps"
+            elif not _budget_left(self.steps, self.settings):
+                why = f"max_duration {self.settings.max_duration:g}s"
+            elif self.passed is None:
+                why = f"first rate {self.workload.rate or DEFAULT_START:g}/s failed"
+        if failed is not None and any(st["generator_limited"] for st in self.steps
+                                      if st["rate"] == failed):
+            why += (f"; at {failed:g}/s the generator's send lag was a material share of "
+                    f"latency: that failure may be the generator's, not the system's")
+        return why, pruned
+
+
 def run_capacity(sut, settings, workload, target, progress=None, stepper=None):
     """The capacity scenario (core/scenarios/capacity.py); sut: a SystemUnderTest (None with
-    a stepper, which runs the steps itself). Double from `rate` until a step fails (confirmed by a second run), then bisect."""
-    rate = workload.rate or DEFAULT_START
-    steps, passed, failed, best, why = [], None, None, None, None
-    confirmed_fail = False
-    floor = _PRUNE_BELOW.get()
-    while len(steps) < MAX_STEPS and _budget_left(steps, settings):
-        samples, row = _step(sut, settings, workload, rate, target, progress=progress,
-                             stepper=stepper)
-        steps.append(row)
-        if row["verdict"] == "fail":
-            _, again = _step(sut, settings, workload, rate, target, seed_offset=1,
-                             progress=progress, stepper=stepper)
-            again["confirming"] = rate
-            steps.append(again)
-            if again["verdict"] == "fail":
-                failed, confirmed_fail = rate, True
-                break
-            row = again         # a noisy first run: the rate stands or is undetermined
-        if row["verdict"] != "pass":
-            why = f"undetermined at {rate:g}/s"
-            break
-        passed, best = rate, samples
-        if workload.max_rate is not None and rate >= workload.max_rate:
-            why = f"max_rate {workload.max_rate:g}/s passed"
-            break
-        rate = rate * 2 if workload.max_rate is None else min(rate * 2, workload.max_rate)
-    while (passed is not None and failed is not None and (failed - passed) / passed > BISECT_TO
-           and len(steps) < MAX_STEPS and _budget_left(steps, settings)
-           and not _pruned(failed, floor)):
-        mid = (passed + failed) / 2
-        samples, row = _step(sut, settings, workload, mid, target, progress=progress,
-                             stepper=stepper)
-        steps.append(row)
-        if row["verdict"] == "pass":
-            passed, best = mid, samples
-        elif row["verdict"] == "fail":
-            failed = mid
-        else:
-            why = f"undetermined at {mid:g}/s"
-            break
-    pruned = why is None and confirmed_fail and _pruned(failed, floor)
-    if pruned:
-        why = (f"pruned: fails at {failed:g}/s, at or below {floor:.4g}/s, a rate a better "
-               f"configuration passed")
-    if why is None:
-        if passed is not None and failed is not None and (failed - passed) / passed <= BISECT_TO:
-            why = "bracketed"
-        elif len(steps) >= MAX_STEPS:
-            why = f"{MAX_STEPS} steps"
-        elif not _budget_left(steps, settings):
-            why = f"max_duration {settings.max_duration:g}s"
-        elif passed is None:
-            why = f"first rate {workload.rate or DEFAULT_START:g}/s failed"
-    if failed is not None and any(st["generator_limited"] for st in steps
-                                  if st["rate"] == failed):
-        why += (f"; at {failed:g}/s the generator's send lag was a material share of latency: "
-                f"that failure may be the generator's, not the system's")
-    if best is None:
-        best = samples
+    a stepper, which runs the steps itself). Double from `rate` until a step fails (confirmed
+    by a second run), then bisect. Returns the highest passing step's samples (the last
+    step's if none passed) with the search's steps and bracket in their extra."""
+    search = _Capacity(sut, settings, workload, target, progress, stepper)
+    search.double()
+    if search.why is None:
+        search.bisect()
+    why, pruned = search.stop_reason()
+    passed, failed, steps = search.passed, search.failed, search.steps
+    best = search.best if search.best is not None else search.samples
     best.extra.update(steps=steps, max_rate=passed,
                       bracket={"passed": passed, "failed": failed,
-                               "failure_confirmed": confirmed_fail},
+                               "failure_confirmed": search.confirmed_fail},
                       search_stop=why, pruned=pruned)
     best.stop_reason = "capacity_search"
     if passed is None and not pruned:
@@ -283,9 +316,9 @@ def run_capacity(sut, settings, workload, target, progress=None, stepper=None):
 
 
 def run_ramp(sut, settings, workload, target, progress=None):
-    """The ramp scenario (core/scenarios/ramp.py). Raise the rate by `step` until the SLO fails, the system stops keeping up with the
-    offered load (completions under 95% of the rate sent) or throughput stops growing (< 5%).
-    The knee is the last rate before that."""
+    """The ramp scenario (core/scenarios/ramp.py): raise the rate by `step` until the SLO
+    fails, the system stops keeping up with the offered load (completions under 95% of the
+    rate sent) or throughput stops growing (< 5%). The knee is the last rate before that."""
     rate = workload.rate
     steps, knee, knee_samples, last_tp, why = [], None, None, None, "max_rate"
     while len(steps) < MAX_STEPS and (workload.max_rate is None or rate <= workload.max_rate):
