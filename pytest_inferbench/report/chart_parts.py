@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..core.scenarios import SCENARIOS
+
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#7b4173"]
 RUN_SYMBOLS = ["circle", "diamond", "square", "triangle-up", "x", "star", "cross", "pentagon"]
@@ -159,21 +161,14 @@ class Series:
 
 
 def point_label(row) -> str:
-    """A short label next to a point: what differs between a model's cells along the chart."""
+    """A short label next to a point: what differs between a model's cells along the chart
+    (each scenario says how it names a point: core/scenarios/)."""
     scenario = row.get("scenario")
+    kind = SCENARIOS.get(scenario)
+    if kind is not None:
+        return kind.point_label(row)
     bs = f"bs{row.get('batch_size')}"
-    if scenario == "single_stream":
-        return "1-stream" if row.get("batch_size") == 1 else f"1-stream {bs}"
-    if scenario == "server":
-        rate = row.get("rate")
-        text = f"{rate:g}/s" if isinstance(rate, float) and rate == rate else "server"
-        return text if row.get("batch_size") == 1 else f"{text} {bs}"
-    if scenario == "concurrency":
-        c = row.get("concurrency")
-        return f"c{c:g}" + ("" if row.get("batch_size") == 1 else f" {bs}")
-    if scenario and scenario != "offline":
-        return f"{scenario} {bs}"
-    return bs
+    return f"{scenario} {bs}" if scenario else bs      # a scenario this version does not know
 
 
 def alternating(members: list, x: str) -> list[str]:

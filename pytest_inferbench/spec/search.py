@@ -163,7 +163,7 @@ def objective_problem(spec: SearchSpec, cells: list[dict], cost) -> tuple[str, t
                 f"percentile such as p99", ("objective",))
     kinds = [scenario(name) for name in scenarios]
     if objective == "capacity":
-        if [k.headline for k in kinds] != ["capacity"]:
+        if not (kinds and all(k.finds_capacity for k in kinds)):
             return ("objective capacity is the highest rate that meets the workload's SLO, "
                     "found by a capacity search per trial: it needs `workload: {scenario: "
                     "capacity, slo: {p99: 50ms}, rate: 50}` (the SLO and a starting rate); "

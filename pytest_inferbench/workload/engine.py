@@ -96,7 +96,7 @@ class Window:
 def generator(workload: Workload) -> Callable[..., Samples]:
     """The scenario's load generator, as its declaration in the registry names it."""
     module, _, name = workload.scenario_def.generator.partition(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    return getattr(importlib.import_module(module), name)
 
 
 def target_percentile(settings, workload: Workload) -> float:

@@ -19,6 +19,7 @@ the same early-stopping and settling rule as a single latency bound (CapacitySte
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import math
 import os
@@ -346,8 +347,9 @@ def run_capacity_search(run: GenerativeRun) -> Measured:
 
 
 def _generator(workload) -> Callable[[GenerativeRun], Measured]:
-    name = workload.scenario_def.generative
-    return globals()[name.partition(":")[2]]
+    """The scenario's generator for OpenAI streams, as the registry names it."""
+    module, _, name = workload.scenario_def.generative.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _request_count(workload, settings) -> int:

@@ -19,7 +19,7 @@ def _nothing_missing(workload: Any) -> str | None:
 class Scenario:
     name: str
     summary: str                       # one line for messages and docs
-    # the load generator, "module:function" in pytest_inferbench.workload, called as
+    # the load generator, "package.module:function", called as
     # fn(sut, settings, workload, target, progress) -> Samples (workload/engine.py)
     generator: str
     target: float                      # default target percentile of the stopping rule
@@ -29,7 +29,8 @@ class Scenario:
     fixed_rate: bool = False           # throughput is the offered rate: judge latency only
     fields: tuple[str, ...] = ()       # of SCENARIO_FIELDS, those this scenario takes
     paired: bool = False               # paired mode (ab) can cut it into alternating slices
-    generative: str | None = None      # its generator for OpenAI streams (workload/generative.py)
+    # its generator for OpenAI streams, "package.module:function" (workload/generative.py)
+    generative: str | None = None
     missing: Callable[[Any], str | None] = field(default=_nothing_missing)
     label: Callable[[Any], str] | None = None      # the id part; default: the name
     point: Callable[[dict, str], str] | None = None  # a chart point's short label
@@ -37,6 +38,11 @@ class Scenario:
     @property
     def closed_loop(self) -> bool:
         return not self.open_loop
+
+    @property
+    def finds_capacity(self) -> bool:
+        """Its figure is the highest rate that meets the SLO (the objective `capacity`)."""
+        return self.headline == "capacity"
 
     def id_label(self, workload) -> str:
         return self.label(workload) if self.label is not None else self.name

@@ -17,7 +17,15 @@ def _label(w) -> str:      # a generative SLO bounds several metrics
 
 
 SCENARIO = Scenario(
-    name="capacity", summary="the highest rate that meets the SLO (open-loop steps)",
-    generator="rate_search:run_capacity", target=99.0, headline="capacity", open_loop=True,
-    rate_search=True, fields=("rate", "max_rate", "step_max_duration"),
-    generative="generative:run_capacity_search", missing=_missing, label=_label)
+    name="capacity",
+    summary="the highest rate that meets the SLO (open-loop steps)",
+    generator="pytest_inferbench.workload.rate_search:run_capacity",
+    target=99.0,
+    headline="capacity",
+    open_loop=True,
+    rate_search=True,
+    fields=("rate", "max_rate", "step_max_duration"),
+    generative="pytest_inferbench.workload.generative:run_capacity_search",
+    missing=_missing,
+    label=_label,
+)

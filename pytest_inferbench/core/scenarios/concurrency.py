@@ -16,7 +16,13 @@ def _point(row: dict, bs: str) -> str:
 
 
 SCENARIO = Scenario(
-    name="concurrency", summary="N clients in closed loop",
-    generator="concurrency:run", target=99.0, fields=("concurrency",),
-    generative="generative:run_concurrency_scenario", missing=_missing,
-    label=lambda w: f"concurrency{w.concurrency}", point=_point)
+    name="concurrency",
+    summary="N clients in closed loop",
+    generator="pytest_inferbench.workload.concurrency:run",
+    target=99.0,
+    fields=("concurrency",),
+    generative="pytest_inferbench.workload.generative:run_concurrency_scenario",
+    missing=_missing,
+    label=lambda w: f"concurrency{w.concurrency}",
+    point=_point,
+)

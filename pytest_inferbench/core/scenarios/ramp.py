@@ -10,7 +10,13 @@ def _missing(w) -> str | None:
 
 
 SCENARIO = Scenario(
-    name="ramp", summary="open-loop steps at a rising rate",
-    generator="rate_search:run_ramp", target=99.0, open_loop=True, rate_search=True,
-    fields=("rate", "step", "max_rate", "step_max_duration"), missing=_missing,
-    label=lambda w: f"ramp{w.rate:g}+{w.step:g}")
+    name="ramp",
+    summary="open-loop steps at a rising rate",
+    generator="pytest_inferbench.workload.rate_search:run_ramp",
+    target=99.0,
+    open_loop=True,
+    rate_search=True,
+    fields=("rate", "step", "max_rate", "step_max_duration"),
+    missing=_missing,
+    label=lambda w: f"ramp{w.rate:g}+{w.step:g}",
+)

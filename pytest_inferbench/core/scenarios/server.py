@@ -26,7 +26,16 @@ def _point(row: dict, bs: str) -> str:
 
 
 SCENARIO = Scenario(
-    name="server", summary="open loop at a rate (poisson, gamma, constant, onoff, trace)",
-    generator="open_loop:run", target=99.0, open_loop=True, fixed_rate=True,
-    fields=("rate", "trace"), paired=True, generative="generative:run_server",
-    missing=_missing, label=_label, point=_point)
+    name="server",
+    summary="open loop at a rate (poisson, gamma, constant, onoff, trace)",
+    generator="pytest_inferbench.workload.open_loop:run",
+    target=99.0,
+    open_loop=True,
+    fixed_rate=True,
+    fields=("rate", "trace"),
+    paired=True,
+    generative="pytest_inferbench.workload.generative:run_server",
+    missing=_missing,
+    label=_label,
+    point=_point,
+)

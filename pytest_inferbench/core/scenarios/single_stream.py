@@ -8,6 +8,11 @@ def _point(row: dict, bs: str) -> str:
 
 
 SCENARIO = Scenario(
-    name="single_stream", summary="one query at a time, closed loop (latency)",
-    generator="closed_loop:run", target=90.0, paired=True,
-    generative="generative:run_single_stream", point=_point)
+    name="single_stream",
+    summary="one query at a time, closed loop (latency)",
+    generator="pytest_inferbench.workload.closed_loop:run",
+    target=90.0,
+    paired=True,
+    generative="pytest_inferbench.workload.generative:run_single_stream",
+    point=_point,
+)
