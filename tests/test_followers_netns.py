@@ -210,7 +210,7 @@ def _suite(tmp: Path, fleet: Fleet, cells: str, port: int) -> Path:
         f"  - {{host: {fleet.host['ssh']}, via: ssh, address: follower-ssh, "
         f"ssh_config: {fleet.ssh_config}, python: {VENV_PYTHON}, chdir: {tmp}/copy-ssh}}\n"
         f"  - {{host: {fleet.host['sock']}, via: socket, address: '{fleet.ip['sock']}:{port}', "
-        f"chdir: {tmp}/copy-sock}}\n")
+        f"chdir: {tmp}/copy-sock, trusted_network: true}}\n")    # a namespace this test made
     for kind in ("ssh", "sock"):
         shutil.copytree(leader, tmp / f"copy-{kind}")
     return leader

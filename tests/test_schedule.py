@@ -289,7 +289,7 @@ def test_followers_and_placement_errors_point_at_the_line(tmp_path):
     f = tmp_path / "followers.yaml"
     f.write_text("followers:\n  - {host: g1, via: ssh, address: u@g1, python: /v/bin/python, "
                  "chdir: /srv, devices: [cpu, 'cuda:1']}\n  - {host: s, via: socket, "
-                 "address: '10.0.0.2:8888'}\n")
+                 "address: '10.0.0.2:8888', trusted_network: true}\n")
     specs = [spec for fol in load_followers(f) for spec in fol.tx_specs()]
     assert specs == [
         ("ssh=u@g1//python=/v/bin/python//chdir=/srv//env:INFERBENCH_SLOT=g1/cpu", "g1/cpu"),
@@ -552,4 +552,43 @@ def test_an_ssh_follower_takes_an_ssh_config_and_a_socket_one_no_python(tmp_path
     f.write_text("followers:\n  - {host: s, address: 'h:1', via: socket, ssh_config: /c}\n")
     with pytest.raises(SpecError, match="`ssh_config` applies to via: ssh only"):
         load_followers(f)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.7:8888", "bench-box:8888", "0.0.0.0:8888"])
+def test_a_socket_follower_off_loopback_is_refused_unless_on_a_trusted_network(tmp_path,
+                                                                               address):
+    # an execnet socket server runs any code that reaches its port: the spec must say the
+    # network is trusted, and the error says where, why and what is safe instead
+    f = tmp_path / "followers.yaml"
+    f.write_text(f"followers:\n  - host: s\n    via: socket\n    address: '{address}'\n")
+    with pytest.raises(SpecError) as exc:
+        load_followers(f)
+    err = exc.value
+    assert err.line == 4 and err.field == "followers[0].address" and err.file == str(f)
+    text = err.render()
+    for part in ("runs any code", "via: ssh", "ssh -N -L PORT:127.0.0.1:PORT",
+                 "trusted_network: true"):
+        assert part in text, text
+    f.write_text(f"followers:\n  - {{host: s, via: socket, address: '{address}', "
+                 f"trusted_network: true}}\n")
+    (fol,) = load_followers(f)
+    assert fol.trusted_network and fol.tx_specs()[0][0].startswith(f"socket={address}//")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:8888", "127.3.2.1:1", "localhost:8888",
+                                     "LocalHost:9"])
+def test_a_socket_follower_on_loopback_needs_no_trust(tmp_path, address):
+    f = tmp_path / "followers.yaml"
+    f.write_text(f"followers:\n  - {{host: s, via: socket, address: '{address}'}}\n")
+    (fol,) = load_followers(f)
+    assert not fol.trusted_network
+    f.write_text("followers:\n  - {host: s, via: ssh, address: u@h, trusted_network: true}\n")
+    with pytest.raises(SpecError, match="`trusted_network` applies to via: socket only"):
+        load_followers(f)
+
+
+def test_the_loopback_test_knows_ipv6_and_names():
+    from pytest_inferbench.spec.followers import is_loopback
+    assert is_loopback("::1") and is_loopback("[::1]") and is_loopback("127.255.0.1")
+    assert not any(map(is_loopback, ["::", "10.0.0.1", "128.0.0.1", "localhost.evil.example"]))
 

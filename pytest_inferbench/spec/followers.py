@@ -5,6 +5,7 @@ benchmark entry's `placement:`; both validated with pydantic, errors at file:lin
       - host: gpu-box-1
         via: ssh                       # local (default) | ssh | socket
         address: bench@10.0.0.7        # ssh: user@host; socket: host:port
+        trusted_network: false         # socket only: true allows a non-loopback address
         ssh_config: ~/.ssh/bench_config  # ssh only: passed as `ssh -F` (keys, ports, aliases)
         python: /opt/venv/bin/python   # not for socket: the socket server's own python runs
         chdir: /srv/bench
@@ -19,6 +20,7 @@ result's `placement` know where the worker is. Nothing here imports pytest.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -56,6 +58,8 @@ class Follower(BaseModel):
     devices: tuple[str, ...] = ("cpu",)
     labels: dict[str, str] = {}
     cost_per_hour: float | None = Field(None, ge=0)
+    # an execnet socket server runs whatever code reaches its port: only on a trusted network
+    trusted_network: bool = False
 
     @field_validator("host")
     @classmethod
@@ -93,6 +97,8 @@ class Follower(BaseModel):
             if self.python:     # execnet cannot choose it: the server runs what it runs
                 raise ValueError("via: socket runs the python that runs the socket server; "
                                  "leave out `python`")
+        if self.trusted_network and self.via != "socket":
+            raise ValueError("`trusted_network` applies to via: socket only")
         if self.ssh_config and self.via != "ssh":
             raise ValueError("`ssh_config` applies to via: ssh only")
         return self
@@ -138,6 +144,33 @@ class Placement(BaseModel):
         return _labels(value)
 
 
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1; any other name or address counts as reachable by others
+    (a name may resolve elsewhere tomorrow)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _socket_refusal(f: Follower) -> str | None:
+    """Why a socket follower may not be used as written, or None."""
+    if f.via != "socket" or f.trusted_network:
+        return None
+    host = f.address.rsplit(":", 1)[0]
+    if is_loopback(host):
+        return None
+    return (f"via: socket at {f.address} is refused: an execnet socket server runs any code "
+            f"sent by anyone who can reach {host}'s port, as the user that started it. Use "
+            f"via: ssh (address: user@{host}), or an ssh tunnel to a server listening on "
+            f"loopback (`ssh -N -L PORT:127.0.0.1:PORT user@{host}`, then address: "
+            f"127.0.0.1:PORT); only on a network where everyone who can reach that port is "
+            f"trusted, add `trusted_network: true` to this follower")
+
+
 def _error(file, lines, message, path) -> SpecError:
     return SpecError(message, file=file, line=line_for(lines, path),
                      field=format_field_path(path) or None)
@@ -172,6 +205,8 @@ def parse_followers(raw, file, lines, path=("followers",)) -> tuple[Follower, ..
         if f.host in seen:
             raise _error(file, lines, f"host '{f.host}' is listed twice (entry {seen[f.host]})",
                          path + (i, "host"))
+        if (why := _socket_refusal(f)) is not None:
+            raise _error(file, lines, why, path + (i, "address"))
         seen[f.host] = i
         followers.append(f)
     return tuple(followers)
