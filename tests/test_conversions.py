@@ -4,27 +4,23 @@ PP-OCR's text detector and direction classifier from the PyPI wheel rapidocr-onn
 end to end through the plugin (pytester), numerical check included; and a generated model's
 conversions through the same paths.
 
-The wheel is fetched once with `pip download --no-deps` into INFERBENCH_TEST_WHEELS (default
-~/.cache/pytest-inferbench-tests/wheels); without it these tests skip saying how to get it.
+Nothing is fetched here: the wheel is prepared beforehand by scripts/prepare_test_data.sh
+(.ci/run calls it) into INFERBENCH_TEST_WHEELS (default ~/.cache/pytest-inferbench-tests/
+wheels; tests/required_parts.py); without it these tests skip saying that command, and under
+CI (CI=true) they fail.
 Inputs are declared with `inputs: {x: [per-sample shape]}` (small images keep the run short).
 """
 
 import json
-import os
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
+import required_parts
 from conftest import FAST
 
-WHEEL = "rapidocr-onnxruntime==1.4.4"
-WHEELS = Path(os.environ.get("INFERBENCH_TEST_WHEELS",
-                             Path.home() / ".cache" / "pytest-inferbench-tests" / "wheels"))
 MODELS = {"det": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
           "cls": "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"}
 DET = "{path: det.onnx, inputs: {x: [3, 64, 64]}}"     # H/W are symbolic in the file
@@ -32,28 +28,16 @@ CLS = "{path: cls.onnx, inputs: {x: [3, 48, 192]}}"
 STATIC = "{name: onnxruntime, quantization: static}"
 
 
-def _wheel():
-    return next(iter(sorted(WHEELS.glob("rapidocr_onnxruntime-1.4.4-*.whl"))), None)
-
-
 @pytest.fixture(scope="session")
 def ppocr(tmp_path_factory) -> dict:
-    """{name: path} of PP-OCR's ONNX files, read out of the wheel (its dependencies unneeded)."""
-    wheel = _wheel()
+    """{name: path} of PP-OCR's ONNX files, read out of the prepared wheel (its dependencies
+    unneeded)."""
+    wheel = required_parts.ppocr_wheel()
     if wheel is None:
-        WHEELS.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(WHEELS)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            said = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            said = str(exc)
-        wheel = _wheel()
-        if wheel is None:
-            pytest.skip(f"PP-OCR's ONNX models (PyPI wheel {WHEEL}) are not in {WHEELS} and "
-                        f"`{' '.join(cmd[2:])}` failed ({said[:200]}): run that command where "
-                        f"PyPI is reachable, or put the wheel in {WHEELS} "
-                        f"(or set INFERBENCH_TEST_WHEELS to a folder holding it)")
+        why = required_parts.prepared_test_data()
+        if required_parts.ci():
+            pytest.fail(f"CI: {why}", pytrace=False)
+        pytest.skip(why)
     out = tmp_path_factory.mktemp("ppocr")
     with zipfile.ZipFile(wheel) as zf:
         for name, member in MODELS.items():
