@@ -8,10 +8,10 @@ import torch
 
 from conftest import FAST
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(   # gpu: this skip does not fail CI
     not torch.cuda.is_available(),
     reason="no CUDA device visible to torch: GPU paths run with scripts/gpu_check.sh on a GPU "
-           "machine")
+           "machine")]
 
 
 def test_cuda_cells_synchronise_monitor_and_check(pytester):

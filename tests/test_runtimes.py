@@ -97,6 +97,7 @@ def test_unsupported_combinations_skip_with_reasons(pytester):
         "*provider tensorrt needs a cuda device*"])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(HAS_CUDA, reason="checks the skips of a machine without a GPU")
 def test_gpu_cells_skip_here_with_the_reason(pytester):
     pytester.makefile(".yaml", bench_gpu=f"""
