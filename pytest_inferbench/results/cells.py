@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+from ..core.result import Result
 from ..core.stats import bound_ranks, rank
 from ..core.verdicts import Obs, quantile
 
@@ -44,20 +45,18 @@ def in_search(result) -> bool:
     return bool(get("search") or get("search_trial"))
 
 
-def search_columns(result: dict) -> dict:
-    """A frame's `search_role` ("search": a search's own row, its answer in `search`;
+def search_columns(result: Result) -> dict:
+    """A frame's `search_role` ("search": a search's own row, its answer in `search` as JSON;
     "trial": one of its trials; None) and `search`."""
-    answer = result.get("search") if isinstance(result.get("search"), dict) else None
-    trial = isinstance(result.get("search_trial"), dict)
-    return {"search_role": "search" if answer else "trial" if trial else None,
-            "search": answer}
+    answer = result.search.model_dump(mode="json") if result.search is not None else None
+    role = "search" if answer else "trial" if result.search_trial is not None else None
+    return {"search_role": role, "search": answer}
 
 
-def trial_name(result: dict) -> str | None:
+def trial_name(result: Result) -> str | None:
     """A search trial is labelled as the cell it measured (its id is the search's)."""
-    cell = result.get("cell") if isinstance(result.get("cell"), dict) else {}
-    return str(cell["id"]) if isinstance(result.get("search_trial"), dict) and cell.get("id") \
-        else None
+    cell = result.cell if isinstance(result.cell, dict) else {}
+    return str(cell["id"]) if result.search_trial is not None and cell.get("id") else None
 
 
 def is_measured(result: dict) -> bool:

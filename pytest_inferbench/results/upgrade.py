@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..core.result import Result
 
@@ -39,10 +39,69 @@ def upgrade(doc: dict) -> dict:
 
 
 def upgrade_v1(doc: dict) -> dict:
-    """Version 1 -> 2: the same shapes; keys version 2 does not declare set aside, per result
-    in `unknown_fields` and at the top level in the run's `unknown_fields`."""
-    return {**_set_aside_top(doc), "version": VERSION,
-            "results": [set_aside(r) for r in doc.get("results", [])]}
+    """Version 1 -> 2: the same shapes, except that a search's `max_rate`/`knee_rate` was once
+    a bracket ({value|rate|lower, ...}) and is now its number. Keys version 2 does not declare,
+    and values it cannot read (a shape some writer used once), are set aside, per result in
+    `unknown_fields` and at the top level in the run's `unknown_fields`."""
+    results = []
+    for r in doc.get("results", []):
+        kept = set_aside(_v1_rates(r) if isinstance(r, dict) else r)
+        if isinstance(kept, dict):
+            _set_aside_unreadable(kept)
+        results.append(kept)
+    return {**_set_aside_top(doc), "version": VERSION, "results": results}
+
+
+def _v1_rates(result: dict) -> dict:
+    load = result.get("load")
+    if not isinstance(load, dict):
+        return result
+    load, unknown = dict(load), dict(result.get("unknown_fields") or {})
+    for key in ("max_rate", "knee_rate"):
+        value = load.get(key)
+        if isinstance(value, dict):
+            unknown[f"load.{key}"] = value
+            load[key] = next((value[k] for k in ("value", "rate", "lower")
+                              if value.get(k) is not None), None)
+    return {**result, "load": load, **({"unknown_fields": unknown} if unknown else {})}
+
+
+def _set_aside_unreadable(result: dict) -> None:
+    """Move each value the Result model rejects into `unknown_fields` (by its path), until it
+    reads: a version-1 file always opens, and what it held is still there."""
+    for _ in range(50):         # each round removes at least one value
+        try:
+            Result.model_validate(result)
+            return
+        except ValidationError as exc:
+            moved = [_move(result, err["loc"]) for err in exc.errors()]
+        if not any(moved):
+            return              # nothing left to move: the caller reports the error
+        unknown = result.setdefault("unknown_fields", {})
+        unknown.update(dict(m for m in moved if m))
+
+
+def _move(data: dict, loc: tuple) -> tuple[str, Any] | None:
+    """Pop the deepest existing key along a validation error's path; (path, value)."""
+    parents, node, path = [], data, []
+    for key in loc:
+        if isinstance(node, dict) and key in node:
+            parents.append((node, key))
+            node = node[key]
+            path.append(str(key))
+        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+            parents.append((node, key))
+            node = node[key]
+            path.append(str(key))
+        else:
+            break
+    while parents and isinstance(parents[-1][0], list):
+        parents.pop()           # a list item is set aside with its list
+        path.pop()
+    if not parents or path == ["unknown_fields"]:
+        return None
+    container, key = parents[-1]
+    return ".".join(path), container.pop(key)
 
 
 def _set_aside_top(doc: dict) -> dict:

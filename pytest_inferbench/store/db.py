@@ -3,7 +3,7 @@
     store = ResultStore.open("sqlite:///.inferbench/results.db")   # or postgresql://...
     store.record(run_doc, source=path)        # idempotent: the same run twice adds nothing
     rows = store.series(cell_keys=[...], fingerprint=fp)   # one cell's history, oldest first
-    docs = store.documents()                  # run documents, as load_run gives them
+    docs = store.documents()                  # run documents as recorded (parse_run reads them)
 
 Run files stay the exchange format; the store is where history accumulates, shared by every
 session (and CI pipeline) that names the same URL. Each run is written in one transaction, so
@@ -109,8 +109,10 @@ class ResultStore:
         uid = run_uid(doc)
         prov = doc.get("provenance") or {}
         git = prov.get("git") or {}
+        # the run file's version is kept with the run, so documents() says which shape its
+        # results have (runs recorded before it was kept are version 1)
         extra = {k: v for k, v in doc.items()
-                 if k not in ("format", "version", "name", "provenance", "results", "path")}
+                 if k not in ("format", "name", "provenance", "results", "path")}
         rows = [_as_dict(r) for r in doc.get("results", [])]
         try:
             with self.engine.begin() as conn:
@@ -191,6 +193,7 @@ class ResultStore:
                 if run_id in by_run:
                     by_run[run_id].append(json.loads(result))
         for r in run_rows:
+            # as recorded: readers bring it to this version (results/runfile.parse_run)
             docs.append({"format": "pytest-inferbench-run", "version": 1, "name": r["name"],
                          "provenance": json.loads(r["provenance"] or "{}"),
                          **json.loads(r["extra"] or "{}"), "results": by_run[r["id"]],
