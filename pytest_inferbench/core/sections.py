@@ -40,6 +40,10 @@ class Section(BaseModel):
         value = getattr(self, self._field(key))
         return default if value is None else value
 
+    def __contains__(self, key) -> bool:
+        # `"max_rate" in load` would test the model's (name, value) pairs: always False
+        raise TypeError(f"`in` on {type(self).__name__}: read the attribute instead")
+
     def update(self, other: dict | None = None, **more) -> None:
         for key, value in {**(other or {}), **more}.items():
             self[key] = value
