@@ -143,6 +143,9 @@ class Lag(Section):
     p50: float | None = None
     p99: float | None = None
     max: float | None = None
+    # paired mode pools sub-slices: the worst and the median slice's p99
+    p99_worst_slice: float | None = None
+    p99_median_slice: float | None = None
 
 
 class Offered(Section):
@@ -177,6 +180,7 @@ class Step(Section):
     timeouts: int | None = None
     verdict: str | None = None           # pass | fail | undetermined
     generator_limited: bool | None = None  # failed while the generator lagged
+    confirming: float | None = None      # this step re-runs a failed rate to confirm it
 
 
 class Bracket(Section):
@@ -190,6 +194,8 @@ class Load(Section):
     search.py; generative serving's in workload/generative.py). Rates in queries/s."""
     scenario: str | None = None          # generative cells only
     concurrency: int | None = None       # closed-loop clients
+    arrival: str | None = None           # paired mode: the arrival process
+    slices: int | None = None            # paired mode: sub-slices pooled
     target_rate: float | None = None
     scheduled_rate: float | None = None
     achieved_rate: float | None = None
@@ -475,11 +481,11 @@ class ABBaselineSide(Section):
     """Paired mode's baseline side. What it says about itself (model, runtime, serving,
     process, versions) is kept as that side reported it: it may be another interpreter or git
     revision of this package, whose sections need not match this version's."""
-    changes: str | None = None
-    model: dict[str, Any] | None = None
-    runtime: dict[str, Any] | None = None
-    serving: dict[str, Any] | None = None
-    process: Any = None
+    changes: str | None = None           # what the baseline changes, e.g. "runtime=torch"
+    model: str | None = None             # its model label
+    runtime: dict[str, Any] | None = None  # its runner's info() (another revision's keys)
+    serving: str | None = None           # its serving label
+    process: str | None = None           # "in-process" | "server" | another interpreter
     python: str | None = None
     versions: dict[str, Any] | None = None
     url: str | None = None
