@@ -177,7 +177,7 @@ class SessionState:
             return None
         from .history.trends import series  # lazy: scipy, only with a store
         from .store.db import ResultStore  # lazy: sqlalchemy
-        keys = {cell_key(r) for r in self.writer.results}
+        keys = {cell_key(r) for r in self.results}     # the same cells, typed
         try:
             store = ResultStore.open(self.gate.store_url)
             try:

@@ -18,6 +18,7 @@ from ..history.changes import change_points
 from ..history.judge import history_judgement, reference
 from ..results.cells import (cell_key, display, group_by_config, in_search, is_measured,
                              observe)
+from ..results.runfile import parse_result, typed_results
 from ..store.db import ResultStore
 from ..store.url import run_uid, shown
 from .compare import finish_comparison, gate_for, run_summary
@@ -30,7 +31,7 @@ def per_run(rows: list[dict], metric: str) -> tuple[list[dict], list[Obs]]:
     runs: dict[int, list] = {}
     info: dict[int, dict] = {}
     for row in rows:
-        result = row["result"]
+        result = parse_result(row["result"])    # as stored, of any version
         if not is_measured(result):
             continue
         runs.setdefault(row["run_id"], []).append(observe(result, metric))
@@ -51,13 +52,12 @@ def compare_with_history(store: ResultStore, new_doc: dict, gate=None,
                          options: HistoryOptions | None = None,
                          confidence: float | None = None) -> dict:
     options = options or HistoryOptions()
-    new_results = [r.to_json() if hasattr(r, "to_json") else dict(r)
-                   for r in new_doc.get("results", []) if not in_search(r)]
+    new_results = [r for r in typed_results(new_doc) if not in_search(r)]
     prov = new_doc.get("provenance") or {}
     here = fingerprint(prov)
     this_run = run_uid(new_doc)
-    paired = [r for r in new_results if r.get("ab")]
-    groups = group_by_config(r for r in new_results if not r.get("ab"))
+    paired = [r for r in new_results if r.ab is not None]
+    groups = group_by_config(r for r in new_results if r.ab is None)
     keys = {key: cell_key(rows[0]) for key, rows in groups.items()}
     history = [row for row in store.series(cell_keys=set(keys.values()), branch=options.branch,
                                            with_result=True) if row["uid"] != this_run]
@@ -71,7 +71,7 @@ def compare_with_history(store: ResultStore, new_doc: dict, gate=None,
         measured = [r for r in rows if is_measured(r)]
         if not measured:
             not_measured.append({"cell": display(rows[0]),
-                                 "reason": f"not measured in this run ({rows[0].get('status')})"})
+                                 "reason": f"not measured in this run ({rows[0].status})"})
             continue
         config = gate_for(rows, gate, confidence)
         js = []
@@ -96,9 +96,8 @@ def compare_with_history(store: ResultStore, new_doc: dict, gate=None,
             not_measured.append({"cell": display(rows[0]), "reason": missing[0].missing})
             judged = [(c, j) for c, j in judged if j not in js]
             continue
-        busy = ["this run"] if any((r.get("process") or {}).get("host_contended")
-                                   for r in measured) else []
-        entries.append({"cell": display(rows[0]), "id": rows[0].get("id"), "mode": "history",
+        busy = ["this run"] if any(r.process.host_contended for r in measured) else []
+        entries.append({"cell": display(rows[0]), "id": rows[0].id, "mode": "history",
                         "gate": config.to_json(), "judgements": js, "busy": busy,
                         "repeats_base": None, "repeats_new": len(measured)})
     notes = []

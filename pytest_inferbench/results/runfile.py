@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.result import Result
-from .upgrade import FORMAT, VERSION, upgrade
+from .upgrade import FORMAT, VERSION, upgrade, upgrade_result
 
 
 class RunFile(BaseModel):
@@ -63,6 +63,22 @@ def parse_run(doc: dict, where: str = "run") -> RunFile:
         first = str(exc).splitlines()
         raise RunFileError(f"{where}: not a valid version-{VERSION} run file: "
                            f"{'; '.join(first[:3])}") from None
+
+
+def typed_results(doc: dict) -> list[Result]:
+    """A run document's results as typed Results: as load_run gave them, or, for a document
+    held in memory as JSON (the session's own, a saved baseline's), through parse_run."""
+    results = doc.get("results", [])
+    if all(isinstance(r, Result) for r in results):
+        return list(results)
+    plain = [r.to_json() if isinstance(r, Result) else r for r in results]
+    return parse_run({"format": FORMAT, "version": doc.get("version", 1),
+                      "results": plain}, str(doc.get("name") or "run")).results
+
+
+def parse_result(data: dict, version: int = 1) -> Result:
+    """One stored result (the results store keeps results one by one) as a typed Result."""
+    return Result.model_validate(upgrade_result(data, version))
 
 
 class RunWriter:

@@ -38,17 +38,25 @@ def upgrade(doc: dict) -> dict:
             "results": [set_aside(r) for r in doc.get("results", [])]}
 
 
+def upgrade_result(result: dict, version: int = 1) -> dict:
+    """One result's dict of run-file version `version` as a version-2 dict. Version 1's step
+    is lossless on a version-2 result, so a result of unknown version is read as version 1."""
+    if version == VERSION:
+        return result
+    if version == 1:
+        kept = set_aside(_v1_rates(result))
+        _set_aside_unreadable(kept)
+        return kept
+    return set_aside(result)
+
+
 def upgrade_v1(doc: dict) -> dict:
     """Version 1 -> 2: the same shapes, except that a search's `max_rate`/`knee_rate` was once
     a bracket ({value|rate|lower, ...}) and is now its number. Keys version 2 does not declare,
     and values it cannot read (a shape some writer used once), are set aside, per result in
     `unknown_fields` and at the top level in the run's `unknown_fields`."""
-    results = []
-    for r in doc.get("results", []):
-        kept = set_aside(_v1_rates(r) if isinstance(r, dict) else r)
-        if isinstance(kept, dict):
-            _set_aside_unreadable(kept)
-        results.append(kept)
+    results = [upgrade_result(r, 1) if isinstance(r, dict) else r
+               for r in doc.get("results", [])]
     return {**_set_aside_top(doc), "version": VERSION, "results": results}
 
 
