@@ -48,6 +48,24 @@ def per_run(rows: list[dict], metric: str) -> tuple[list[dict], list[Obs]]:
     return out_info, out_obs
 
 
+def _judge_metric(metric: str, limit, same: list[dict], measured: list, options):
+    """One metric of one cell against its history since the last change point."""
+    info, obs = per_run(same, metric)
+    changes = change_points([o.value for o in obs])
+    ref = reference(len(obs), changes, options.window, options.min_runs)
+    past = [obs[i] for i in ref.indices]
+    since = info[ref.indices[0]] if ref.indices else None
+    where = ref.note if ref.indices else ""
+    if since is not None and not where:
+        where = f" (since {(since.get('started_at') or '')[:10]})"
+    j = history_judgement(metric, limit, past, [observe(r, metric) for r in measured],
+                          options.min_runs, where)
+    j.detail["changes"] = [{"run": info[c.index]["run_id"],
+                            "commit": info[c.index].get("commit"),
+                            "ratio": round(c.ratio, 4)} for c in changes]
+    return j
+
+
 def compare_with_history(store: ResultStore, new_doc: dict, gate=None,
                          options: HistoryOptions | None = None,
                          confidence: float | None = None) -> dict:
@@ -74,23 +92,9 @@ def compare_with_history(store: ResultStore, new_doc: dict, gate=None,
                                  "reason": f"not measured in this run ({rows[0].status})"})
             continue
         config = gate_for(rows, gate, confidence)
-        js = []
-        for metric, limit in config.thresholds.items():
-            info, obs = per_run(same, metric)
-            changes = change_points([o.value for o in obs])
-            ref = reference(len(obs), changes, options.window, options.min_runs)
-            past = [obs[i] for i in ref.indices]
-            since = info[ref.indices[0]] if ref.indices else None
-            where = ref.note if ref.indices else ""
-            if since is not None and not where:
-                where = f" (since {(since.get('started_at') or '')[:10]})"
-            j = history_judgement(metric, limit, past, [observe(r, metric) for r in measured],
-                                  options.min_runs, where)
-            j.detail["changes"] = [{"run": info[c.index]["run_id"],
-                                    "commit": info[c.index].get("commit"),
-                                    "ratio": round(c.ratio, 4)} for c in changes]
-            js.append(j)
-            judged.append((config.confidence, j))
+        js = [_judge_metric(metric, limit, same, measured, options)
+              for metric, limit in config.thresholds.items()]
+        judged.extend((config.confidence, j) for j in js)
         missing = [j for j in js if j.missing and "history mode needs" in j.missing]
         if missing and len(missing) == len(js):
             not_measured.append({"cell": display(rows[0]), "reason": missing[0].missing})
