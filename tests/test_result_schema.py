@@ -68,6 +68,21 @@ def test_a_version_1_file_compares_with_a_version_2_file(name, tmp_path, capsys)
     assert all(v["cell"] in text for v in comparison["verdicts"])
 
 
+def test_load_results_and_the_report_read_version_1_files(tmp_path, capsys):
+    from pytest_inferbench import load_results      # lazy: pandas
+    df = load_results([DATA / "v1", DATA / "v2" / "served.json"])
+    total = sum(len(json.loads(p.read_text())["results"]) for p in V1)
+    assert len(df) == total + 3
+    served = df[(df["scenario"] == "server") & (df["n"] > 0)]
+    assert set(served["slo_verdict"]) <= {"pass", "fail", "undetermined"} and len(served) == 4
+    assert served["achieved_rate"].notna().all() and served["send_lag_p99_ms"].notna().all()
+    out = tmp_path / "r.html"
+    assert cli(["report", str(DATA / "v1"), str(DATA / "v2" / "served.json"),
+                "-o", str(out)]) == 0
+    html = out.read_text()
+    assert "mlp-small" in html and "onnxruntime-cpu-fp32-bs1-server-poisson100-http" in html
+
+
 def test_store_import_of_a_version_1_file(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     assert cli(["store", "import", str(DATA / "v1" / "served.json"), "--store", url]) == 0
