@@ -102,7 +102,9 @@ def read_runs(sources) -> list[Run]:
             runs.append(source)
             continue
         if isinstance(source, Mapping):     # a document in memory: version 1 unless it says
-            doc = {"format": FORMAT, "version": 1, **source}
+            # ("path": where a reader found it, not part of the run)
+            doc = {"format": FORMAT, "version": 1,
+                   **{k: v for k, v in source.items() if k != "path"}}
             runs.append(_run_from_doc(_parsed(doc, "run document"), None))
             continue
         if isinstance(source, str) and "://" in source:     # a results store

@@ -9,6 +9,9 @@ field names (`_ms`, `_s`, `_mb`, `_w`, `_j`, `_per_s`) or in the comment beside 
 Where a value's shape belongs to a system outside this package (a server's statistics, the
 resolved spec entry, what another revision's side reported), the field stays a dict and its
 comment says why.
+
+Why one module: together these models are the run file's schema (`python -m pytest_inferbench
+schema`); read side by side, a key's name and unit is the same wherever it appears.
 """
 
 from __future__ import annotations
