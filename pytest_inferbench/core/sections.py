@@ -474,7 +474,7 @@ class Window(Section):
 class Placement(Section):
     """Where the scheduler ran the cell (schedule/worker.py)."""
     follower: str | None = None
-    slot: str | int | None = None
+    slot: str | None = None              # the worker slot's id
     device: str | None = None
     lease_wait_s: float | None = None
     colocated_with: list[str] = Field(default_factory=list)   # result ids overlapping in time
