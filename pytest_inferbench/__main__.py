@@ -6,6 +6,7 @@
                                         [--confidence 0.95] [--force] [--json PATH]
     python -m pytest_inferbench store import DIR|FILE... [--store URL]
     python -m pytest_inferbench history [--cell PATTERN] [--since DATE] [--store URL] [--json P]
+    python -m pytest_inferbench schema          # the run file's JSON Schema (version 2)
 
 A command is one function that adds its subparser (`_add_<name>`) and one that runs it; add a new
 one (e.g. `compare`) to COMMANDS. A user's mistake (a missing file, a file that is not a run
@@ -26,7 +27,7 @@ from .core.thresholds import GateError, parse_gate
 from .core.verdicts import REGRESSION
 from .gate.baselines import BaselineError, resolve
 from .gate.compare import compare_runs, render_text
-from .results.runfile import RunFileError, load_run
+from .results.runfile import RunFile, RunFileError, load_run
 from .spec import load_job
 from .store.url import resolve_url, shown
 
@@ -366,7 +367,20 @@ def _step_line(st) -> str:
             f"({100 * (st.change.ratio - 1):+.1f}%), p = {st.change.pvalue:.2g}")
 
 
-COMMANDS = [_add_report, _add_compare, _add_store, _add_history]
+def _add_schema(sub) -> None:
+    p = sub.add_parser("schema", help="print the run file's JSON Schema",
+                       description="Print the JSON Schema of a run file as this version writes "
+                                   "it (docs/results.md); older versions are read through one "
+                                   "upgrade step.")
+    p.set_defaults(func=_run_schema)
+
+
+def _run_schema(args) -> int:
+    print(json.dumps(RunFile.model_json_schema(), indent=1))
+    return 0
+
+
+COMMANDS = [_add_report, _add_compare, _add_store, _add_history, _add_schema]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -339,8 +339,7 @@ def _cell_test(request):
     item.inferbench_results = results
     if result.status == "failed":       # measured, but it did not hold: numbers kept, item fails
         pytest.fail(result.reason or "failed", pytrace=False)
-    ab = getattr(result, "ab", None)
-    if ab and ab.get("verdict") == "regression" and state.gate.enabled:
+    if result.ab is not None and result.ab.verdict == "regression" and state.gate.enabled:
         pytest.fail(failure_message(result), pytrace=False)
 
 

@@ -19,7 +19,7 @@ from .measure import provenance
 from .measure.provenance import now_iso
 from .models.cache import ArtifactCache
 from .results.cells import cell_key
-from .results.runfile import RunWriter
+from .results.runfile import FORMAT, VERSION, RunWriter
 from .results.summary import summary_table
 from .schedule.facts import run_file_section
 from .schedule.worker import link_colocated, summary_line
@@ -116,7 +116,7 @@ class SessionState:
 
     def _run_doc(self) -> dict:
         w = self.writer
-        return {"format": "pytest-inferbench-run", "version": 1, "name": w.name,
+        return {"format": FORMAT, "version": VERSION, "name": w.name,
                 "provenance": w.provenance, "results": w.results,
                 **({"repeats": self.gate.repeats} if self.gate.repeats > 1 else {})}
 
@@ -177,7 +177,7 @@ class SessionState:
             return None
         from .history.trends import series  # lazy: scipy, only with a store
         from .store.db import ResultStore  # lazy: sqlalchemy
-        keys = {cell_key(r) for r in self.writer.results}
+        keys = {cell_key(r) for r in self.results}     # the same cells, typed
         try:
             store = ResultStore.open(self.gate.store_url)
             try:

@@ -64,7 +64,7 @@ def test_runs_measures_and_writes_the_run_file(spec):
     result.stdout.fnmatch_lines(["*inferbench*", "bench_small.yaml", "benchmark*n*p50 ms*p99 ms*",
                                  "run file: *run.json"])
     doc = run_file(spec)
-    assert doc["format"] == "pytest-inferbench-run" and doc["version"] == 1
+    assert doc["format"] == "pytest-inferbench-run" and doc["version"] == 2   # typed, since 2
     prov = doc["provenance"]
     for key in ("host", "cpu_model", "cpu_count_logical", "python", "start_time", "end_time"):
         assert prov[key], key

@@ -52,9 +52,11 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.result import Generative, Latency, Result
+from ..core.sections import Gpu, Load
 from ..results.cells import search_columns, trial_name
-from ..results.runfile import RunFileError, load_run
-from ..store.url import resolve_url
+from ..results.runfile import FORMAT, RunFileError, load_run, parse_run
+from ..store.url import resolve_url, shown
 
 STANDARD_PERCENTILES = ("p50", "p90", "p95", "p99", "p99.9")
 
@@ -65,10 +67,10 @@ class ResultsError(ValueError):
 
 @dataclass
 class Run:
-    """One run file: its name, provenance and results (plain dicts)."""
+    """One run file: its name, provenance and typed results."""
     name: str
     provenance: dict
-    results: list[dict]
+    results: list[Result]
     path: str | None = None
     run_id: str = ""
     label: str = ""
@@ -99,8 +101,11 @@ def read_runs(sources) -> list[Run]:
         if isinstance(source, Run):
             runs.append(source)
             continue
-        if isinstance(source, Mapping):
-            runs.append(_run_from_doc(dict(source), None))
+        if isinstance(source, Mapping):     # a document in memory: version 1 unless it says
+            # ("path": where a reader found it, not part of the run)
+            doc = {"format": FORMAT, "version": 1,
+                   **{k: v for k, v in source.items() if k != "path"}}
+            runs.append(_run_from_doc(_parsed(doc, "run document"), None))
             continue
         if isinstance(source, str) and "://" in source:     # a results store
             runs.extend(_run_from_doc(doc, None) for doc in _store_documents(source))
@@ -133,10 +138,12 @@ def _store_documents(url: str) -> list[dict]:
     try:
         store = ResultStore.open(resolve_url(url, Path.cwd()))
         try:
-            return store.documents()
+            # the store keeps each run as recorded, of any version: one conversion for all
+            return [parse_run(d, f"{shown(url)} run {d.get('store_run')}").as_doc()
+                    for d in store.documents()]
         finally:
             store.close()
-    except StoreError as exc:
+    except (StoreError, RunFileError) as exc:
         raise ResultsError(str(exc)) from None
 
 
@@ -145,8 +152,16 @@ def _first_line(exc) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _parsed(doc: dict, where: str) -> dict:
+    try:
+        return parse_run(doc, where).as_doc()
+    except RunFileError as exc:
+        raise ResultsError(str(exc)) from None
+
+
 def _run_from_doc(doc: dict, path: Path | None) -> Run:
-    results = [r.to_json() if hasattr(r, "to_json") else dict(r) for r in doc.get("results", [])]
+    """A Run from a document parse_run gave (load_run, the store): its results are typed."""
+    results = list(doc.get("results", []))
     run_id = ""
     if path is not None:
         run_id = path.name.removesuffix(".partial.jsonl").removesuffix(".json")
@@ -340,167 +355,215 @@ def threads_label(threads) -> str | None:
     return f"intra {intra or 'auto'}" + (f", inter {inter}" if inter else "")
 
 
-def _row(run: Run, index: int, r: dict) -> dict:
-    cell = r.get("cell") if isinstance(r.get("cell"), Mapping) else {}
-    prov = run.provenance
-    lat = r.get("latency_ms") if isinstance(r.get("latency_ms"), Mapping) else {}
-    rid = str(r.get("id") or "")
+def _row(run: Run, index: int, r: Result) -> dict:
+    """One result's row: what it is (the cell), then its figures, section by section."""
+    row = _identity(run, index, r)
+    row["config"] = config_text(row)
+    row.update(_latency_columns(r.latency_ms))
+    for columns in (_run_columns, _host_columns, _gpu_columns, _serving_columns, _load_columns,
+                    _slo_columns, _error_columns, _model_columns):
+        row.update(columns(r))
+    row["energy_per_sample_j"] = _energy_per_sample_j(row, r.gpu)
+    row.update({"cell": r.cell or None,
+                "histogram": r.latency_ms.histogram.model_dump() if r.latency_ms.histogram
+                else None,
+                "load_steps": [s.model_dump(mode="json") for s in r.load.steps]
+                if r.load is not None and r.load.steps is not None else None,
+                **search_columns(r)})
+    row.update(_generative(r.generative))
+    return row
+
+
+def _cell_parts(r: Result) -> dict:
+    """The cell's sections (the resolved spec Cell, JSON: its keys are spec/'s)."""
+    cell = r.cell if isinstance(r.cell, Mapping) else {}
+    part = (lambda key: cell.get(key) if isinstance(cell.get(key), Mapping) else {})
+    return {"cell": cell, "model": part("model"), "workload": part("workload"),
+            "serving": part("serving")}
+
+
+def _identity(run: Run, index: int, r: Result) -> dict:
+    c = _cell_parts(r)
+    cell, workload, serving_cell = c["cell"], c["workload"], c["serving"]
+    rid = r.id or ""
     name = trial_name(r) or rid.partition("::")[2] or rid
-    cell_label = name[name.find("[") + 1:-1] if name.endswith("]") and "[" in name else name
-    model_spec = cell.get("model") if isinstance(cell.get("model"), Mapping) else {}
-    model_info = r.get("model") if isinstance(r.get("model"), Mapping) else {}
-    runtime_info = r.get("runtime") if isinstance(r.get("runtime"), Mapping) else {}
-    workload = cell.get("workload") if isinstance(cell.get("workload"), Mapping) else {}
-    serving_cell = cell.get("serving") if isinstance(cell.get("serving"), Mapping) else {}
-    device = cell.get("device") or runtime_info.get("device")
-    batch = cell.get("batch_size") or r.get("batch_size") or 1
-    runtime = cell.get("runtime") or runtime_info.get("name")
+    device = cell.get("device") or r.runtime.device_name
+    runtime = cell.get("runtime") or r.runtime.name
     if serving_cell.get("system") == "openai":      # the server decides what runs the model
-        runtime = runtime_info.get("name") or "server"
-    rt_label = runtime_label(runtime, cell.get("runtime_options") or {})
-    model = cell.get("model_label") or model_info.get("label") or (name.split("[")[0] or "?")
-    row: dict[str, Any] = {
-        "run": run.label, "run_id": run.run_id, "run_index": index, "run_name": run.name,
-        "run_path": run.path, "host": prov.get("host"), "start_time": prov.get("start_time"),
-        "commit": _get(prov, "git", "commit"), "dirty": _get(prov, "git", "dirty"),
-        "id": rid, "cell_label": cell_label, "status": r.get("status") or "passed",
-        "reason": r.get("reason"), "valid": bool(r.get("valid", True)),
+        runtime = r.runtime.name or "server"
+    model = cell.get("model_label") or r.model.label or (name.split("[")[0] or "?")
+    scenario = workload.get("scenario") or r.scenario
+    return {
+        **_run_identity(run, index), "id": rid,
+        "cell_label": name[name.find("[") + 1:-1] if name.endswith("]") and "[" in name
+        else name,
+        "status": r.status or "passed", "reason": r.reason, "valid": bool(r.valid),
         "validity_reasons": _validity(r),
         "spec": cell.get("spec"), "spec_name": cell.get("spec_name"),
-        "model": str(model), "family": model_spec.get("family") or model_spec.get("kind"),
-        "runtime": runtime, "runtime_label": rt_label,
+        "model": str(model), "family": c["model"].get("family") or c["model"].get("kind"),
+        "runtime": runtime,
+        "runtime_label": runtime_label(runtime, cell.get("runtime_options") or {}),
         "runtime_options": json.dumps(cell.get("runtime_options") or {}, sort_keys=True),
         "device": device, "device_type": str(device).split(":")[0] if device else None,
-        "precision": cell.get("precision"), "batch_size": int(batch),
-        "threads": threads_label(cell.get("threads")),
-        "scenario": workload.get("scenario") or r.get("scenario"),
-        "workload": workload_label(workload, r.get("scenario")),
+        "precision": cell.get("precision"),
+        "batch_size": int(cell.get("batch_size") or r.batch_size or 1),
+        "threads": threads_label(cell.get("threads")), "scenario": scenario,
+        "workload": workload_label(workload, r.scenario),
         "arrival": workload.get("arrival") if workload.get("scenario") == "server" else None,
         "rate": _num(workload.get("rate")), "concurrency": _num(workload.get("concurrency")),
-        "serving": serving_cell.get("system") or _get(r, "serving", "system") or "inprocess",
-        "serving_label": serving_label(serving_cell or r.get("serving")),
-        "n": int(lat.get("n") or 0), "mean_ms": _num(lat.get("mean")),
-        "std_ms": _num(lat.get("std")), "min_ms": _num(lat.get("min")),
-        "max_ms": _num(lat.get("max")), "confidence": _num(lat.get("confidence")),
+        "serving": serving_cell.get("system") or (r.serving.system if r.serving else None)
+        or "inprocess",
+        "serving_label": serving_label(serving_cell or _dump(r.serving)),
     }
-    row["config"] = config_text(row)
-    pcts = lat.get("percentiles") if isinstance(lat.get("percentiles"), Mapping) else {}
+
+
+def _run_identity(run: Run, index: int) -> dict:
+    prov = run.provenance
+    return {"run": run.label, "run_id": run.run_id, "run_index": index, "run_name": run.name,
+            "run_path": run.path, "host": prov.get("host"), "start_time": prov.get("start_time"),
+            "commit": _get(prov, "git", "commit"), "dirty": _get(prov, "git", "dirty")}
+
+
+def _dump(section) -> dict:
+    return section.model_dump(exclude_none=True) if section is not None else {}
+
+
+def _latency_columns(lat: Latency) -> dict:
+    row: dict[str, Any] = {"n": int(lat.n or 0), "mean_ms": _num(lat.mean),
+                           "std_ms": _num(lat.std), "min_ms": _num(lat.min),
+                           "max_ms": _num(lat.max), "confidence": _num(lat.confidence)}
     for key in STANDARD_PERCENTILES:
         row[f"{key}_ms"] = row[f"{key}_lower_ms"] = row[f"{key}_upper_ms"] = NAN
-    for key, p in pcts.items():
-        p = p if isinstance(p, Mapping) else {"value": p}
-        row[f"{key}_ms"] = _num(p.get("value"))
-        row[f"{key}_lower_ms"] = _num(p.get("lower"))
-        row[f"{key}_upper_ms"] = _num(p.get("upper"))
-    row["_percentiles"] = list(pcts)
-
-    tp = r.get("throughput") or {}
-    stop = r.get("stop") or {}
-    proc = r.get("process") or {}
-    gpu = r.get("gpu") if isinstance(r.get("gpu"), Mapping) else {}
-    bd = _get(r, "serving", "breakdown") or {}
-    load = r.get("load") if isinstance(r.get("load"), Mapping) else {}
-    slo = r.get("slo") if isinstance(r.get("slo"), Mapping) else {}
-    errs = r.get("errors") if isinstance(r.get("errors"), Mapping) else {}
-    check = model_info.get("check") if isinstance(model_info.get("check"), Mapping) else {}
-    samples_done = row["n"] * row["batch_size"]
-    energy_j = _num(gpu.get("energy_j"))
-    eps = _num(gpu.get("energy_per_sample_j"))
-    if math.isnan(eps) and not math.isnan(energy_j) and samples_done:
-        eps = energy_j / samples_done
-    row.update({
-        "queries_per_s": _num(tp.get("queries_per_s")),
-        "samples_per_s": _num(tp.get("samples_per_s")),
-        "stop_reason": stop.get("reason"), "ci_half_width_rel": _num(stop.get("ci_half_width_rel")),
-        "duration_s": _num(r.get("duration_s")), "wall_s": _num(r.get("wall_s")),
-        "cpu_cores_used": _num(proc.get("cpu_cores_used")),
-        "cpu_percent_system": _num(proc.get("cpu_percent_system")),
-        "peak_rss_mb": _num(proc.get("peak_rss_mb")),
-        "other_cpu_cores": _num(proc.get("other_cpu_cores")),
-        "host_contended": proc.get("host_contended"),
-        "gpu_name": gpu.get("name"),
-        "gpu_util_pct": _num(_get(gpu, "utilization_pct", "mean")),
-        "gpu_util_max_pct": _num(_get(gpu, "utilization_pct", "max")),
-        "gpu_memory_mb": _num(_get(gpu, "memory_used_mb", "max")),
-        "gpu_power_w": _num(_get(gpu, "power_w", "mean")),
-        "energy_j": energy_j, "energy_per_sample_j": eps,
-        "queue_ms": _num(bd.get("queue_ms")), "compute_ms": _num(bd.get("compute_ms")),
-        "compute_infer_ms": _num(bd.get("compute_infer_ms")),
-        "server_ms": _num(bd.get("server_ms")), "other_ms": _num(bd.get("other_ms")),
-        "avg_batch": _num(bd.get("avg_batch")),
-        "target_rate": _num(load.get("target_rate")),
-        "achieved_rate": _num(load.get("achieved_rate")),
-        "send_lag_p99_ms": _num(_get(load, "send_lag_ms", "p99")),
-        "late_fraction": _num(load.get("late_fraction")),
-        "max_rate": _num(_rate(load.get("max_rate"))),
-        "knee_rate": _num(_rate(load.get("knee_rate"))),
-        "slo_verdict": slo.get("verdict"), "slo_percentile": _num(slo.get("percentile")),
-        "slo_bound_ms": _num(slo.get("bound_ms")), "slo_confidence": _num(slo.get("confidence")),
-        "slo_queries": _num(slo.get("queries")), "slo_overlatency": _num(slo.get("overlatency")),
-        "slo_reason": slo.get("reason"),
-        "errors": _num(errs.get("errors", load.get("errors"))),
-        "timeouts": _num(errs.get("timeouts", load.get("timeouts"))),
-        "attempted": _num(errs.get("attempted")), "error_rate": _num(errs.get("error_rate")),
-        "parameters": _num(model_info.get("parameters")),
-        "check_ok": check.get("ok"), "max_rel_err": _num(check.get("max_rel_err")),
-        "conversion_s": _num(model_info.get("conversion_s")),
-        "runtime_version": runtime_info.get("version"),
-        "cell": cell or None,
-        "histogram": lat.get("histogram") if isinstance(lat.get("histogram"), Mapping) else None,
-        "load_steps": load.get("steps") if isinstance(load.get("steps"), list) else None,
-        **search_columns(r),
-    })
-    row.update(_generative(r.get("generative")))
+    for key, p in lat.percentiles.items():
+        row[f"{key}_ms"] = _num(p.value)
+        row[f"{key}_lower_ms"] = _num(p.lower)
+        row[f"{key}_upper_ms"] = _num(p.upper)
+    row["_percentiles"] = list(lat.percentiles)
     return row
+
+
+def _run_columns(r: Result) -> dict:
+    return {"queries_per_s": _num(r.throughput.queries_per_s),
+            "samples_per_s": _num(r.throughput.samples_per_s),
+            "stop_reason": r.stop.reason, "ci_half_width_rel": _num(r.stop.ci_half_width_rel),
+            "duration_s": _num(r.duration_s), "wall_s": _num(r.wall_s)}
+
+
+def _host_columns(r: Result) -> dict:
+    proc = r.process
+    return {"cpu_cores_used": _num(proc.cpu_cores_used),
+            "cpu_percent_system": _num(proc.cpu_percent_system),
+            "peak_rss_mb": _num(proc.peak_rss_mb), "other_cpu_cores": _num(proc.other_cpu_cores),
+            "host_contended": proc.host_contended}
+
+
+def _stat(stat, key: str) -> float:
+    return _num(getattr(stat, key)) if stat is not None else NAN
+
+
+def _gpu_columns(r: Result) -> dict:
+    gpu = r.gpu or Gpu()
+    return {"gpu_name": gpu.name,
+            "gpu_util_pct": _stat(gpu.utilization_pct, "mean"),
+            "gpu_util_max_pct": _stat(gpu.utilization_pct, "max"),
+            "gpu_memory_mb": _stat(gpu.memory_used_mb, "max"),
+            "gpu_power_w": _stat(gpu.power_w, "mean"), "energy_j": _num(gpu.energy_j)}
+
+
+def _energy_per_sample_j(row: dict, gpu) -> float:
+    eps = _num(gpu.energy_per_sample_j) if gpu is not None else NAN
+    samples_done = row["n"] * row["batch_size"]
+    if math.isnan(eps) and not math.isnan(row["energy_j"]) and samples_done:
+        eps = row["energy_j"] / samples_done
+    return eps
+
+
+def _serving_columns(r: Result) -> dict:
+    # the server's statistics split: its keys are the server's (serving/statistics.py)
+    bd = (r.serving.breakdown if r.serving is not None else None) or {}
+    return {key: _num(bd.get(key)) for key in ("queue_ms", "compute_ms", "compute_infer_ms",
+                                               "server_ms", "other_ms", "avg_batch")}
+
+
+def _load_columns(r: Result) -> dict:
+    load = r.load or Load()
+    return {"target_rate": _num(load.target_rate), "achieved_rate": _num(load.achieved_rate),
+            "send_lag_p99_ms": _num(load.send_lag_ms.p99 if load.send_lag_ms else None),
+            "late_fraction": _num(load.late_fraction),
+            "max_rate": _num(load.max_rate), "knee_rate": _num(load.knee_rate)}
+
+
+def _slo_columns(r: Result) -> dict:
+    slo = r.slo
+    if slo is None:
+        return {k: (None if k in ("slo_verdict", "slo_reason") else NAN) for k in _SLO_COLUMNS}
+    return {"slo_verdict": slo.verdict, "slo_percentile": _num(slo.percentile),
+            "slo_bound_ms": _num(slo.bound_ms), "slo_confidence": _num(slo.confidence),
+            "slo_queries": _num(slo.queries), "slo_overlatency": _num(slo.overlatency),
+            "slo_reason": slo.reason}
+
+
+_SLO_COLUMNS = ("slo_verdict", "slo_percentile", "slo_bound_ms", "slo_confidence",
+                "slo_queries", "slo_overlatency", "slo_reason")
+
+
+def _error_columns(r: Result) -> dict:
+    errs, load = r.errors, r.load
+    # cells measured before `errors` existed counted failures in `load` only
+    errors = errs.errors if errs is not None else (load.errors if load is not None else None)
+    timeouts = errs.timeouts if errs is not None else (load.timeouts if load is not None
+                                                       else None)
+    return {"errors": _num(errors), "timeouts": _num(timeouts),
+            "attempted": _num(errs.attempted if errs is not None else None),
+            "error_rate": _num(errs.error_rate if errs is not None else None)}
+
+
+def _model_columns(r: Result) -> dict:
+    # the check's keys are models/check.py's
+    check = r.model.check if isinstance(r.model.check, Mapping) else {}
+    return {"parameters": _num(r.model.parameters), "check_ok": check.get("ok"),
+            "max_rel_err": _num(check.get("max_rel_err")),
+            "conversion_s": _num(r.model.conversion_s), "runtime_version": r.runtime.version}
 
 
 GENERATIVE_METRICS = ("ttft", "itl", "tpot", "e2e")
 
 
-def _generative(g) -> dict:
+def _generative(g: Generative | None) -> dict:
     """The generative-serving columns (NaN for other cells)."""
-    g = g if isinstance(g, Mapping) else {}
+    g = g or Generative()
     out: dict[str, Any] = {}
     for metric in GENERATIVE_METRICS:
-        pcts = _get(g, f"{metric}_ms", "percentiles") or {}
+        lat = getattr(g, f"{metric}_ms")
+        pcts = lat.percentiles if lat is not None else {}
         for key in ("p50", "p99"):
-            p = pcts.get(key) if isinstance(pcts.get(key), Mapping) else {}
-            out[f"{metric}_{key}_ms"] = _num(p.get("value"))
+            p = pcts.get(key)
+            out[f"{metric}_{key}_ms"] = _num(p.value if p else None)
             if key == "p99":
-                out[f"{metric}_p99_lower_ms"] = _num(p.get("lower"))
-                out[f"{metric}_p99_upper_ms"] = _num(p.get("upper"))
-    goodput = g.get("goodput") if isinstance(g.get("goodput"), Mapping) else {}
+                out[f"{metric}_p99_lower_ms"] = _num(p.lower if p else None)
+                out[f"{metric}_p99_upper_ms"] = _num(p.upper if p else None)
+    goodput, tokens = g.goodput, g.tokens
+    client = g.send_lag_ms.client if g.send_lag_ms is not None else None
     out.update({
-        "requests_per_s": _num(g.get("requests_per_s")),
-        "output_tokens_per_s": _num(g.get("output_tokens_per_s")),
-        "total_tokens_per_s": _num(g.get("total_tokens_per_s")),
-        "goodput_per_s": _num(goodput.get("requests_per_s")),
-        "goodput_share": _num(goodput.get("share")),
-        "input_tokens_mean": _num(_get(g, "tokens", "input", "mean")),
-        "output_tokens_mean": _num(_get(g, "tokens", "output", "mean")),
-        "client_lag_p99_ms": _num(_get(g, "send_lag_ms", "client", "p99")),
+        "requests_per_s": _num(g.requests_per_s),
+        "output_tokens_per_s": _num(g.output_tokens_per_s),
+        "total_tokens_per_s": _num(g.total_tokens_per_s),
+        "goodput_per_s": _num(goodput.requests_per_s if goodput else None),
+        "goodput_share": _num(goodput.share if goodput else None),
+        "input_tokens_mean": _num(tokens.input.mean if tokens and tokens.input else None),
+        "output_tokens_mean": _num(tokens.output.mean if tokens and tokens.output else None),
+        "client_lag_p99_ms": _num(client.p99 if client else None),
     })
     return out
 
 
-def _rate(value):
-    """A rate, or the best value of a search's bracket ({value|rate|lower,...})."""
-    if isinstance(value, Mapping):
-        for key in ("value", "rate", "lower"):
-            if value.get(key) is not None:
-                return value[key]
-        return None
-    return value
-
-
-def _validity(r: dict) -> str | None:
-    reasons = r.get("validity_reasons") or r.get("invalid_reasons") or _get(r, "load", "invalid_reasons")
-    if isinstance(reasons, (list, tuple)):
-        return "; ".join(str(x) for x in reasons) or None
-    if reasons:
-        return str(reasons)
-    if r.get("valid", True) is False:
-        late = _get(r, "load", "late_fraction")
+def _validity(r: Result) -> str | None:
+    if r.load is not None and r.load.invalid_reasons:
+        return "; ".join(str(x) for x in r.load.invalid_reasons)
+    if r.load is not None and "invalid_reasons" in r.load.model_fields_set:
+        return None                 # the generator said why, or that nothing was wrong
+    if r.valid is False:
+        late = r.load.late_fraction if r.load is not None else None
         return ("the load generator fell behind" +
                 (f" ({100 * late:.1f}% of sends late)" if isinstance(late, (int, float)) else ""))
     return None

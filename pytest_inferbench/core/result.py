@@ -1,7 +1,9 @@
 """The result of one cell, as stored in run files and returned by the `inferbench` fixture.
 
-Every model allows extra fields and gives every field a default, so a run file written by a
-newer version (with fields added) still reads, and an older file reads with None/defaults.
+Every section is a typed model (core/sections.py) that rejects unknown keys: a key the current
+code does not declare is a bug where it is written, not a None where it is read. Older run
+files are read through one upgrade step (results/upgrade.py), which sets aside what this
+version does not know before the models see it.
 """
 
 from __future__ import annotations
@@ -9,22 +11,27 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from .sections import (AB, DeviceTime, Errors, Gpu, Goodput, GenerativeLag, Load, ModelInfo,
+                       Placement, Process, RuntimeInfo, Search, SearchTrial, Section, Serving,
+                       Slo, Tokens, Warmup, Window)
 from .stats import percentile_with_bounds
 
 
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class Percentile(_Open):
+class Percentile(Section):
     value: float
     lower: float | None = None   # distribution-free bound at `confidence`; None = not enough n
     upper: float | None = None
 
 
-class Latency(_Open):
+class Histogram(Section):
+    """Log-spaced bins (2% wide): `counts[i]` latencies in [edges_ms[i], edges_ms[i+1])."""
+    edges_ms: list[float]
+    counts: list[int]
+
+
+class Latency(Section):
     """Latency in milliseconds; `n` samples; percentiles keyed 'p50', 'p99.9', ..."""
     n: int = 0
     mean: float | None = None
@@ -33,7 +40,7 @@ class Latency(_Open):
     max: float | None = None
     confidence: float = 0.95
     percentiles: dict[str, Percentile] = Field(default_factory=dict)
-    histogram: dict[str, list] | None = None   # {"edges_ms": [...], "counts": [...]}
+    histogram: Histogram | None = None
 
     def __getattr__(self, name: str):
         # result.latency.p99 -> value in ms, for use in assertions
@@ -79,7 +86,7 @@ def percentile_key(p: float) -> str:
     return f"p{p:g}"
 
 
-class Throughput(_Open):
+class Throughput(Section):
     queries_per_s: float | None = None
     samples_per_s: float | None = None
     # samples/s interval at the latency's confidence, by batch means (core/stats.rate_interval)
@@ -87,18 +94,40 @@ class Throughput(_Open):
     upper: float | None = None
 
 
-class Stop(_Open):
+class Stop(Section):
     reason: str | None = None            # ci_converged | max_duration | max_queries
     target_percentile: float | None = None
     ci_half_width_rel: float | None = None
     ci_width: float | None = None
 
 
-class Result(_Open):
+class Generative(Section):
+    """Generative serving figures (workload/generative_metrics.py)."""
+    ttft_ms: Latency | None = None       # time to first token
+    itl_ms: Latency | None = None        # inter-token latency
+    tpot_ms: Latency | None = None       # time per output token
+    e2e_ms: Latency | None = None
+    requests: int | None = None
+    completed: int | None = None
+    window_s: float | None = None
+    requests_per_s: float | None = None
+    output_tokens_per_s: float | None = None
+    total_tokens_per_s: float | None = None
+    streamed: bool | None = None
+    tokens: Tokens | None = None
+    goodput: Goodput | None = None
+    send_lag_ms: GenerativeLag | None = None
+    client_lag_effect: float | None = None
+    note: str | None = None
+
+
+
+class Result(Section):
     """One cell's measurement (or the reason it has none)."""
     id: str = ""
     status: str = "passed"               # passed | failed | skipped
     reason: str | None = None
+    # the resolved spec Cell as JSON: its model lives in spec/, a layer above core
     cell: dict[str, Any] | None = None
     scenario: str | None = None
     batch_size: int = 1
@@ -107,24 +136,33 @@ class Result(_Open):
     stop: Stop = Field(default_factory=Stop)
     duration_s: float | None = None      # busy time the throughput is computed over
     wall_s: float | None = None
-    warmup: dict[str, Any] = Field(default_factory=dict)
-    process: dict[str, Any] = Field(default_factory=dict)
-    model: dict[str, Any] = Field(default_factory=dict)
-    runtime: dict[str, Any] = Field(default_factory=dict)
-    gpu: dict[str, Any] | None = None    # GPU monitor over the window (cuda cells)
-    device_time: dict[str, Any] | None = None  # CUDA events: sampled spans, device ms, busy share
-    load: dict[str, Any] | None = None   # open loop / concurrency: rates, send lag, errors
-    slo: dict[str, Any] | None = None    # early-stopping verdict when the workload has an SLO
+    warmup: Warmup = Field(default_factory=Warmup)
+    process: Process = Field(default_factory=Process)
+    model: ModelInfo = Field(default_factory=ModelInfo)
+    runtime: RuntimeInfo = Field(default_factory=RuntimeInfo)
+    gpu: Gpu | None = None               # GPU monitor over the window (cuda cells)
+    device_time: DeviceTime | None = None  # CUDA events: sampled spans, device ms, busy share
+    load: Load | None = None             # open loop / concurrency: rates, send lag, errors
+    slo: Slo | None = None               # early-stopping verdict when the workload has an SLO
     valid: bool = True                   # False when the load generator fell behind
-    serving: dict[str, Any] | None = None  # served cells: system, url, latency breakdown
-    errors: dict[str, Any] | None = None   # failed queries: counts, rate, first kinds
+    serving: Serving | None = None       # served cells: system, url, latency breakdown
+    errors: Errors | None = None         # failed queries: counts, rate, first kinds
     # generative serving: ttft/itl/tpot/e2e percentiles, tokens/s, goodput (workload/generative.py)
-    generative: dict[str, Any] | None = None
-    requests: list[dict[str, Any]] | None = None   # per-request records (keep_requests: true)
+    generative: Generative | None = None
+    # per-request records (keep_requests: true), as workload/generative.py's records write them
+    requests: list[dict[str, Any]] | None = None
     # configuration search: on the search's own result, the trials, the winner and why it
     # stopped (optimize/answer.py); on each trial's result, which search and trial it is
-    search: dict[str, Any] | None = None
-    search_trial: dict[str, Any] | None = None
+    search: Search | None = None
+    search_trial: SearchTrial | None = None
+    window: Window | None = None         # the measured window (wall clock)
+    placement: Placement | None = None   # where the scheduler ran it (distributed sessions)
+    ab: AB | None = None                 # paired mode: the verdict and the baseline side
+    repeat: int | None = None            # --infer-repeat: which repeat (1-based) of how many
+    repeats: int | None = None
+    # what a run file of another version (1, or a newer one) held that this version does not
+    # declare, by dotted path (results/upgrade.py): kept for whoever needs it, read by nothing
+    unknown_fields: dict[str, Any] | None = None
 
     @property
     def latency(self) -> Latency:

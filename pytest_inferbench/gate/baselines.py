@@ -21,7 +21,9 @@ import os
 import re
 from pathlib import Path
 
+from ..core.result import Result
 from ..results.cells import in_search
+from ..results.runfile import typed_results
 from .compare import display, group_by_config, is_measured, observe
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -71,11 +73,11 @@ def resolve(ref: str, *, runs_dir: Path, baselines_dir: Path, base: Path | None 
     return path if path.is_file() else None
 
 
-def noise_summary(results: list[dict]) -> dict:
+def noise_summary(results: list[Result]) -> dict:
     """Per cell with repeats: the A/A spread of each metric over its repeats."""
     out = {}
     for rows in group_by_config(r for r in results
-                                if not r.get("ab") and not in_search(r)).values():
+                                if r.ab is None and not in_search(r)).values():
         rows = [r for r in rows if is_measured(r)]
         if len(rows) < 2:
             continue
@@ -103,7 +105,8 @@ def save(name: str, run_doc: dict, baselines_dir: Path, source: Path | None,
     doc.pop("comparison", None)
     doc["baseline"] = {"name": name, "saved_at": saved_at,
                        "source": str(source) if source else None,
-                       "repeats": doc.get("repeats") or 1, "noise": noise_summary(results)}
+                       "repeats": doc.get("repeats") or 1,
+                       "noise": noise_summary(typed_results(run_doc))}
     target = Path(baselines_dir, f"{name}.json")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

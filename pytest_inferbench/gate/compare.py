@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 from ..core import fingerprint
+from ..core.result import Result
 from ..core.thresholds import GateConfig, default_noise, threshold_text
 from ..core.verdicts import (
     IMPROVEMENT,
@@ -45,6 +46,7 @@ from ..results.cells import (
     is_measured,
     observe,
 )
+from ..results.runfile import typed_results
 
 __all__ = [
     "HARDWARE",
@@ -95,16 +97,12 @@ def mismatches(base_prov: dict, new_prov: dict) -> list[dict]:
 
 # ----------------------------------------------------------------------------- comparing
 
-def _as_dict(result) -> dict:
-    return result.to_json() if hasattr(result, "to_json") else dict(result)
-
-
-def gate_for(rows: list[dict], override: GateConfig | None,
-              confidence: float | None = None) -> GateConfig:
+def gate_for(rows: list[Result], override: GateConfig | None,
+             confidence: float | None = None) -> GateConfig:
     if override is not None:
         config = override
     else:
-        cell = rows[0].get("cell") or {}
+        cell = rows[0].cell or {}       # the spec's Cell (JSON): its gate section
         config = GateConfig.from_json(cell.get("gate")) if cell.get("gate") else GateConfig()
     if confidence is not None:
         config = GateConfig(dict(config.thresholds), confidence, config.noise)
@@ -118,17 +116,14 @@ def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None =
     stored baseline, only the new run's paired cells are listed."""
     has_base = base_doc is not None
     base_doc = base_doc or {}
-    base_results = [_as_dict(r) for r in base_doc.get("results", []) if not in_search(r)]
-    new_results = [_as_dict(r) for r in new_doc.get("results", []) if not in_search(r)]
-    base_prov = base_doc.get("provenance") or {}
-    new_prov = new_doc.get("provenance") or {}
+    base_results = [r for r in typed_results(base_doc) if not in_search(r)]
+    new_results = [r for r in typed_results(new_doc) if not in_search(r)]
     # paired cells judge themselves; the stored comparison covers the rest
-    paired = [r for r in new_results if r.get("ab")]
-    base_groups = group_by_config(r for r in base_results if not r.get("ab"))
-    new_groups = group_by_config(r for r in new_results if not r.get("ab"))
-    mismatch = mismatches(base_prov, new_prov) if has_base else []
+    paired = [r for r in new_results if r.ab is not None]
+    base_groups = group_by_config(r for r in base_results if r.ab is None)
+    new_groups = group_by_config(r for r in new_results if r.ab is None)
     entries, judged = [], []
-    only_base, only_new, not_measured = [], [], []
+    only_new, not_measured = [], []
     for key, rows in new_groups.items():
         if key not in base_groups:
             if has_base:
@@ -138,35 +133,41 @@ def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None =
         n_rows = [r for r in rows if is_measured(r)]
         if not b_rows or not n_rows:
             side = "the baseline" if not b_rows else "this run"
-            status = (base_groups[key] if not b_rows else rows)[0].get("status")
+            status = (base_groups[key] if not b_rows else rows)[0].status
             not_measured.append({"cell": display(rows[0]),
                                  "reason": f"not measured in {side} ({status})"})
             continue
-        config = gate_for(rows, gate, confidence)
-        device = (rows[0].get("cell") or {}).get("device")
-        noise = config.noise if config.noise is not None else default_noise(device)
-        js = []
-        for metric, limit in config.thresholds.items():
-            j = stored_judgement(metric, limit, [observe(r, metric) for r in b_rows],
-                                 [observe(r, metric) for r in n_rows], noise)
-            if j.missing is None and not math.isfinite(j.se):
-                j.missing = (f"{metric}: too few samples for its confidence bounds "
-                             f"(n = {(n_rows[0].get('latency_ms') or {}).get('n')})")
-            js.append(j)
-            judged.append((config.confidence, j))
-        busy = [side for side, rs in (("baseline", b_rows), ("this run", n_rows))
-                if any((r.get("process") or {}).get("host_contended") for r in rs)]
-        entries.append({"cell": display(rows[0]), "id": rows[0].get("id"), "mode": "stored",
-                        "gate": config.to_json(), "judgements": js, "busy": busy,
-                        "repeats_base": len(b_rows), "repeats_new": len(n_rows)})
-    for key, rows in base_groups.items():
-        if key not in new_groups:
-            only_base.append(display(rows[0]))
+        entries.append(_stored_entry(b_rows, n_rows, gate, confidence, judged))
+    only_base = [display(rows[0]) for key, rows in base_groups.items() if key not in new_groups]
+    mismatch = mismatches(base_doc.get("provenance") or {},
+                          new_doc.get("provenance") or {}) if has_base else []
     return finish_comparison(
         entries, judged, paired, gate, confidence,
         baseline=run_summary(base_doc, base_label) if has_base else None,
         new=run_summary(new_doc, new_label), mismatch=mismatch, gated=force or not mismatch,
         only_base=only_base, only_new=only_new, not_measured=not_measured)
+
+
+def _stored_entry(b_rows: list[Result], n_rows: list[Result], gate, confidence,
+                  judged: list) -> dict:
+    """One cell measured in both runs: a judgement per gated metric (added to `judged`)."""
+    config = gate_for(n_rows, gate, confidence)
+    device = (n_rows[0].cell or {}).get("device")
+    noise = config.noise if config.noise is not None else default_noise(device)
+    js = []
+    for metric, limit in config.thresholds.items():
+        j = stored_judgement(metric, limit, [observe(r, metric) for r in b_rows],
+                             [observe(r, metric) for r in n_rows], noise)
+        if j.missing is None and not math.isfinite(j.se):
+            j.missing = (f"{metric}: too few samples for its confidence bounds "
+                         f"(n = {n_rows[0].latency_ms.n})")
+        js.append(j)
+        judged.append((config.confidence, j))
+    busy = [side for side, rs in (("baseline", b_rows), ("this run", n_rows))
+            if any(r.process.host_contended for r in rs)]
+    return {"cell": display(n_rows[0]), "id": n_rows[0].id, "mode": "stored",
+            "gate": config.to_json(), "judgements": js, "busy": busy,
+            "repeats_base": len(b_rows), "repeats_new": len(n_rows)}
 
 
 def finish_comparison(entries: list, judged: list, paired: list, gate: GateConfig | None,
@@ -220,18 +221,18 @@ def finish_comparison(entries: list, judged: list, paired: list, gate: GateConfi
     }
 
 
-def paired_entry(result: dict, gate: GateConfig | None = None) -> dict:
+def paired_entry(result: Result, gate: GateConfig | None = None) -> dict:
     """A paired cell's verdict, as recorded, or re-judged under `gate` from its ratios."""
-    ab = result["ab"]
-    metrics = ab.get("metrics") or []
-    verdict = ab.get("verdict") or UNDETERMINED
+    ab = result.ab
+    metrics = ab.metrics or []
+    verdict = ab.verdict or UNDETERMINED
     if gate is not None:
-        js = judge(ab.get("ratios") or {}, gate, ab.get("looks") or 1, ab.get("cells") or 1)
+        js = judge(ab.ratios or {}, gate, ab.looks or 1, ab.cells or 1)
         metrics = [j.to_json() for j in js]
         verdict = cell_verdict(js)
-    return {"cell": display(result), "id": result.get("id"), "mode": "paired",
-            "verdict": verdict, "metrics": metrics, "rounds": ab.get("rounds"),
-            "against": (ab.get("baseline") or {}).get("changes")}
+    return {"cell": display(result), "id": result.id, "mode": "paired",
+            "verdict": verdict, "metrics": metrics, "rounds": ab.rounds,
+            "against": ab.baseline.changes if ab.baseline is not None else None}
 
 
 def run_summary(doc: dict, label: str | None) -> dict:

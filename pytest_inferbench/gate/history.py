@@ -18,12 +18,14 @@ import json
 import math
 
 from ..core.fingerprint import describe, fingerprint, machine
+from ..core.result import Result
 from ..core.thresholds import GateConfig
 from ..core.verdicts import Judgement, Obs
 from ..history.changes import change_points
 from ..history.judge import history_judgement, reference
 from ..results.cells import (cell_key, display, group_by_config, in_search, is_measured,
                              observe)
+from ..results.runfile import parse_result, typed_results
 from ..store.db import ResultStore
 from ..store.url import run_uid, shown
 from .compare import finish_comparison, gate_for, run_summary
@@ -36,7 +38,7 @@ def per_run(rows: list[dict], metric: str) -> tuple[list[dict], list[Obs]]:
     runs: dict[int, list] = {}
     info: dict[int, dict] = {}
     for row in rows:
-        result = row["result"]
+        result = parse_result(row["result"])    # as stored, of any version
         if not is_measured(result):
             continue
         runs.setdefault(row["run_id"], []).append(observe(result, metric))
@@ -55,7 +57,7 @@ def per_run(rows: list[dict], metric: str) -> tuple[list[dict], list[Obs]]:
 
 # ----------------------------------------------------------------------------- one cell
 
-def metric_judgement(metric: str, limit: float, history: list[dict], measured: list[dict],
+def metric_judgement(metric: str, limit: float, history: list[dict], measured: list[Result],
                      options: HistoryOptions) -> Judgement:
     """One metric of one cell: this run's measured repeats against the cell's earlier runs
     (store rows on this fingerprint, oldest first) since their last change point."""
@@ -72,35 +74,34 @@ def metric_judgement(metric: str, limit: float, history: list[dict], measured: l
     return j
 
 
-def _cell_entry(rows: list[dict], history: list[dict], config: GateConfig,
+def _cell_entry(rows: list[Result], history: list[dict], config: GateConfig,
                 options: HistoryOptions) -> tuple[dict | None, str | None]:
     """A cell's verdict entry (judgements not yet decided), or why it is not judged."""
     measured = [r for r in rows if is_measured(r)]
     if not measured:
-        return None, f"not measured in this run ({rows[0].get('status')})"
+        return None, f"not measured in this run ({rows[0].status})"
     js = [metric_judgement(metric, limit, history, measured, options)
           for metric, limit in config.thresholds.items()]
     short = [j for j in js if j.missing and "history mode needs" in j.missing]
     if short and len(short) == len(js):
         return None, short[0].missing
-    busy = ["this run"] if any((r.get("process") or {}).get("host_contended")
-                               for r in measured) else []
-    return {"cell": display(rows[0]), "id": rows[0].get("id"), "mode": "history",
+    busy = ["this run"] if any(r.process.host_contended for r in measured) else []
+    return {"cell": display(rows[0]), "id": rows[0].id, "mode": "history",
             "gate": config.to_json(), "judgements": js, "busy": busy,
             "repeats_base": None, "repeats_new": len(measured)}, None
 
 
 # ----------------------------------------------------------------------------- one run
 
-def judge_run(new_results: list[dict], here: str, this_machine: str, history: list[dict],
+def judge_run(new_results: list[Result], here: str, this_machine: str, history: list[dict],
               gate: GateConfig | None, options: HistoryOptions, confidence: float | None,
               *, baseline: dict, new: dict) -> dict:
-    """The comparison document of one run: its results (dicts) against `history`, store rows
+    """The comparison document of one run: its (typed) results against `history`, store rows
     of earlier runs with their results (any fingerprint: only `here` is used, the others
     are counted in a note). `this_machine` describes the fingerprint `here` for that note."""
     new_results = [r for r in new_results if not in_search(r)]
-    paired = [r for r in new_results if r.get("ab")]
-    groups = group_by_config(r for r in new_results if not r.get("ab"))
+    paired = [r for r in new_results if r.ab is not None]
+    groups = group_by_config(r for r in new_results if r.ab is None)
     entries, judged, not_measured, elsewhere = [], [], [], {}
     for rows in groups.values():
         mine = [h for h in history if h["cell_key"] == cell_key(rows[0])]
@@ -136,11 +137,10 @@ def compare_with_history(store: ResultStore, new_doc: dict, gate=None,
                          confidence: float | None = None) -> dict:
     """The session's gate: the finished session (not yet in the store) against the store."""
     options = options or HistoryOptions()
-    new_results = [r.to_json() if hasattr(r, "to_json") else dict(r)
-                   for r in new_doc.get("results", [])]
+    new_results = typed_results(new_doc)
     prov = new_doc.get("provenance") or {}
     here = fingerprint(prov)
-    keys = {cell_key(r) for r in new_results if not in_search(r) and not r.get("ab")}
+    keys = {cell_key(r) for r in new_results if not in_search(r) and r.ab is None}
     this_run = run_uid(new_doc)
     history = [row for row in store.series(cell_keys=keys, branch=options.branch,
                                            with_result=True) if row["uid"] != this_run]
@@ -160,7 +160,7 @@ def newest_against_history(rows: list[dict], gate: GateConfig | None = None,
     options = options or HistoryOptions()
     newest: dict[tuple, int] = {}
     for row in rows:
-        if is_measured(row["result"]):
+        if is_measured(parse_result(row["result"])):
             newest[(row["cell_key"], row["fingerprint"])] = row["run_id"]
     out = {}
     for run_id in sorted(set(newest.values())):
@@ -173,7 +173,7 @@ def newest_against_history(rows: list[dict], gate: GateConfig | None = None,
                     "window": options.window}
         new = {"label": run.get("run_name"), "name": run.get("run_name"),
                "start_time": run.get("started_at"), "commit": run.get("commit")}
-        out[run_id] = judge_run([row["result"] for row in mine], run["fingerprint"],
+        out[run_id] = judge_run([parse_result(row["result"]) for row in mine], run["fingerprint"],
                                 describe(json.loads(run.get("machine") or "{}")), history,
                                 gate, options, None, baseline=baseline, new=new)
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core.thresholds import GateConfig, GateError, parse_gate
 from ..results.cells import in_search
-from ..results.runfile import RunFileError, load_run
+from ..results.runfile import RunFileError, load_run, typed_results
 from ..store.url import shown
 from .baselines import BaselineError, check_name, is_path, resolve, save
 from .compare import compare_runs, render_text
@@ -110,7 +110,7 @@ class SessionGate:
                     label = (base_doc.get("baseline") or {}).get("name") or path.name
                 except (RunFileError, ValueError) as exc:
                     self.notes.append((f"baseline {path}: {exc}: nothing compared", True))
-        paired = [r for r in new_doc.get("results", []) if _get(r, "ab") and not in_search(r)]
+        paired = [r for r in typed_results(new_doc) if r.ab is not None and not in_search(r)]
         if base_doc is None and not paired:
             return None
         self.comparison = compare_runs(base_doc, new_doc, self.gate, self.force,
@@ -208,10 +208,6 @@ def _store_problem(exc: Exception, url: str | None) -> str:
         return str(exc)
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"results store {shown(url or '')}: failed ({type(exc).__name__}: {first})"
-
-
-def _get(result, key):
-    return result.get(key) if isinstance(result, dict) else getattr(result, key, None)
 
 
 __all__ = ["GateSetupError", "SessionGate", "is_path"]

@@ -70,10 +70,12 @@ def confirm_top_two(plan, summary, cache, progress=None, servers=None, rootdir=N
     finally:
         if progress is not None:
             progress.clear()
-    found = result.ab or {}
-    verdict = found.get("verdict")
+    found = result.ab
+    verdict = found.verdict if found is not None else None
     meaning = {"improvement": "the winner is better", "regression": "the runner-up is better",
                }.get(verdict, "no difference found")
+    # run/paired.summary_line reads the ab section dict-style (declared keys only)
     return {"ran": True, "workload": workload.label(), "verdict": verdict, "meaning": meaning,
-            "summary": summary_line(found), "rounds": found.get("rounds"),
+            "summary": summary_line(found if found is not None else {}),
+            "rounds": found.rounds if found is not None else None,
             "candidate": winner.id, "baseline": runner_up.id}, result

@@ -46,29 +46,29 @@ def score_result(spec, cell, result, per_hour: dict | None = None,
             return Score(state="failed", note=f"{key} was not measured")
         score = Score(value=pct.value, lower=pct.lower, upper=pct.upper)
     slo = result.slo
-    if slo is not None and slo.get("verdict") != "pass":
+    if slo is not None and slo.verdict != "pass":
         score.state = "infeasible"
         score.estimate, score.value = score.value, None
-        score.note = (f"SLO p{slo['percentile']:g} <= {slo['bound_ms']:g} ms: "
-                      f"{slo['verdict']}")
+        score.note = (f"SLO p{slo.percentile:g} <= {slo.bound_ms:g} ms: "
+                      f"{slo.verdict}")
     return score
 
 
 def _capacity(cell, result) -> Score:
-    load = result.load or {}
+    load = result.load
+    # a capacity search always leaves its bracket (and max_rate, None when none was proven)
+    if load is None or load.bracket is None:
+        return Score(state="failed", note=result.reason or "no capacity search ran")
     b = cell.batch_size
-    bracket = load.get("bracket") or {}
-    passed, failed = bracket.get("passed"), bracket.get("failed")
+    passed, failed = load.bracket.passed, load.bracket.failed
     lower = passed * b if passed else None
     upper = failed * b if failed else None
-    stop = load.get("search_stop") or ""
-    if "max_rate" not in load:
-        return Score(state="failed", note=result.reason or "no capacity search ran")
-    if load.get("pruned"):
+    stop = load.search_stop or ""
+    if load.pruned:
         return Score(state="pruned", value=None, lower=lower, upper=upper,
                      estimate=lower or (upper / 2 if upper else None), note=stop)
     if passed is None:
-        first = (load.get("steps") or [{}])[0].get("rate")
+        first = load.steps[0].rate if load.steps else None
         bound = upper or (first * b if first else None)
         return Score(state="infeasible", lower=None, upper=bound,
                      estimate=bound / 2 if bound else None,

@@ -78,15 +78,7 @@ def scaling_charts(rows: pd.DataFrame, fits: pd.DataFrame, series: Series, model
     thr, lat = [], []
     max_b = 1
     for _, fit_row in fits.iterrows():
-        fit = fit_row["fit"]
-        members = rows
-        for key in ("run", "runtime_label", "device", "precision", "threads", "workload",
-                    "serving_label"):
-            if key in fit_row and key in members:
-                val = fit_row[key]
-                members = members[members[key].isna()] if val is None or val != val \
-                    else members[members[key] == val]
-        members = members.sort_values("batch_size")
+        members = _fit_members(rows, fit_row)
         if members.empty:
             continue
         first = members.iloc[0]
@@ -94,47 +86,70 @@ def scaling_charts(rows: pd.DataFrame, fits: pd.DataFrame, series: Series, model
                                      else "")
         color = series.color(series.name(first, with_run=False))
         max_b = max(max_b, int(members["batch_size"].max()))
-        hover = [hover_text(m) for _, m in members.iterrows()]
-        thr.append({"type": "scatter", "mode": "lines+markers", "name": esc(name),
-                    "legendgroup": esc(name), "x": clean(members["batch_size"]),
-                    "y": clean(members["samples_per_s"]), "hovertext": hover,
-                    "hoverinfo": "text", "line": {"color": color, "width": 2},
-                    "marker": {"size": 8, "color": color}})
-        lat.append({"type": "scatter", "mode": "markers", "name": esc(name) + " (measured)",
-                    "legendgroup": esc(name), "x": clean(members["batch_size"]),
-                    "y": clean(members["mean_ms"]), "hovertext": hover, "hoverinfo": "text",
-                    "marker": {"size": 9, "color": color}})
-        measured = set(int(b) for b in members["batch_size"])
-        top = max(measured)
-        grid = sorted(set([1] + [2 ** k for k in range(0, 12) if 2 ** k <= 2 * top]) | measured)
-        pred = [fit.predict(b) for b in grid]
-        err = fit.loo_max_rel_err
-        err_text = (f"leave-one-out error ≤ {100 * err:.1f}%" if err == err
-                    else "error unknown: needs ≥ 3 batch sizes")
-        lat.append({"type": "scatter", "mode": "lines", "name": esc(name) + " (fit)",
-                    "legendgroup": esc(name), "showlegend": False, "x": grid, "y": clean(pred),
-                    "line": {"color": color, "width": 1.5, "dash": "dash"},
-                    "hovertext": [f"fit: {fmt(fit.fixed_ms)} + {fmt(fit.per_sample_ms)} × {b}"
-                                  f" = {fmt(p)} ms<br>{err_text}" for b, p in zip(grid, pred)],
-                    "hoverinfo": "text"})
-        untested = [b for b in grid if b not in measured]
-        if untested:
-            lat.append({"type": "scatter", "mode": "markers", "name": esc(name) + " (predicted)",
-                        "legendgroup": esc(name), "showlegend": False, "x": untested,
-                        "y": clean(fit.predict(b) for b in untested),
-                        "marker": {"size": 8, "color": "#ffffff",
-                                   "line": {"color": color, "width": 1.5}},
-                        "hovertext": [f"predicted for batch {b}: {fmt(fit.predict(b))} ms, "
-                                      f"{fmt(fit.throughput(b))} samples/s<br>{err_text}"
-                                      for b in untested], "hoverinfo": "text"})
-            thr.append({"type": "scatter", "mode": "markers", "name": esc(name) + " (predicted)",
-                        "legendgroup": esc(name), "showlegend": False, "x": untested,
-                        "y": clean(fit.throughput(b) for b in untested),
-                        "marker": {"size": 8, "color": "#ffffff",
-                                   "line": {"color": color, "width": 1.5}},
-                        "hovertext": [f"predicted for batch {b}: {fmt(fit.throughput(b))} "
-                                      f"samples/s<br>{err_text}" for b in untested],
-                        "hoverinfo": "text"})
+        _measured_traces(thr, lat, members, esc(name), color)
+        _fit_traces(thr, lat, members, fit_row["fit"], esc(name), color)
+    return _scaling_layouts(thr, lat, model, max_b)
+
+
+def _fit_members(rows: pd.DataFrame, fit_row) -> pd.DataFrame:
+    """The rows one fit was made from (same configuration but the batch size)."""
+    members = rows
+    for key in ("run", "runtime_label", "device", "precision", "threads", "workload",
+                "serving_label"):
+        if key in fit_row and key in members:
+            val = fit_row[key]
+            members = members[members[key].isna()] if val is None or val != val \
+                else members[members[key] == val]
+    return members.sort_values("batch_size")
+
+
+def _measured_traces(thr: list, lat: list, members, name: str, color: str) -> None:
+    hover = [hover_text(m) for _, m in members.iterrows()]
+    thr.append({"type": "scatter", "mode": "lines+markers", "name": name,
+                "legendgroup": name, "x": clean(members["batch_size"]),
+                "y": clean(members["samples_per_s"]), "hovertext": hover,
+                "hoverinfo": "text", "line": {"color": color, "width": 2},
+                "marker": {"size": 8, "color": color}})
+    lat.append({"type": "scatter", "mode": "markers", "name": name + " (measured)",
+                "legendgroup": name, "x": clean(members["batch_size"]),
+                "y": clean(members["mean_ms"]), "hovertext": hover, "hoverinfo": "text",
+                "marker": {"size": 9, "color": color}})
+
+
+def _fit_traces(thr: list, lat: list, members, fit, name: str, color: str) -> None:
+    """The fitted line over a grid of batch sizes, and hollow markers where none was run."""
+    measured = set(int(b) for b in members["batch_size"])
+    top = max(measured)
+    grid = sorted(set([1] + [2 ** k for k in range(0, 12) if 2 ** k <= 2 * top]) | measured)
+    pred = [fit.predict(b) for b in grid]
+    err = fit.loo_max_rel_err
+    err_text = (f"leave-one-out error ≤ {100 * err:.1f}%" if err == err
+                else "error unknown: needs ≥ 3 batch sizes")
+    lat.append({"type": "scatter", "mode": "lines", "name": name + " (fit)",
+                "legendgroup": name, "showlegend": False, "x": grid, "y": clean(pred),
+                "line": {"color": color, "width": 1.5, "dash": "dash"},
+                "hovertext": [f"fit: {fmt(fit.fixed_ms)} + {fmt(fit.per_sample_ms)} × {b}"
+                              f" = {fmt(p)} ms<br>{err_text}" for b, p in zip(grid, pred)],
+                "hoverinfo": "text"})
+    untested = [b for b in grid if b not in measured]
+    if not untested:
+        return
+    hollow = {"size": 8, "color": "#ffffff", "line": {"color": color, "width": 1.5}}
+    lat.append({"type": "scatter", "mode": "markers", "name": name + " (predicted)",
+                "legendgroup": name, "showlegend": False, "x": untested,
+                "y": clean(fit.predict(b) for b in untested), "marker": hollow,
+                "hovertext": [f"predicted for batch {b}: {fmt(fit.predict(b))} ms, "
+                              f"{fmt(fit.throughput(b))} samples/s<br>{err_text}"
+                              for b in untested], "hoverinfo": "text"})
+    thr.append({"type": "scatter", "mode": "markers", "name": name + " (predicted)",
+                "legendgroup": name, "showlegend": False, "x": untested,
+                "y": clean(fit.throughput(b) for b in untested), "marker": dict(hollow),
+                "hovertext": [f"predicted for batch {b}: {fmt(fit.throughput(b))} "
+                              f"samples/s<br>{err_text}" for b in untested],
+                "hoverinfo": "text"})
+
+
+def _scaling_layouts(thr: list, lat: list, model: str, max_b: int) -> list[dict]:
     log_b = max_b >= 8
     t_layout = base_layout(f"{model}: throughput vs batch size", "batch size",
                            "throughput (samples/s)", x_log=log_b)

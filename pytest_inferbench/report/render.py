@@ -169,20 +169,13 @@ def _pct(x, digits=1) -> str:
 def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo=None,
                   peak_flops=None, peak_bandwidth=None, trends=None) -> dict:
     per_hour, currency = _cost_settings(cost)
-    # a search's own row repeats its winner's measurement: it has the Search section, and
-    # every other section sees its trials as the cells they are
-    searched = df["search_role"] == "search" if "search_role" in df else None
-    searches = df[searched] if searched is not None else df.iloc[0:0]
-    if searched is not None:
-        df = df[~searched].reset_index(drop=True)
+    df, searches = _split_searches(df)
     df = with_cost(df, per_hour)
     several = len(runs) > 1
     tags = {r["label"]: f"R{i + 1}" for i, r in enumerate(runs)}
     df["run_tag"] = df["run"].map(tags).fillna("R?")
     run_index = {r["label"]: i for i, r in enumerate(runs)}
     percentile, bound_ms, slo_source = parse_slo(slo, df)
-    slo_text = f"p{percentile:g} ≤ {bound_ms:g} ms"
-
     figures: list[dict] = []
 
     def add(figure: dict, caption: str = "", wide: bool = False) -> str:
@@ -192,20 +185,12 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
 
     measured = ok_rows(df, only_valid=False)
     best = best_under_slo(df, bound_ms, percentile)
-    models = []
-    for model in df["model"].drop_duplicates():
-        models.append(model_section(df, measured, model, several, run_index, per_hour,
-                                     currency, add, best))
+    models = [model_section(df, measured, model, several, run_index, per_hour, currency, add,
+                            best) for model in df["model"].drop_duplicates()]
     rooflines, roofline_note = roofline_section(measured, peak_flops, peak_bandwidth, add)
-    trend_charts = trends_section(trends, add)
-    search_blocks = search_section(searches, add)
-    figure_map = {f["id"]: f for f in figures}
+    charts = {"models": models, "rooflines": rooflines, "roofline_note": roofline_note,
+              "trends": trends_section(trends, add), "searches": search_section(searches, add)}
     comparison = _comparison(runs, tags)
-    problems = _problems(df, several)
-    if comparison is not None:      # the gate's verdicts replace the simple change flags
-        problems = sorted(comparison["problems"] + [p for p in problems
-                                                    if not p["what"].startswith("slower")],
-                          key=lambda p: {"fail": 0, "warn": 1, "info": 2}[p["level"]])
     return {
         "title": title,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -213,22 +198,37 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
         "runs": [_run_context(r, df, tags) for r in runs],
         "several_runs": several,
         "summary": _summary(df, runs),
-        "problems": problems,
+        "problems": _all_problems(df, several, comparison),
         "comparison": comparison,
         "changes": _changes(df) if several and comparison is None else [],
-        "slo_text": slo_text, "slo_source": slo_source,
+        "slo_text": f"p{percentile:g} ≤ {bound_ms:g} ms", "slo_source": slo_source,
         "best": [_best_row(r, several, percentile) for _, r in best.iterrows()],
         "glance": _glance(measured, several),
-        "models": models,
-        "figures": figure_map,
+        **charts,
+        "figures": {f["id"]: f for f in figures},
         "figures_json": {f["id"]: f["figure"] for f in figures},
-        "rooflines": rooflines, "roofline_note": roofline_note,
-        "trends": trend_charts,
-        "searches": search_blocks,
         "cost_given": bool(per_hour), "currency": currency,
         "table": table(df, several),
         "not_run": not_run(df, several),
     }
+
+
+def _split_searches(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A search's own row repeats its winner's measurement: it has the Search section, and
+    every other section sees its trials as the cells they are."""
+    if "search_role" not in df:
+        return df, df.iloc[0:0]
+    searched = df["search_role"] == "search"
+    return df[~searched].reset_index(drop=True), df[searched]
+
+
+def _all_problems(df: pd.DataFrame, several: bool, comparison) -> list[dict]:
+    problems = _problems(df, several)
+    if comparison is not None:      # the gate's verdicts replace the simple change flags
+        problems = sorted(comparison["problems"] + [p for p in problems
+                                                    if not p["what"].startswith("slower")],
+                          key=lambda p: {"fail": 0, "warn": 1, "info": 2}[p["level"]])
+    return problems
 
 
 def _version() -> str:

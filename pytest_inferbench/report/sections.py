@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -61,91 +63,133 @@ def model_section(df, measured, model, several, run_index, per_hour, currency, a
     if rows.empty:
         section["notes"].append("No measured cells for this model (all skipped or failed).")
         return section
-    series = charts.Series(rows, several)
-    frontier = pareto_frontier(rows, by=None)
-    section["frontier"] = [{"config": r["cell_label"], "run": r["run_tag"] if several else "",
-                            "samples_per_s": r["samples_per_s"], "p99": r["p99_ms"]}
-                           for _, r in frontier.iterrows()]
-    section["charts"].append(add(charts.tradeoff_chart(
-        rows, frontier, series, run_index, f"{model}: p99 latency vs throughput"),
-        "Each point is a cell (hover for its configuration); bars are the p99's confidence "
-        "interval; the dotted line joins the Pareto frontier (no other cell has both higher "
-        "throughput and lower p99)."))
+    ctx = _Part(rows, model, several, run_index, add, charts.Series(rows, several), section)
+    for part in (_tradeoff_part, _scaling_part, _cdf_part, _generative_part, _serving_part,
+                 _utilisation_part):
+        part(ctx)
+    _cost_part(ctx, per_hour, currency)
+    _energy_part(ctx)
+    return section
 
-    fits = batch_scaling(rows)
-    if len(fits):
-        ids = charts.scaling_charts(rows, fits, series, model)
-        section["charts"].append(add(ids[0], "Measured throughput; hollow markers are the "
-                                              "fitted model's predictions for untested sizes."))
-        section["charts"].append(add(ids[1], "Mean latency per query; dashed: least-squares "
-                                              "fit latency = fixed + per-sample × batch."))
-        for _, f in fits.iterrows():
-            section["fits"].append({
-                "config": " · ".join(str(f[k]) for k in ("runtime_label", "device", "precision",
-                                                         "threads", "workload", "serving_label")
-                                     if k in f and f[k] is not None and f[k] == f[k]),
-                "run": next((t for t in rows[rows["run"] == f["run"]]["run_tag"]), "")
-                if several else "",
-                "fixed_ms": f["fixed_ms"], "per_sample_ms": f["per_sample_ms"],
-                "batch_sizes": ", ".join(str(b) for b in f["batch_sizes"]),
-                "loo_mean": f["loo_mean_rel_err"], "loo_max": f["loo_max_rel_err"],
-                "predict": _predictions(f["fit"])})
-    else:
-        section["notes"].append("Batch scaling: every configuration ran at a single batch size.")
 
-    latest = rows[rows["run_index"] == rows["run_index"].max()]
-    cdf, note = charts.cdf_chart(latest, series, model)
+@dataclass
+class _Part:
+    """What each part of a model's section reads, and the section it adds to."""
+    rows: Any
+    model: str
+    several: bool
+    run_index: Any
+    add: Any
+    series: Any
+    section: dict
+
+    def chart(self, figure, caption: str) -> None:
+        self.section["charts"].append(self.add(figure, caption))
+
+    def note(self, text: str) -> None:
+        self.section["notes"].append(text)
+
+
+def _tradeoff_part(c: _Part) -> None:
+    frontier = pareto_frontier(c.rows, by=None)
+    c.section["frontier"] = [{"config": r["cell_label"], "run": r["run_tag"] if c.several else "",
+                              "samples_per_s": r["samples_per_s"], "p99": r["p99_ms"]}
+                             for _, r in frontier.iterrows()]
+    c.chart(charts.tradeoff_chart(c.rows, frontier, c.series, c.run_index,
+                                  f"{c.model}: p99 latency vs throughput"),
+            "Each point is a cell (hover for its configuration); bars are the p99's confidence "
+            "interval; the dotted line joins the Pareto frontier (no other cell has both higher "
+            "throughput and lower p99).")
+
+
+def _scaling_part(c: _Part) -> None:
+    fits = batch_scaling(c.rows)
+    if not len(fits):
+        c.note("Batch scaling: every configuration ran at a single batch size.")
+        return
+    ids = charts.scaling_charts(c.rows, fits, c.series, c.model)
+    c.chart(ids[0], "Measured throughput; hollow markers are the fitted model's predictions "
+                    "for untested sizes.")
+    c.chart(ids[1], "Mean latency per query; dashed: least-squares fit latency = fixed + "
+                    "per-sample × batch.")
+    for _, f in fits.iterrows():
+        c.section["fits"].append(_fit_row(c, f))
+
+
+def _fit_row(c: _Part, f) -> dict:
+    rows = c.rows
+    return {
+        "config": " · ".join(str(f[k]) for k in ("runtime_label", "device", "precision",
+                                                 "threads", "workload", "serving_label")
+                             if k in f and f[k] is not None and f[k] == f[k]),
+        "run": next((t for t in rows[rows["run"] == f["run"]]["run_tag"]), "")
+        if c.several else "",
+        "fixed_ms": f["fixed_ms"], "per_sample_ms": f["per_sample_ms"],
+        "batch_sizes": ", ".join(str(b) for b in f["batch_sizes"]),
+        "loo_mean": f["loo_mean_rel_err"], "loo_max": f["loo_max_rel_err"],
+        "predict": _predictions(f["fit"])}
+
+
+def _cdf_part(c: _Part) -> None:
+    latest = c.rows[c.rows["run_index"] == c.rows["run_index"].max()]
+    cdf, note = charts.cdf_chart(latest, c.series, c.model)
     if cdf["data"]:
-        which = f" (the latest run, {latest['run_tag'].iloc[0]})" if several else ""
-        section["charts"].append(add(cdf, f"Latency distribution per cell{which}, {note}."))
+        which = f" (the latest run, {latest['run_tag'].iloc[0]})" if c.several else ""
+        c.chart(cdf, f"Latency distribution per cell{which}, {note}.")
 
-    generative = rows[rows["ttft_p50_ms"].notna()]
+
+def _generative_part(c: _Part) -> None:
+    generative = c.rows[c.rows["ttft_p50_ms"].notna()]
     if len(generative):
-        section["generative"] = _generative_rows(generative, several)
-        section["charts"].append(add(charts.generative_chart(generative, model, several),
-                                     "Each point is a cell: output tokens per second against "
-                                     "time to first token (p99, with its confidence interval; "
-                                     "timed from each request's scheduled send). Hover for "
-                                     "ITL, TPOT and goodput."))
+        c.section["generative"] = _generative_rows(generative, c.several)
+        c.chart(charts.generative_chart(generative, c.model, c.several),
+                "Each point is a cell: output tokens per second against time to first token "
+                "(p99, with its confidence interval; timed from each request's scheduled send). "
+                "Hover for ITL, TPOT and goodput.")
 
+
+def _serving_part(c: _Part) -> None:
+    rows = c.rows
     if rows["serving_label"].nunique() > 1 or rows["queue_ms"].notna().any():
-        section["charts"].append(add(charts.serving_chart(rows, model, several),
-                                     "Mean latency per served cell; where Triton reported its "
-                                     "statistics, split into queue, compute and the rest "
-                                     "(client, network, serialisation)."))
+        c.chart(charts.serving_chart(rows, c.model, c.several),
+                "Mean latency per served cell; where Triton reported its statistics, split into "
+                "queue, compute and the rest (client, network, serialisation).")
     else:
-        section["notes"].append("Serving systems: every cell ran "
-                                f"{rows['serving_label'].iloc[0]} (nothing to compare).")
+        c.note("Serving systems: every cell ran "
+               f"{rows['serving_label'].iloc[0]} (nothing to compare).")
 
+
+def _utilisation_part(c: _Part) -> None:
+    rows = c.rows
     if rows["cpu_cores_used"].notna().any() or rows["gpu_util_pct"].notna().any():
-        cores = None
         hosts = {r.get("host") for r in rows.to_dict("records")}
-        section["charts"].append(add(charts.utilisation_chart(rows, model, several, cores),
-                                     "CPU cores kept busy over each cell's measured window "
-                                     "(kernel counters); GPU utilisation from NVML where "
-                                     "the cell ran on a GPU." + (
-                                         "" if len(hosts) <= 1 else " Cells ran on several hosts.")))
+        c.chart(charts.utilisation_chart(rows, c.model, c.several, None),
+                "CPU cores kept busy over each cell's measured window (kernel counters); GPU "
+                "utilisation from NVML where the cell ran on a GPU." + (
+                    "" if len(hosts) <= 1 else " Cells ran on several hosts."))
 
-    priced = rows[rows["cost_per_million"].notna()]
+
+def _cost_part(c: _Part, per_hour, currency) -> None:
+    priced = c.rows[c.rows["cost_per_million"].notna()]
     if len(priced):
         front = pareto_frontier(priced, {"cost_per_million": "min", "p99_ms": "min"}, by=None)
-        section["charts"].append(add(charts.cost_chart(priced, front, series, run_index, model,
-                                                       currency),
-                                     "Cost per million inferences = price per device-hour / "
-                                     "(samples/s × 3600) × 10⁶, at the measured throughput; "
-                                     "the dotted line joins the cost/latency Pareto frontier."))
+        c.chart(charts.cost_chart(priced, front, c.series, c.run_index, c.model, currency),
+                "Cost per million inferences = price per device-hour / (samples/s × 3600) × "
+                "10⁶, at the measured throughput; the dotted line joins the cost/latency "
+                "Pareto frontier.")
     elif not per_hour:
-        section["notes"].append("Cost: no prices given (job file `cost: {per_hour: {cpu: 0.40}}` "
-                                "or `--cost cpu=0.40`).")
+        c.note("Cost: no prices given (job file `cost: {per_hour: {cpu: 0.40}}` or "
+               "`--cost cpu=0.40`).")
     else:
-        section["notes"].append("Cost: no price matches these cells' devices or hosts.")
-    if rows["energy_per_inference_j"].notna().any():
-        section["charts"].append(add(charts.energy_chart(rows, model, several),
-                                     "GPU energy over the window (the whole GPU) divided by the "
-                                     "samples processed."))
+        c.note("Cost: no price matches these cells' devices or hosts.")
+
+
+def _energy_part(c: _Part) -> None:
+    if c.rows["energy_per_inference_j"].notna().any():
+        c.chart(charts.energy_chart(c.rows, c.model, c.several),
+                "GPU energy over the window (the whole GPU) divided by the samples processed.")
     else:
-        section["notes"].append("Energy: not measured (needs a GPU cell with the NVML monitor).")
-    return section
+        c.note("Energy: not measured (needs a GPU cell with the NVML monitor).")
 
 
 def _generative_rows(rows: pd.DataFrame, several: bool) -> list[dict]:

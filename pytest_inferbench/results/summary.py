@@ -68,41 +68,16 @@ def _align(rows: list[dict]) -> str:
 def _row(name: str, r: Result) -> dict:
     lat = r.latency_ms
     p = lat.percentiles
-    if r.status != "passed" and not lat.n and not r.search:
+    if r.status != "passed" and not lat.n and r.search is None:
         return {"benchmark": name, "n": "-", "p50 ms": r.status.upper(), "p99 ms": "",
                 "mean ms": "", "queries/s": "", "samples/s": "", "cores": "", "rss MB": "",
                 "stop": clip(r.reason)}
-    if r.search:
+    if r.search is not None:
         return _config_search_row(name, r)
-    stop = r.stop.reason or "-"
-    if r.stop.ci_half_width_rel is not None:
-        stop += f" ±{100 * r.stop.ci_half_width_rel:.1f}%"
     search = _search_row(name, r)
     if search is not None:
         return search
-    if r.generative:
-        stop += " " + _generative(r)
-    if r.slo and "metrics" in r.slo:        # generative: one bound per metric
-        bounds = ",".join(f"{k}<={v['bound_ms']:g}ms" for k, v in r.slo["metrics"].items())
-        stop += f" slo {bounds}: {r.slo['verdict']}"
-    elif r.slo:
-        stop += f" slo p{r.slo['percentile']:g}<={r.slo['bound_ms']:g}ms: {r.slo['verdict']}"
-    if not r.valid:
-        why = (r.load or {}).get("invalid_reasons") or ["generator fell behind"]
-        stop += f" INVALID: {why[0]}"
-    device = r.device_time or {}
-    if device.get("launch_bound"):
-        stop += f" launch-bound (device busy {100 * device['busy_share']:.0f}%)"
-    no_split = (r.serving or {}).get("breakdown_note")
-    if no_split:        # why a served cell has no server-side latency breakdown
-        stop += f" no breakdown: {no_split.split(' (')[0]}"
-    other = (r.process or {}).get("other_cpu_cores")
-    offered = (r.load or {}).get("offered") or {}
-    if offered.get("flagged") and offered.get("offered_rate") is not None:
-        stop += (f" OFFERED {offered['offered_rate']:.3g}/s (target "
-                 f"{offered.get('target_rate', 0):.3g}/s)")
-    if (r.process or {}).get("host_contended"):
-        stop += f" HOST BUSY ({other:.2f} cores used by other processes)"
+    stop = _stop_text(r)
     if r.status != "passed":
         stop = f"{r.status.upper()}: {clip(r.reason) or stop}"
     return {
@@ -112,10 +87,45 @@ def _row(name: str, r: Result) -> dict:
         "mean ms": _fmt(lat.mean),
         "queries/s": _fmt(r.throughput.queries_per_s),
         "samples/s": _fmt(r.throughput.samples_per_s),
-        "cores": _fmt(r.process.get("cpu_cores_used"), 2),
-        "rss MB": _fmt(r.process.get("peak_rss_mb")),
+        "cores": _fmt(r.process.cpu_cores_used, 2),
+        "rss MB": _fmt(r.process.peak_rss_mb),
         "stop": stop,
     }
+
+
+def _stop_text(r: Result) -> str:
+    """Why it stopped, then what the reader must know: SLO, validity, disturbances."""
+    stop = r.stop.reason or "-"
+    if r.stop.ci_half_width_rel is not None:
+        stop += f" ±{100 * r.stop.ci_half_width_rel:.1f}%"
+    if r.generative is not None:
+        stop += " " + _generative(r)
+    if r.slo is not None and r.slo.metrics is not None:   # generative: one bound per metric
+        bounds = ",".join(f"{k}<={v.bound_ms:g}ms" for k, v in r.slo.metrics.items())
+        stop += f" slo {bounds}: {r.slo.verdict}"
+    elif r.slo is not None:
+        stop += f" slo p{r.slo.percentile:g}<={r.slo.bound_ms:g}ms: {r.slo.verdict}"
+    if not r.valid:
+        why = (r.load.invalid_reasons if r.load is not None else None) or \
+            ["generator fell behind"]
+        stop += f" INVALID: {why[0]}"
+    return stop + _disturbances(r)
+
+
+def _disturbances(r: Result) -> str:
+    out = ""
+    if r.device_time is not None and r.device_time.launch_bound:
+        out += f" launch-bound (device busy {100 * r.device_time.busy_share:.0f}%)"
+    no_split = r.serving.breakdown_note if r.serving is not None else None
+    if no_split:        # why a served cell has no server-side latency breakdown
+        out += f" no breakdown: {no_split.split(' (')[0]}"
+    offered = r.load.offered if r.load is not None else None
+    if offered is not None and offered.flagged and offered.offered_rate is not None:
+        out += (f" OFFERED {offered.offered_rate:.3g}/s (target "
+                f"{offered.target_rate or 0:.3g}/s)")
+    if r.process.host_contended:
+        out += f" HOST BUSY ({r.process.other_cpu_cores:.2f} cores used by other processes)"
+    return out
 
 
 def _generative(r: Result) -> str:
@@ -124,43 +134,48 @@ def _generative(r: Result) -> str:
     g = r.generative
 
     def pct(metric):
-        p = (g.get(f"{metric}_ms") or {}).get("percentiles") or {}
-        return "/".join(_fmt(p[k]["value"]) if k in p else "-" for k in ("p50", "p99"))
+        lat = getattr(g, f"{metric}_ms")
+        p = lat.percentiles if lat is not None else {}
+        return "/".join(_fmt(p[k].value) if k in p else "-" for k in ("p50", "p99"))
     out = (f"ttft {pct('ttft')}ms tpot {pct('tpot')}ms "
-           f"{_fmt(g.get('output_tokens_per_s'))} tok/s")
-    if g.get("goodput"):
-        out += f" goodput {_fmt(g['goodput']['requests_per_s'])}/s"
+           f"{_fmt(g.output_tokens_per_s)} tok/s")
+    if g.goodput is not None:
+        out += f" goodput {_fmt(g.goodput.requests_per_s)}/s"
     return out
 
 
 def _search_row(name: str, r: Result) -> dict | None:
     """A capacity search's headline is the capacity and its bracket; a ramp's, its knee.
     One step's percentiles would read as the answer, so they are not shown."""
-    load = r.load or {}
-    if "max_rate" in load or "knee_rate" in load:
-        steps = load.get("steps") or []
-        if "max_rate" in load:
-            b = load.get("bracket") or {}
-            what = (f"capacity {_fmt(load['max_rate'])}/s" if load["max_rate"] is not None
-                    else "capacity: none proven")
-            what += (f" (passed {_fmt(b.get('passed'))}, failed {_fmt(b.get('failed'))}"
-                     f"{' confirmed' if b.get('failure_confirmed') else ''})")
-        else:
-            what = (f"knee {_fmt(load['knee_rate'])}/s" if load["knee_rate"] is not None
-                    else "knee: none found")
-        slo = (r.cell or {}).get("workload", {}).get("slo")
-        if slo:
-            what += " for " + ", ".join(f"{k}<={1e3 * float(v):g}ms" for k, v in slo.items())
-        what += f"; {len(steps)} steps, stop: {load.get('search_stop')}"
-        if r.status != "passed":
-            what = f"{r.status.upper()}: {clip(r.reason) or what}"
-        rate = load.get("max_rate", load.get("knee_rate"))
-        return {"benchmark": name, "n": r.latency_ms.n, "p50 ms": "", "p99 ms": "",
-                "mean ms": "", "queries/s": _fmt(rate), "samples/s":
-                _fmt(rate * r.batch_size) if rate else "-",
-                "cores": _fmt((r.process or {}).get("cpu_cores_used"), 2),
-                "rss MB": _fmt((r.process or {}).get("peak_rss_mb")), "stop": what}
-    return None
+    load = r.load
+    if load is None or load.steps is None:
+        return None
+    what, rate = _search_headline(load)
+    slo = (r.cell or {}).get("workload", {}).get("slo")     # the spec's Cell (JSON)
+    if slo:
+        what += " for " + ", ".join(f"{k}<={1e3 * float(v):g}ms" for k, v in slo.items())
+    what += f"; {len(load.steps)} steps, stop: {load.search_stop}"
+    if r.status != "passed":
+        what = f"{r.status.upper()}: {clip(r.reason) or what}"
+    return {"benchmark": name, "n": r.latency_ms.n, "p50 ms": "", "p99 ms": "",
+            "mean ms": "", "queries/s": _fmt(rate), "samples/s":
+            _fmt(rate * r.batch_size) if rate else "-",
+            "cores": _fmt(r.process.cpu_cores_used, 2),
+            "rss MB": _fmt(r.process.peak_rss_mb), "stop": what}
+
+
+def _search_headline(load) -> tuple[str, float | None]:
+    # a capacity search leaves its bracket; a ramp, its knee
+    if load.bracket is not None:
+        b = load.bracket
+        what = (f"capacity {_fmt(load.max_rate)}/s" if load.max_rate is not None
+                else "capacity: none proven")
+        what += (f" (passed {_fmt(b.passed)}, failed {_fmt(b.failed)}"
+                 f"{' confirmed' if b.failure_confirmed else ''})")
+        return what, load.max_rate
+    what = (f"knee {_fmt(load.knee_rate)}/s" if load.knee_rate is not None
+            else "knee: none found")
+    return what, load.knee_rate
 
 
 def _config_search_row(name: str, r: Result) -> dict:
@@ -169,7 +184,7 @@ def _config_search_row(name: str, r: Result) -> dict:
     s = r.search
     lat = r.latency_ms
     p = lat.percentiles
-    what = s.get("verdict") or ""
+    what = s.verdict or ""
     if r.status != "passed":
         what = f"{r.status.upper()}: {clip(r.reason, 400) or what}"
     return {"benchmark": name, "n": lat.n or "-",
@@ -177,6 +192,6 @@ def _config_search_row(name: str, r: Result) -> dict:
             "p99 ms": _fmt(p["p99"].value) if "p99" in p else "-",
             "mean ms": _fmt(lat.mean), "queries/s": _fmt(r.throughput.queries_per_s),
             "samples/s": _fmt(r.throughput.samples_per_s),
-            "cores": _fmt((r.process or {}).get("cpu_cores_used"), 2),
-            "rss MB": _fmt((r.process or {}).get("peak_rss_mb")),
-            "stop": f"search {s['measured']}/{s['grid']} trials: {what}"}
+            "cores": _fmt(r.process.cpu_cores_used, 2),
+            "rss MB": _fmt(r.process.peak_rss_mb),
+            "stop": f"search {s.measured}/{s.grid} trials: {what}"}

@@ -109,10 +109,10 @@ def link_colocated(new: dict, earlier: list[dict]) -> None:
 
 def summary_line(sched, results) -> str:
     """One line for the terminal summary about how the two-tier scheduler placed the cells."""
-    placed = [r for r in results if isinstance(getattr(r, "placement", None), dict)]
-    hosts = sorted({r.placement.get("follower") for r in placed} - {None})
-    waits = sum(float(r.placement.get("lease_wait_s") or 0) for r in placed)
-    pairs = sum(len(r.placement.get("colocated_with") or ()) for r in placed) // 2
+    placed = [r.placement for r in results if r.placement is not None]    # typed Results
+    hosts = sorted({p.follower for p in placed} - {None})
+    waits = sum(float(p.lease_wait_s or 0) for p in placed)
+    pairs = sum(len(p.colocated_with) for p in placed) // 2
     info = sched.summary()
     return (f"two-tier scheduler: {info['workers']} worker(s) on "
             f"{', '.join(hosts or info['hosts'])}; one benchmark at a time per device, and a "

@@ -3,7 +3,7 @@
     store = ResultStore.open("sqlite:///.inferbench/results.db")   # or postgresql://...
     store.record(run_doc, source=path)        # idempotent: the same run twice adds nothing
     rows = store.series(cell_keys=[...], fingerprint=fp)   # one cell's history, oldest first
-    docs = store.documents()                  # run documents, as load_run gives them
+    docs = store.documents()                  # run documents as recorded (parse_run reads them)
 
 Run files stay the exchange format; the store is where history accumulates, shared by every
 session (and CI pipeline) that names the same URL. Each run is written in one transaction, so
@@ -29,7 +29,9 @@ from sqlalchemy.exc import (
 )
 
 from ..core.fingerprint import fingerprint, machine
+from ..core.result import Result
 from ..results.cells import cell_key, display
+from ..results.runfile import typed_results
 from .schema import SCHEMA_VERSION, metadata, results, runs, schema_info
 from .url import run_uid, shown
 
@@ -109,9 +111,12 @@ class ResultStore:
         uid = run_uid(doc)
         prov = doc.get("provenance") or {}
         git = prov.get("git") or {}
+        # the run file's version is kept with the run, so documents() says which shape its
+        # results have (runs recorded before it was kept are version 1)
         extra = {k: v for k, v in doc.items()
-                 if k not in ("format", "version", "name", "provenance", "results", "path")}
-        rows = [_as_dict(r) for r in doc.get("results", [])]
+                 if k not in ("format", "name", "provenance", "results", "path")}
+        rows = [_as_dict(r) for r in doc.get("results", [])]   # kept as given
+        typed = typed_results(doc)      # the indexed columns, read from the typed model
         try:
             with self.engine.begin() as conn:
                 found = conn.execute(select(runs.c.id).where(runs.c.uid == uid)).first()
@@ -127,8 +132,8 @@ class ResultStore:
                     source=str(source) if source else None,
                     recorded_at=recorded_at)).inserted_primary_key[0]
                 if rows:
-                    conn.execute(insert(results), [_result_row(run_id, i, r)
-                                                   for i, r in enumerate(rows)])
+                    conn.execute(insert(results), [_result_row(run_id, i, r, t) for i, (r, t)
+                                                   in enumerate(zip(rows, typed))])
         except IntegrityError:
             # another session recorded the same run between the lookup and the insert
             # (PostgreSQL, read committed): it is there, which is what was asked
@@ -191,6 +196,7 @@ class ResultStore:
                 if run_id in by_run:
                     by_run[run_id].append(json.loads(result))
         for r in run_rows:
+            # as recorded: readers bring it to this version (results/runfile.parse_run)
             docs.append({"format": "pytest-inferbench-run", "version": 1, "name": r["name"],
                          "provenance": json.loads(r["provenance"] or "{}"),
                          **json.loads(r["extra"] or "{}"), "results": by_run[r["id"]],
@@ -245,18 +251,18 @@ def _connect_args(parsed) -> dict:
     return {}
 
 
-def _result_row(run_id: int, position: int, r: dict) -> dict:
-    lat = r.get("latency_ms") or {}
-    pct = lat.get("percentiles") or {}
+def _result_row(run_id: int, position: int, r: dict, t: Result) -> dict:
+    """A results row: the result's JSON as given (`r`) and its indexed figures (`t`, typed)."""
+    lat = t.latency_ms
 
     def p(name):
-        entry = pct.get(name) or {}
-        return entry.get("value")
-    return {"run_id": run_id, "position": position, "cell_key": cell_key(r), "cell": display(r),
-            "test_id": r.get("id"), "status": r.get("status"), "valid": r.get("valid"),
-            "repeat": r.get("repeat"), "n": lat.get("n"), "p50_ms": p("p50"),
-            "p90_ms": p("p90"), "p99_ms": p("p99"), "mean_ms": lat.get("mean"),
-            "throughput": (r.get("throughput") or {}).get("samples_per_s"),
+        entry = lat.percentiles.get(name)
+        return entry.value if entry is not None else None
+    return {"run_id": run_id, "position": position, "cell_key": cell_key(t), "cell": display(t),
+            "test_id": t.id, "status": t.status, "valid": t.valid,
+            "repeat": t.repeat, "n": lat.n, "p50_ms": p("p50"),
+            "p90_ms": p("p90"), "p99_ms": p("p99"), "mean_ms": lat.mean,
+            "throughput": t.throughput.samples_per_s,
             "result": json.dumps(r, default=str)}
 
 
