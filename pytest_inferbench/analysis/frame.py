@@ -53,6 +53,7 @@ from typing import Any
 import pandas as pd
 
 from ..core.result import Generative, Latency, Result
+from ..core.scenarios import SCENARIOS
 from ..core.sections import Gpu, Load
 from ..results.cells import search_columns, trial_name
 from ..results.runfile import FORMAT, RunFileError, load_run, parse_run
@@ -303,26 +304,19 @@ def runtime_label(name, options) -> str:
     return f"{name}({inner})"
 
 
+def _offers_rate(workload: Mapping) -> bool:
+    """A scenario whose cells are about an arrival process at a fixed rate (server)."""
+    kind = SCENARIOS.get(workload.get("scenario"))
+    return kind is not None and kind.fixed_rate
+
+
 def workload_label(workload: Mapping | None, scenario: str | None) -> str:
+    """The report's label of a run file's workload (each scenario names its own:
+    core/scenarios/); a scenario this version does not know, by its name."""
     w = workload or {}
     s = w.get("scenario") or scenario or "?"
-    if s == "server":
-        rate = w.get("rate")
-        what = f"{w.get('arrival', 'poisson')}" + (f" {rate:g}/s" if isinstance(rate, (int, float))
-                                                   else "")
-        return f"server {what}"
-    if s == "concurrency":
-        return f"concurrency {w.get('concurrency')}"
-    if s == "ramp":
-        return f"ramp {w.get('rate')}+{w.get('step')}/s"
-    if s == "capacity" and isinstance(w.get("slo"), Mapping):
-        ((key, bound),) = list(w["slo"].items())[:1] or [("?", None)]
-        return f"capacity {key}<={_ms(bound)}"
-    return str(s)
-
-
-def _ms(seconds) -> str:
-    return f"{seconds * 1e3:g}ms" if isinstance(seconds, (int, float)) else str(seconds)
+    kind = SCENARIOS.get(s)
+    return kind.report_label(w) if kind is not None else str(s)
 
 
 def serving_label(serving: Mapping | None) -> str:
@@ -409,7 +403,7 @@ def _identity(run: Run, index: int, r: Result) -> dict:
         "batch_size": int(cell.get("batch_size") or r.batch_size or 1),
         "threads": threads_label(cell.get("threads")), "scenario": scenario,
         "workload": workload_label(workload, r.scenario),
-        "arrival": workload.get("arrival") if workload.get("scenario") == "server" else None,
+        "arrival": workload.get("arrival") if _offers_rate(workload) else None,
         "rate": _num(workload.get("rate")), "concurrency": _num(workload.get("concurrency")),
         "serving": serving_cell.get("system") or (r.serving.system if r.serving else None)
         or "inprocess",

@@ -5,6 +5,7 @@ load generator is. One Scenario per module beside this one; the table in __init_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Callable
 
 # Workload fields that only some scenarios take; the others apply to every scenario.
@@ -34,6 +35,8 @@ class Scenario:
     missing: Callable[[Any], str | None] = field(default=_nothing_missing)
     label: Callable[[Any], str] | None = None      # the id part; default: the name
     point: Callable[[dict, str], str] | None = None  # a chart point's short label
+    # the report's label of a run file's workload mapping; default: the name
+    row_label: Callable[[Mapping], str] | None = None
 
     @property
     def closed_loop(self) -> bool:
@@ -52,6 +55,9 @@ class Scenario:
         if self.point is not None:
             return self.point(row, bs)
         return f"{self.name} {bs}"
+
+    def report_label(self, workload: Mapping) -> str:
+        return self.row_label(workload) if self.row_label is not None else self.name
 
     def problem(self, workload) -> str | None:
         """Why the workload cannot be measured in this scenario as written, or None."""

@@ -1,6 +1,8 @@
 """capacity: the highest rate that meets the SLO, searched with open-loop steps (doubling,
 then bisection)."""
 
+from collections.abc import Mapping
+
 from .base import Scenario
 
 
@@ -10,6 +12,14 @@ def _missing(w) -> str | None:
     if w.arrival == "trace":
         return "the capacity scenario draws its own arrivals: not trace"
     return None
+
+
+def _row_label(w) -> str:
+    if not isinstance(w.get("slo"), Mapping):
+        return "capacity"
+    ((key, bound),) = list(w["slo"].items())[:1] or [("?", None)]
+    bound_text = f"{bound * 1e3:g}ms" if isinstance(bound, (int, float)) else str(bound)
+    return f"capacity {key}<={bound_text}"
 
 
 def _label(w) -> str:      # a generative SLO bounds several metrics
@@ -28,4 +38,5 @@ SCENARIO = Scenario(
     generative="pytest_inferbench.workload.generative:run_capacity_search",
     missing=_missing,
     label=_label,
+    row_label=_row_label,
 )

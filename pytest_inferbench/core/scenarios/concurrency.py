@@ -25,4 +25,5 @@ SCENARIO = Scenario(
     missing=_missing,
     label=lambda w: f"concurrency{w.concurrency}",
     point=_point,
+    row_label=lambda w: f"concurrency {w.get('concurrency')}",
 )

@@ -19,4 +19,5 @@ SCENARIO = Scenario(
     fields=("rate", "step", "max_rate", "step_max_duration"),
     missing=_missing,
     label=lambda w: f"ramp{w.rate:g}+{w.step:g}",
+    row_label=lambda w: f"ramp {w.get('rate')}+{w.get('step')}/s",
 )

@@ -19,6 +19,12 @@ def _label(w) -> str:
     return f"server-{what}"
 
 
+def _row_label(w) -> str:
+    rate = w.get("rate")
+    rate_text = f" {rate:g}/s" if isinstance(rate, (int, float)) else ""
+    return f"server {w.get('arrival', 'poisson')}{rate_text}"
+
+
 def _point(row: dict, bs: str) -> str:
     rate = row.get("rate")
     text = f"{rate:g}/s" if isinstance(rate, float) and rate == rate else "server"
@@ -38,4 +44,5 @@ SCENARIO = Scenario(
     missing=_missing,
     label=_label,
     point=_point,
+    row_label=_row_label,
 )
