@@ -61,8 +61,12 @@ def trial_name(result: dict) -> str | None:
 
 
 def is_measured(result: dict) -> bool:
+    """Passed with samples, or failed only on its own verdicts (`failed_on`: a missed SLO,
+    INVALID), which --infer-fail-on turns into a failed item without losing the numbers."""
     lat = result.get("latency_ms") or {}
-    return result.get("status") == "passed" and bool(lat.get("n"))
+    ok = result.get("status") == "passed" or (result.get("status") == "failed"
+                                              and bool(result.get("failed_on")))
+    return ok and bool(lat.get("n"))
 
 
 def group_by_config(results) -> dict[str, list[dict]]:
