@@ -78,6 +78,10 @@ def pytest_addoption(parser):
                          "session's or another's) measures there (default 3600)")
     group.addoption("--infer-no-leases", action="store_true", default=False,
                     help="do not take device leases around cells (lets sessions overlap)")
+    _addini(parser)
+
+
+def _addini(parser) -> None:
     parser.addini("inferbench_spec_patterns", type="args",
                   default=["bench_*.yaml", "*.bench.yaml", "bench_*.yml", "*.bench.yml"],
                   help="file name patterns of benchmark specs to collect")
