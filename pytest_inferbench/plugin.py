@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from .core.result import Result
 from .fixture import make_bench
 from .gate.session import GateSetupError, SessionGate
 from .optimize.trials import run_search_cell
+from .results.outcome import parse_fail_on, verdict_problems
 from .run.cell import run_cell
 from .run.paired import failure_message
 from .runtimes.base import RuntimeUnavailable, check_cuda
@@ -44,9 +46,11 @@ def pytest_addoption(parser):
     group.addoption("--infer-save", metavar="NAME", default=None,
                     help="save this session as baseline NAME (.inferbench/baselines/NAME.json); "
                          "with --infer-repeat it keeps the A/A noise of the repeats")
-    group.addoption("--infer-baseline", metavar="NAME|PATH|latest", default=None,
-                    help="compare with a saved baseline, a run file, or the newest earlier run; "
-                         "regressions fail the session")
+    group.addoption("--infer-baseline", metavar="NAME|PATH|latest|history", default=None,
+                    help="compare with a saved baseline (a NAME that is not saved is a usage "
+                         "error unless --infer-save NAME creates it), a run file, the newest "
+                         "earlier run (latest), or each cell's earlier runs in the results "
+                         "store (history); regressions fail the session")
     group.addoption("--infer-store", metavar="URL|PATH|none", default=None,
                     help="the results store every session is recorded in: a SQLite file "
                          "(default .inferbench/results.db), postgresql://..., or none (env "
@@ -62,6 +66,10 @@ def pytest_addoption(parser):
                     help="compare and report, but never fail on a regression")
     group.addoption("--infer-gate-force", action="store_true", default=False,
                     help="gate even when the baseline ran on other hardware or library versions")
+    group.addoption("--infer-fail-on", metavar="slo,invalid|none", default=None,
+                    help="which of a cell's own verdicts fail its item: a missed SLO (slo), an "
+                         "INVALID measurement (invalid); the others pass with a warning "
+                         "(default: ini inferbench_fail_on, else none)")
     group.addoption("--infer-followers", metavar="FILE", default=None,
                     help="follower hosts and their devices (YAML, `followers:` as in the job "
                          "file); one xdist worker per device, placed by the two-tier scheduler")
@@ -70,6 +78,10 @@ def pytest_addoption(parser):
                          "session's or another's) measures there (default 3600)")
     group.addoption("--infer-no-leases", action="store_true", default=False,
                     help="do not take device leases around cells (lets sessions overlap)")
+    _addini(parser)
+
+
+def _addini(parser) -> None:
     parser.addini("inferbench_spec_patterns", type="args",
                   default=["bench_*.yaml", "*.bench.yaml", "bench_*.yml", "*.bench.yml"],
                   help="file name patterns of benchmark specs to collect")
@@ -78,6 +90,9 @@ def pytest_addoption(parser):
     parser.addini("inferbench_store", default="",
                   help="results store URL or SQLite path (default .inferbench/results.db "
                        "under rootdir; none: off)")
+    parser.addini("inferbench_fail_on", default="",
+                  help="slo, invalid (comma- or space-separated) or none: which of a cell's own "
+                       "verdicts fail its item (CI: slo,invalid); --infer-fail-on wins")
     parser.addini("inferbench_baselines_dir", default=".inferbench/baselines",
                   help="directory for named baselines (--infer-save), relative to rootdir")
     parser.addini("inferbench_cache_dir", default=".inferbench/cache",
@@ -112,10 +127,16 @@ def pytest_configure(config):
             invocation_dir=config.invocation_params.dir,
             store_url=resolve_url(config.getoption("--infer-store")
                                   or os.environ.get("INFERBENCH_STORE")
-                                  or config.getini("inferbench_store"), root))
+                                  or config.getini("inferbench_store"), root),
+            worker=hasattr(config, "workerinput"))
     except GateSetupError as exc:
         raise pytest.UsageError(f"inferbench: {exc}") from None
     state = SessionState(config, gate)
+    try:
+        state.fail_on = parse_fail_on(config.getoption("--infer-fail-on")
+                                      or config.getini("inferbench_fail_on"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--infer-fail-on: {exc}") from None
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(state, "inferbench-session")
 
@@ -339,8 +360,32 @@ def _cell_test(request):
     item.inferbench_results = results
     if result.status == "failed":       # measured, but it did not hold: numbers kept, item fails
         pytest.fail(result.reason or "failed", pytrace=False)
+    _judge_verdicts(result, state.fail_on, cell)
     if result.ab is not None and result.ab.verdict == "regression" and state.gate.enabled:
         pytest.fail(failure_message(result), pytrace=False)
+
+
+class InferbenchVerdictWarning(UserWarning):
+    """A cell missed its SLO or measured INVALID, and --infer-fail-on does not fail on that."""
+
+
+def _judge_verdicts(result: Result, fail_on: tuple[str, ...], cell: Cell) -> None:
+    """A missed SLO or an INVALID measurement: fail the item (the kinds in `fail_on`) or pass
+    it with a warning, so either way pytest's last line counts it. The numbers stay in the
+    run file; `failed_on` tells the gate that the cell did measure (it compares it as
+    before: a regression is often why an SLO is missed)."""
+    problems = verdict_problems(result)
+    failing = [(kind, text) for kind, text in problems if kind in fail_on]
+    for kind, text in problems:
+        if kind not in fail_on:     # located at the spec's line, where the cell is written
+            warnings.warn_explicit(InferbenchVerdictWarning(
+                f"{text} (--infer-fail-on {kind} fails the item)"), InferbenchVerdictWarning,
+                str(cell.spec or "spec"), cell.line or 1)
+    if failing:
+        message = "; ".join(text for _, text in failing)
+        result.status, result.reason = "failed", message
+        result.failed_on = [kind for kind, _ in failing]
+        pytest.fail(message, pytrace=False)
 
 
 def _failure(exc: BaseException) -> tuple[str, dict]:

@@ -215,6 +215,8 @@ class SessionState:
             tr.section("inferbench gate")
             for text, markup in lines:
                 tr.write_line(text, **markup)
+        if self.gate.failed:
+            _gate_into_stats(tr, self.gate.comparison)
         workers = getattr(self.config.option, "numprocesses", None)
         sched = self.config.stash.get(SCHED_KEY, None)
         if sched is not None:
@@ -222,6 +224,21 @@ class SessionState:
         elif workers and getattr(self.config.option, "dist", "no") != "no":
             tr.write_line(f"note: {workers} xdist workers measured cells at the same time on this "
                           f"host; concurrent cells disturb each other's numbers", yellow=True)
+
+
+def _gate_into_stats(tr, comparison: dict) -> None:
+    """A gating regression as a failed report of its own: pytest's short test summary gets a
+    FAILED line and its last line counts it (red), as for any failed test. Runs before the
+    terminal reporter writes those (its summary hook wraps ours)."""
+    regressions = [e["cell"] for e in comparison["verdicts"]      # paired ones fail items
+                   if e["verdict"] == "regression" and e["mode"] != "paired"]
+    against = (comparison.get("baseline") or {}).get("label") or "the baseline"
+    message = (f"{len(regressions)} regression{'s' if len(regressions) != 1 else ''} against "
+               f"{against}: {', '.join(regressions)} (section 'inferbench gate')")
+    report = pytest.TestReport(nodeid="inferbench gate", location=("inferbench gate", None,
+                                                                     "inferbench gate"),
+                               keywords={}, outcome="failed", longrepr=message, when="call")
+    tr.stats.setdefault("failed", []).append(report)
 
 
 class LiveLine:

@@ -211,7 +211,7 @@ def test_history_mode_gates_a_slowdown_and_keeps_other_machines_apart(pytester, 
 
     slow = _session(pytester, monkeypatch, 1.5, "--infer-baseline", "history")
     assert slow.ret == 1, slow.stdout.str()
-    slow.assert_outcomes(passed=1)             # the cell passed; the gate failed the session
+    slow.assert_outcomes(passed=1, failed=1)   # the cell passed; the gate's FAILED line counts
     slow.stdout.fnmatch_lines(["*inferbench gate*",
                                "FAILED: 1 regression*against baseline history (sqlite:///*.db)",
                                "REGRESSION [[]history[]] bench_g.yaml::current*",

@@ -175,24 +175,34 @@ def test_a_local_endpoints_processes_are_the_system_under_test(tmp_path):
         monitor.start()
         time.sleep(0.6)                 # not connected: the burner is another process
         apart = monitor.stop()
+        burner = psutil.Process(pid)
         with socket.create_connection(("127.0.0.1", port)):
             monitor = ProcessMonitor()
+            cpu0, t0 = sum(burner.cpu_times()[:2]), time.perf_counter()
             monitor.start()
             time.sleep(0.6)
             seen = monitor.stop()
+            got = (sum(burner.cpu_times()[:2]) - cpu0) / (time.perf_counter() - t0)
     finally:
         os.kill(pid, signal.SIGKILL)
     assert apart["server_processes"] is None
     assert pid in [p["pid"] for p in apart["other_processes"]]
     (server,) = seen["server_processes"]
     assert server["pid"] == pid and f"127.0.0.1:{port}" in server["why"]
-    assert "detached" in server["command"] and server["cpu_cores"] > 0.3
+    # The burner's share of 2 shared cores is whatever the neighbours leave it (0.68 to 1.07
+    # cores in 5 runs here at load ~2.4), so no fixed share is asserted: the monitor must
+    # agree with the burner's own CPU time over nearly the same window. Measured gap in those
+    # 5 runs: +0.036 to +0.080 cores (our window also holds the monitor's start and stop);
+    # the margin is 3x the largest.
+    assert "detached" in server["command"]
+    assert server["cpu_cores"] == pytest.approx(got, abs=0.25), (server["cpu_cores"], got)
     assert seen["server_cpu_cores"] == pytest.approx(server["cpu_cores"], abs=0.01)
     assert pid not in [p["pid"] for p in seen["other_processes"]]
-    # other = the host's busy cores less this process's and the server's
+    # other = the host's busy cores less this process's and the server's (rounded figures:
+    # residual 0.000 to 0.066 cores in the 5 runs above; margin 3x)
     busy = seen["cpu_percent_system"] / 100 * psutil.cpu_count()
     expected = busy - seen["tree_cpu_cores_used"] - seen["server_cpu_cores"]
-    assert seen["other_cpu_cores"] == pytest.approx(max(0.0, expected), abs=0.1)
+    assert seen["other_cpu_cores"] == pytest.approx(max(0.0, expected), abs=0.2)
 
 
 # ------------------------------------------------------------------ Triton on this host

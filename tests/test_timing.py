@@ -24,11 +24,17 @@ def test_median_matches_known_service_time(service_ms, scenario):
                         ci_width=0.01)
     result = measure_callable(busy_wait(service_ms / 1e3), settings, scenario, batch_size=4)
     p50 = result.latency.p50
-    assert p50 == pytest.approx(service_ms, rel=0.03)
+    # A busy wait ends at its wall-clock deadline however often it is preempted, so the timer
+    # can only add: p50 / service was 1.0014 to 1.0060 in 5 runs of all four cases on this
+    # shared 2-core host at load ~2.4 (see the commit). One-sided, with 5x the worst as margin.
     assert result.latency.min >= service_ms * 0.999
+    assert service_ms <= p50 <= service_ms * 1.03, p50
     # back to back, the busy window is the sum of the latencies: no time lost between queries
-    # (compared with the mean, not the service time: a preempted query is real time too)
-    assert result.throughput.queries_per_s == pytest.approx(1e3 / result.latency.mean, rel=0.02)
+    # (compared with the mean, not the service time: a preempted query is real time too).
+    # qps x mean was 0.9986 to 0.9996 in the same 5 runs (the loop's own time between
+    # queries); margin 1%, 7x the worst.
+    assert result.throughput.queries_per_s * result.latency.mean / 1e3 == pytest.approx(
+        1.0, abs=0.01)
     assert result.throughput.samples_per_s == pytest.approx(4 * result.throughput.queries_per_s)
 
 

@@ -145,6 +145,9 @@ class Result(Section):
     load: Load | None = None             # open loop / concurrency: rates, send lag, errors
     slo: Slo | None = None               # early-stopping verdict when the workload has an SLO
     valid: bool = True                   # False when the load generator fell behind
+    # the verdicts --infer-fail-on turned into a failed item (slo, invalid): measured all the
+    # same, so the gate still compares it
+    failed_on: list[str] | None = None
     serving: Serving | None = None       # served cells: system, url, latency breakdown
     errors: Errors | None = None         # failed queries: counts, rate, first kinds
     # generative serving: ttft/itl/tpot/e2e percentiles, tokens/s, goodput (workload/generative.py)

@@ -49,8 +49,10 @@ class SessionGate:
     @classmethod
     def from_options(cls, *, baseline=None, save_name=None, gate=None, no_gate=False,
                      force=False, repeats=1, job=None, runs_dir, baselines_dir, invocation_dir,
-                     store_url=None):
-        """Command line over the job file's `baseline` section. Raises GateSetupError."""
+                     store_url=None, worker=False):
+        """Command line over the job file's `baseline` section. Raises GateSetupError. An
+        xdist worker compares nothing (the controller does), so it does not look for the
+        baseline (a follower's copy of rootdir need not hold it)."""
         job_baseline = job.baseline if job is not None else None
         base_dir = Path(invocation_dir)
         if baseline is None and job_baseline is not None and job_baseline.compare:
@@ -60,10 +62,8 @@ class SessionGate:
         try:
             if save_name is not None:
                 check_name(save_name)
-            if baseline is not None and is_path(baseline):
-                p = Path(baseline)
-                if not (p if p.is_absolute() else base_dir / p).is_file():
-                    raise BaselineError(f"baseline {baseline}: no such file")
+            if baseline is not None and not worker:
+                _check_baseline(baseline, save_name, Path(baselines_dir), base_dir)
             config = parse_gate(gate) if gate else None
         except (BaselineError, GateError) as exc:
             raise GateSetupError(str(exc)) from None
@@ -200,6 +200,28 @@ class SessionGate:
             repeats = f" with {self.repeats} repeats (A/A noise kept)" if self.repeats > 1 else ""
             out.append((f"saved baseline {self.save_name}{repeats}: {self.saved}", {}))
         return out
+
+
+def _check_baseline(baseline: str, save_name: str | None, baselines_dir: Path,
+                    base_dir: Path) -> None:
+    """Fail fast on a baseline that names nothing: a CI job with a mistyped name would
+    otherwise gate nothing and pass. A name the same session saves (--infer-save NAME) is
+    the documented way to create it; `latest` and `history` find their runs later."""
+    if baseline in ("latest", HISTORY):
+        return
+    if is_path(baseline):
+        p = Path(baseline)
+        if not (p if p.is_absolute() else base_dir / p).is_file():
+            raise BaselineError(f"baseline {baseline}: no such file")
+        return
+    check_name(baseline)
+    if baseline == save_name or Path(baselines_dir, f"{baseline}.json").is_file():
+        return
+    saved = sorted(p.stem for p in baselines_dir.glob("*.json") if not p.name.startswith("."))
+    raise BaselineError(
+        f"no baseline named {baseline!r} in {baselines_dir} (saved: "
+        f"{', '.join(saved) or 'none'}); to create it, add --infer-save {baseline} (this run "
+        f"then compares with nothing), or name a saved baseline, a run file, latest or history")
 
 
 def _store_problem(exc: Exception, url: str | None) -> str:

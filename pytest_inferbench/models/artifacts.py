@@ -15,6 +15,7 @@ import inspect
 import re
 import sys
 import sysconfig
+import traceback
 import types
 import warnings
 from pathlib import Path
@@ -74,6 +75,20 @@ def torch_module(spec, context):
     return module, signature
 
 
+def factory_raised(name: str, factory, module, exc: BaseException) -> str:
+    """'model factory NAME raised TYPE: message (at file:line in func)': the deepest frame of
+    the traceback inside the factory's own file (else its module's), where the user looks."""
+    code = getattr(inspect.unwrap(factory), "__code__", None)
+    files = {f for f in (getattr(code, "co_filename", None), getattr(module, "__file__", None))
+             if f}
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if f.filename in files] or frames[-1:]
+    where = f" (at {ours[-1].filename}:{ours[-1].lineno} in {ours[-1].name})" if ours else ""
+    text = str(exc).strip()
+    return (f"model factory '{name}' raised {type(exc).__name__}"
+            f"{': ' + text if text else ''}{where}")
+
+
 def _from_factory(spec):
     mod_name, _, attr = spec.factory.partition(":")
     try:
@@ -91,6 +106,8 @@ def _from_factory(spec):
     rng = _seeded(0)   # a factory that draws random weights gives the same model every call
     try:
         made = obj()
+    except Exception as exc:  # noqa: BLE001 - said once, with its type and where it was raised
+        raise ValueError(factory_raised(spec.factory, obj, factory_module, exc)) from exc
     finally:
         rng.__exit__(None, None, None)
     returned = None

@@ -62,7 +62,10 @@ def trial_name(result: Result) -> str | None:
 
 
 def is_measured(result: Result) -> bool:
-    return result.status == "passed" and bool(result.latency_ms.n)
+    """Passed with samples, or failed only on its own verdicts (`failed_on`: a missed SLO,
+    INVALID), which --infer-fail-on turns into a failed item without losing the numbers."""
+    ok = result.status == "passed" or (result.status == "failed" and bool(result.failed_on))
+    return ok and bool(result.latency_ms.n)
 
 
 def group_by_config(results) -> dict[str, list[Result]]:
