@@ -56,3 +56,15 @@ def write(tmp_path):
         path.write_text(textwrap.dedent(text).lstrip("\n"))
         return path
     return _write
+
+
+def xfail_if_client_lag(valid: bool, reasons: list[str]) -> None:
+    """A known defect, not a pass: on this 2-core machine the in-process generative client's
+    event loop sometimes writes a request 5-10 ms after its dispatch, and with 16 requests
+    that moves TTFT p99 past the 10% validity limit (seen with the code before and after the
+    engine rework). Issue 27 (a client that costs less than the server) is the fix; any other
+    reason to be INVALID fails."""
+    if valid:
+        return
+    assert reasons and all("client's event loop sent late" in m for m in reasons), reasons
+    pytest.xfail(f"INVALID for the client's own send lag (issue 27): {reasons[0]}")

@@ -5,6 +5,10 @@ the measurement itself is always kept in the run file."""
 
 from __future__ import annotations
 
+from ..core.result import Result
+from ..core.scenarios import SCENARIOS
+from ..core.sections import Slo
+
 VERDICT_KINDS = ("slo", "invalid")
 
 
@@ -21,27 +25,27 @@ def parse_fail_on(text: str | None) -> tuple[str, ...]:
     return tuple(k for k in VERDICT_KINDS if k in words)
 
 
-def verdict_problems(result) -> list[tuple[str, str]]:
+def verdict_problems(result: Result) -> list[tuple[str, str]]:
     """[(kind, message)] for a measured result whose SLO verdict is `fail` or that is not
     valid. A capacity or ramp search judges its steps' SLOs itself (its answer is a rate), and
     a configuration search's trials are explorations: neither is judged here."""
-    load = result.load or {}
-    if result.search_trial or "max_rate" in load or "knee_rate" in load:
+    kind = SCENARIOS.get(result.scenario)
+    if result.search_trial is not None or (kind is not None and kind.rate_search):
         return []
     out = []
-    slo = result.slo or {}
-    if slo.get("verdict") == "fail":
-        out.append(("slo", f"SLO not met: {_slo_text(slo)}"))
+    if result.slo is not None and result.slo.verdict == "fail":
+        out.append(("slo", f"SLO not met: {_slo_text(result.slo)}"))
     if not result.valid:
-        why = load.get("invalid_reasons") or ["the load generator fell behind its schedule"]
+        why = (result.load.invalid_reasons if result.load is not None else None) or [
+            "the load generator fell behind its schedule"]
         out.append(("invalid", f"INVALID measurement: {'; '.join(why)}"))
     return out
 
 
-def _slo_text(slo: dict) -> str:
-    if "metrics" in slo:          # generative: one bound per metric
-        over = [f"{k} over {v['bound_ms']:g} ms" for k, v in slo["metrics"].items()
-                if v.get("verdict") == "fail"]
-        return ", ".join(over) or (slo.get("reason") or "over the bound")
-    return (f"p{slo['percentile']:g} over {slo['bound_ms']:g} ms "
-            f"({slo.get('overlatency')} of {slo.get('queries')} queries over the bound)")
+def _slo_text(slo: Slo) -> str:
+    if slo.metrics:          # generative: one bound per metric
+        over = [f"{k} over {v.bound_ms:g} ms" for k, v in slo.metrics.items()
+                if v.verdict == "fail"]
+        return ", ".join(over) or (slo.reason or "over the bound")
+    return (f"p{slo.percentile:g} over {slo.bound_ms:g} ms "
+            f"({slo.overlatency} of {slo.queries} queries over the bound)")
