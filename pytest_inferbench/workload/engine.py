@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core.early_stopping import verdict
 from ..core.result import Latency, Result, Stop, Throughput
-from ..core.stats import rate_interval
+from ..core.stats import load_lazy_parts, rate_interval
 from ..measure.monitors import ProcessMonitor
 from ..spec import Workload
 from .failures import ErrorLog, judge_errors
@@ -67,6 +67,7 @@ class Window:
         self.start = self.end = None
 
     def __enter__(self) -> "Window":
+        load_lazy_parts()           # one-time imports belong before the window, not in it
         self._gc_was_enabled = gc.isenabled()
         gc.collect()
         gc.disable()
@@ -127,8 +128,9 @@ def measure_callable(fn: Callable[[], object], settings, scenario="single_stream
     warm = warm_up(fn, settings.warmup)
     measured = settings.model_copy(update={"warmup": 0})
     target = target_percentile(settings, workload)
+    generate = generator(workload)      # its import, if first, before the window
     with Window(server_ports, gpu, timer) as window:
-        samples = generator(workload)(sut, measured, workload, target, progress)
+        samples = generate(sut, measured, workload, target, progress)
     result = summarise(samples, settings, workload.scenario, batch_size, window, warm)
     finish(result, samples.extra, samples.errors, settings, workload, samples.latencies_ns)
     _device_figures(result, window, timer, batch_size)

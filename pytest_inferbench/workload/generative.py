@@ -386,8 +386,9 @@ def measure_generative(url: str, model_name: str, cell, progress=None):
         # as for every cell: a collection inside the window holds the GIL, and the client's
         # event loop with it (measured: 50-90 ms pauses at 150 req/s in
         # benchmarks/generative_client_lag.py, the in-process client's lag with them)
+        generate = _generator(workload)     # its import, if first, before the window
         with Window() as window:
-            measured = _generator(workload)(run)
+            measured = generate(run)
     finally:
         loop.close()
         if pool is not None:
@@ -419,7 +420,7 @@ def _judge_client_lag(load: dict, figures: dict, workload, target: float) -> Non
         load["valid"] = False
         load["invalid_reasons"] = list(load.get("invalid_reasons") or []) + [
             f"the client's event loop sent late (p99 {figures['send_lag_ms']['client']['p99']} "
-            f"ms): TTFT p{target:g} +{100 * effect:.0f}% over the same timed from the "
+            f"ms): TTFT p{target:g} +{100 * effect:.1f}% over the same timed from the "
             f"actual sends (limit {100 * MAX_LAG_EFFECT:g}%)"]
     load["lag_effect_client"] = effect
 

@@ -456,7 +456,7 @@ class CapacitySteps:
             extra["valid"] = False
             extra["invalid_reasons"] = extra["invalid_reasons"] + [
                 f"at {rate:g}/s the client sent late (p99 "
-                f"{figures['send_lag_ms']['client']['p99']} ms): TTFT +{100 * effect:.0f}%"]
+                f"{figures['send_lag_ms']['client']['p99']} ms): TTFT +{100 * effect:.1f}%"]
         return _StepRun(records, begin, reason, errors, extra, figures)
 
     def judge(self, runs) -> str:

@@ -391,7 +391,7 @@ def lag_validity(from_sched_ns: np.ndarray, from_sent_ns: np.ndarray, target: fl
         if effect > MAX_LAG_EFFECT:
             lag = f" (p99 {lag_p99_ms:.3g} ms)" if lag_p99_ms is not None else ""
             problems.append(f"send lag{lag} moved latency p{target:g} from "
-                            f"{from_sent:.3g} to {from_sched:.3g} ms (+{100 * effect:.0f}%, "
+                            f"{from_sent:.3g} to {from_sched:.3g} ms (+{100 * effect:.1f}%, "
                             f"limit {100 * MAX_LAG_EFFECT:g}%)")
     if scheduled_rate and achieved_rate and \
             abs(achieved_rate / scheduled_rate - 1) > MAX_RATE_DEPARTURE:
