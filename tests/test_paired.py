@@ -209,22 +209,22 @@ def test_paired_mode_in_the_open_loop_server_scenario(pytester):
           - model: "spinmods:slow10"
             name: open-slow
             runtime: torch
-            workload: {{scenario: server, rate: 100}}
+            workload: {{scenario: server, rate: 200}}
             gate: {{p50: "+5%"}}
-            ab: {{rounds: 5, slice: 0.4s, switch: 0.2s, baseline: {{model: "spinmods:base"}}}}
+            ab: {{rounds: 5, slice: 0.2s, switch: 0.1s, baseline: {{model: "spinmods:base"}}}}
           - model: "spinmods:base"
             name: open-same
             runtime: torch
-            workload: {{scenario: server, rate: 100}}
+            workload: {{scenario: server, rate: 200}}
             gate: {{p50: "+5%"}}
-            ab: {{rounds: 5, max_rounds: 10, slice: 0.4s, switch: 0.2s}}
+            ab: {{rounds: 5, max_rounds: 10, slice: 0.2s, switch: 0.1s}}
           - model: "spinmods:slow10"
             name: open-served
             runtime: torch
             serving: http
-            workload: {{scenario: server, rate: 100}}
+            workload: {{scenario: server, rate: 200}}
             gate: {{p50: "+5%"}}
-            ab: {{rounds: 5, slice: 0.4s, switch: 0.2s, baseline: {{model: "spinmods:base"}}}}
+            ab: {{rounds: 5, slice: 0.2s, switch: 0.1s, baseline: {{model: "spinmods:base"}}}}
         """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--infer-no-html",
                                            "--infer-json", "run.json")
@@ -237,8 +237,8 @@ def test_paired_mode_in_the_open_loop_server_scenario(pytester):
         assert 1.05 < p50["lo"] and p50["ratio"] < 2.0
         load = r["load"]
         # every sub-slice sent its own schedule at the rate; lag and validity are kept
-        assert load["slices"] == 2 * r["ab"]["rounds"] and load["target_rate"] == 100
-        assert 0.9 < load["issued"] / (100 * 0.4 * r["ab"]["rounds"]) < 1.1
+        assert load["slices"] == 2 * r["ab"]["rounds"] and load["target_rate"] == 200
+        assert 0.9 < load["issued"] / (200 * 0.2 * r["ab"]["rounds"]) < 1.1
         assert load["send_lag_ms"]["p99_worst_slice"] is not None
         assert r["ab"]["baseline"]["load"]["slices"] == load["slices"]
         assert "throughput" not in r["ab"]["ratios"]     # offered, not measured
