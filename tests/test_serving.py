@@ -52,8 +52,10 @@ def test_http_and_triton_cells_end_to_end(pytester):
             assert r["load"]["issued"] > 0 and r["load"]["errors"] == 0
 
 
-@pytest.fixture
-def triton(tmp_path):
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory):
+    """One Triton for the module's endpoint tests (they only send to it): ~4 s a start."""
+    tmp_path = tmp_path_factory.mktemp("triton")
     (cell,) = cells(tmp_path, f"name: t\ndefaults: {{{SETTINGS}}}\nbenchmarks:\n"
                     f"  - {{model: mlp-tiny, serving: triton}}\n").values()
     with LaunchedServer(cell, tmp_path / "cache") as endpoint:
