@@ -334,6 +334,9 @@ class Serving(Section):
     stream: bool | None = None
     tensor_format: str | None = None
     tensor_format_reason: str | None = None
+    # who sent an open loop's queries: "lean-http" (prepared requests written by the issuer,
+    # serving/lean_http.py) or "tritonclient-aio-<protocol>"
+    open_loop_client: str | None = None
     # the server's statistics split (queue/compute/...) and how the server runs the model:
     # keys follow what each server reports (serving/statistics.py)
     breakdown: dict[str, Any] | None = None

@@ -220,6 +220,8 @@ def _serving_figures(cell, endpoint, window, result, overhead, warm_errors) -> d
            "overhead": overhead}
     if split is None:
         out["breakdown_note"] = note
+    if cell.workload.scenario_def.open_loop:
+        out["open_loop_client"] = endpoint.open_loop_client()
     if endpoint.headers:
         out["headers"] = sorted(endpoint.headers)    # names only, never values
     if warm_errors:

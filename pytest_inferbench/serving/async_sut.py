@@ -40,7 +40,7 @@ def _stamp_write() -> None:
         slot[0] = time.perf_counter_ns()
 
 
-def _with_write_time(complete):
+def with_write_time(complete):
     """report(i, error, sent_ns): `complete` with the write time where it takes one (the open
     loop's does), else without it (a wrapper that forwards complete(i[, error]) only)."""
     try:
@@ -129,7 +129,7 @@ class AsyncClientSUT:
             # on it (on the loop thread, once per client: where its transport is hooked)
             if getattr(self, "_hooked", None) is not self.client:
                 self.write_hook = watch_writes(self.client, ep.protocol)
-                self._hooked, self._report = self.client, _with_write_time(complete)
+                self._hooked, self._report = self.client, with_write_time(complete)
             slot = [0]
             _WRITE_SLOT.set(slot)
             started = time.perf_counter_ns()

@@ -6,6 +6,7 @@ measured windows only, for the latency breakdown."""
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 
@@ -14,6 +15,7 @@ import numpy as np
 from ..core.signature import InputSignature
 from .async_sut import AsyncClientSUT
 from .inputs import signature_from_metadata
+from .lean_http import LeanHttpSUT, build_request
 from .statistics import StatisticsUnavailable, StatisticsWindow
 
 
@@ -327,9 +329,24 @@ class Endpoint:
         finally:
             conn.close()
 
+    def open_loop_client(self) -> str:
+        """Which client sends an open loop's queries (serving/lean_http.py says why)."""
+        if self.protocol == "http" and importlib.util.find_spec("httptools") is not None:
+            return "lean-http"
+        return f"tritonclient-aio-{self.protocol}"
+
     def async_sut(self, arrays: dict[str, np.ndarray],
-                  window: StatisticsWindow | None = None) -> AsyncClientSUT:
-        return AsyncClientSUT(self, arrays, window)
+                  window: StatisticsWindow | None = None):
+        """The open loop's system under test: over HTTP, the lean client with the request
+        built here, before the window (the bytes tritonclient's own client would send);
+        over gRPC (or without httptools), tritonclient's asyncio client."""
+        if self.open_loop_client() != "lean-http":
+            return AsyncClientSUT(self, arrays, window)
+        opts = self._options(self.sync)
+        body, json_size = self.sync.InferenceServerClient.generate_request_body(
+            self._inputs(self.sync, arrays), outputs=opts["outputs"])
+        request = build_request(self.url, self.model, body, json_size, opts["headers"])
+        return LeanHttpSUT(self.url, request, self.timeout, window)
 
 
 def _per_call_ms(fn, budget_s: float, max_calls: int = 200) -> float:

@@ -1,0 +1,189 @@
+"""The open loop's lean HTTP client (serving/lean_http.py): the request it builds before the
+window is byte for byte what tritonclient's own asyncio client sends for the same tensors
+(every dtype, batch sizes, binary and JSON), and a server that answers 500, closes the
+connection or stalls is counted query by query while nothing hangs.
+
+The server here is a small HTTP/1.1 server that records what it receives and answers as the
+test says: a controlled system under test."""
+
+import asyncio
+import http.server
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("httptools", reason="httptools not installed: pip install httptools "
+                    "(the open loop's lean HTTP client)")
+aio = pytest.importorskip("tritonclient.http.aio", reason="tritonclient not installed: "
+                          "pip install 'tritonclient[http]'")
+
+from pytest_inferbench.serving.client import Endpoint  # noqa: E402
+from pytest_inferbench.serving.lean_http import LeanHttpSUT, ServerError  # noqa: E402
+
+REPLY = json.dumps({"model_name": "m", "outputs": [{"name": "y", "datatype": "FP32",
+                                                    "shape": [1], "data": [1.0]}]}).encode()
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"       # keep-alive, as a real inference server
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        server = self.server
+        server.seen.append((self.path, dict(self.headers), body))
+        server.ports.append(self.client_address[1])
+        mode = server.mode(len(server.seen))
+        if mode == "close":
+            self.close_connection = True
+            return
+        if mode == "stall":
+            time.sleep(1.0)
+        status, reply = (500, b'{"error": "injected failure"}') if mode == "500" else \
+            (200, REPLY)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def do_GET(self):                   # the server metadata (tensor format: binary)
+        reply = json.dumps({"name": "rec", "extensions": ["binary_tensor_data"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass                            # a stalled answer written to a dropped connection
+
+
+@pytest.fixture
+def recorder():
+    server = _Server(("127.0.0.1", 0), _Recorder)
+    server.seen, server.ports, server.mode = [], [], (lambda n: "ok")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+ARRAYS = {
+    "f32": np.arange(12, dtype=np.float32).reshape(3, 4) / 7,
+    "f16": np.linspace(-2, 2, 6, dtype=np.float16).reshape(3, 2),
+    "i64": np.array([[1, -2], [3, 4], [2**40, 0]], dtype=np.int64),
+    "i32": np.array([[7], [8], [9]], dtype=np.int32),
+    "i8": np.array([[-1, 2], [3, -4], [5, 6]], dtype=np.int8),
+    "u8": np.array([[255, 0], [1, 2], [3, 4]], dtype=np.uint8),
+    "b": np.array([[True], [False], [True]]),
+    "s": np.array([[b"one"], [b"two words"], ["café".encode()]], dtype=np.object_),
+}
+
+
+def _tritonclient_request(url: str, model: str, inputs, outputs, headers):
+    """What tritonclient's asyncio client (the path before the lean one) sends."""
+    async def send():
+        client = aio.InferenceServerClient(url)
+        try:
+            await client.infer(model, inputs, outputs=outputs, headers=headers)
+        finally:
+            await client.close()
+    asyncio.run(send())
+
+
+def _lean_request(endpoint, arrays, recorder) -> tuple[dict, bytes]:
+    sut = endpoint.async_sut(arrays)
+    assert isinstance(sut, LeanHttpSUT)
+    done = []
+    issue = sut.start(lambda i, error=None, sent_ns=None: done.append((i, error, sent_ns)))
+    before = len(recorder.seen)
+    try:
+        issue(0)
+        deadline = time.monotonic() + 5
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.001)
+    finally:
+        sut.stop()
+    assert done and done[0][0] == 0 and done[0][1] is None and done[0][2] > 0, done
+    # kept-alive connections opened and warmed before the window (8, two requests each):
+    # the query went out on one of them, nothing was opened for it
+    warm = recorder.ports[:before]
+    assert len(warm) == 16 and len(set(warm)) == 8 and recorder.ports[before] in warm
+    path, headers, body = recorder.seen[before]
+    return path, headers, body
+
+
+@pytest.mark.parametrize("tensor_format", ["binary", "json"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_prepared_request_is_what_tritonclient_sends(recorder, tensor_format, batch):
+    url = f"127.0.0.1:{recorder.server_address[1]}"
+    endpoint = Endpoint(url, "my model", "http", headers={"X-Team": "bench"},
+                        tensor_format=tensor_format)
+    endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}     # no model behind it
+    arrays = {k: v[:batch] for k, v in ARRAYS.items()}
+    path, lean_headers, lean_body = _lean_request(endpoint, arrays, recorder)
+    opts = endpoint._options(endpoint.aio)
+    _tritonclient_request(url, "my model", endpoint._inputs(endpoint.aio, arrays),
+                          opts["outputs"], opts["headers"])
+    ref_path, ref_headers, ref_body = recorder.seen[-1]
+    assert path == ref_path == "/v2/models/my%20model/infer"
+    assert lean_body == ref_body                    # the tensors, byte for byte
+    for name in ("Content-Type", "Inference-Header-Content-Length", "Content-Length",
+                 "X-Team"):
+        assert lean_headers.get(name) == ref_headers.get(name), name
+    if tensor_format == "json":
+        sent = json.loads(lean_body)
+        assert "Inference-Header-Content-Length" not in lean_headers
+        assert {i["name"]: i["shape"] for i in sent["inputs"]} == \
+            {k: list(v.shape) for k, v in arrays.items()}
+    else:
+        assert int(lean_headers["Inference-Header-Content-Length"]) < len(lean_body)
+
+
+def _run_queries(recorder, n, timeout=0.3, spacing=0.02):
+    url = f"127.0.0.1:{recorder.server_address[1]}"
+    endpoint = Endpoint(url, "m", "http", timeout=timeout, tensor_format="json")
+    endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}
+    sut = endpoint.async_sut({"x": np.ones((1, 4), np.float32)})
+    done: dict = {}
+    issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, error))
+    warm = len(recorder.seen)
+    recorder.mode = lambda k: MODES[(k - warm - 1) % len(MODES)] if k > warm else "ok"
+    t0 = time.monotonic()
+    for i in range(n):
+        issue(i)
+        time.sleep(spacing)
+    while len(done) < n and time.monotonic() - t0 < 10:
+        time.sleep(0.01)
+    sut.stop()
+    return done, time.monotonic() - t0
+
+
+MODES = ["ok", "500", "close", "stall", "ok"]
+
+
+def test_500s_closed_connections_and_stalls_are_counted_and_nothing_hangs(recorder):
+    done, took = _run_queries(recorder, 10)
+    assert len(done) == 10, sorted(done)            # every query completed, one way or another
+    assert took < 5
+    kinds = [MODES[i % len(MODES)] for i in range(10)]
+    for i, kind in enumerate(kinds):
+        err = done[i]
+        if kind == "ok":
+            assert err is None, (i, err)
+        elif kind == "500":
+            assert isinstance(err, ServerError) and "HTTP 500: injected failure" in str(err)
+        elif kind == "close":
+            assert isinstance(err, ConnectionError), (i, err)
+        else:
+            assert isinstance(err, TimeoutError), (i, err)
