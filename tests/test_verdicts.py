@@ -85,7 +85,7 @@ def test_an_invalid_measurement_warns_or_fails_as_fail_on_says():
     from pytest_inferbench.spec import Cell
     cell = Cell.model_construct(spec="bench_v.yaml", line=7)
     result = _invalid_result()
-    reason = "INVALID measurement: send lag (p99 2 ms) moved latency p99 from 5 to 7 ms (+40%"
+    reason = "INVALID measurement: send lag (p99 2 ms) moved latency p99 from 5 to 7 ms (+40.0%"
     with pytest.warns(InferbenchVerdictWarning, match=re.escape(reason)) as seen:
         _judge_verdicts(result, ("slo",), cell)
     assert (seen[0].filename, seen[0].lineno) == ("bench_v.yaml", 7)

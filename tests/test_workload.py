@@ -110,7 +110,7 @@ def test_validity_is_judged_by_the_effect_of_the_lag():
     assert e["lag_effect"] == pytest.approx(0.02, abs=0.001)      # p99 102 ms against 100
     # the same lag against 5 ms latencies moves p99 from 5 to 7 ms: invalid, and says why
     e = judge(lag, np.full(1000, 5 * ms))
-    assert not e["valid"] and "moved latency p99 from 5 to 7 ms (+40%" in e["invalid_reasons"][0]
+    assert not e["valid"] and "moved latency p99 from 5 to 7 ms (+40.0%" in e["invalid_reasons"][0]
     # a generator that drifts behind its schedule (5% slower): invalid for the rate
     e = judge((np.arange(1000) * 0.5 * ms).astype(np.int64), np.full(1000, 9000 * ms))
     assert not e["valid"] and "against a schedule of 100.0/s" in e["invalid_reasons"][-1]
