@@ -334,8 +334,8 @@ class Serving(Section):
     stream: bool | None = None
     tensor_format: str | None = None
     tensor_format_reason: str | None = None
-    # who sent an open loop's queries: "lean-http" (prepared requests written by the issuer,
-    # serving/lean_http.py) or "tritonclient-aio-<protocol>"
+    # who sent an open loop's queries: "lean-http" / "lean-grpc" (prepared requests sent by
+    # the issuer, serving/lean_http.py, serving/lean_grpc.py) or "tritonclient-aio-<protocol>"
     open_loop_client: str | None = None
     # the server's statistics split (queue/compute/...) and how the server runs the model:
     # keys follow what each server reports (serving/statistics.py)

@@ -1,8 +1,9 @@
 """KServe v2 clients (tritonclient) for launched servers and external endpoints: a blocking
-call for closed-loop scenarios, an asyncio open-loop system-under-test, the model's signature
-from its metadata, the tensor format the server takes (JSON, or Triton's binary extension),
-what one query costs the client outside the server, and Triton's own statistics over the
-measured windows only, for the latency breakdown."""
+call for closed-loop scenarios, the open loop's system under test (the lean HTTP or gRPC
+client, or tritonclient's asyncio one), the model's signature from its metadata, the tensor
+format the server takes (JSON, or Triton's binary extension), what one query costs the
+client outside the server, and Triton's own statistics over the measured windows only, for
+the latency breakdown."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import numpy as np
 from ..core.signature import InputSignature
 from .async_sut import AsyncClientSUT
 from .inputs import signature_from_metadata
+from .lean_grpc import LeanGrpcSUT
+from .lean_grpc import build_request as build_grpc_request
 from .lean_http import LeanHttpSUT, build_request
 from .statistics import StatisticsUnavailable, StatisticsWindow
 
@@ -330,21 +333,30 @@ class Endpoint:
             conn.close()
 
     def open_loop_client(self) -> str:
-        """Which client sends an open loop's queries (serving/lean_http.py says why)."""
+        """Which client sends an open loop's queries (serving/lean_http.py and
+        serving/lean_grpc.py say why)."""
         if self.protocol == "http" and importlib.util.find_spec("httptools") is not None:
             return "lean-http"
+        if self.protocol == "grpc" and importlib.util.find_spec("grpc") is not None:
+            return "lean-grpc"
         return f"tritonclient-aio-{self.protocol}"
 
     def async_sut(self, arrays: dict[str, np.ndarray],
                   window: StatisticsWindow | None = None):
-        """The open loop's system under test: over HTTP, the lean client with the request
-        built here, before the window (the bytes tritonclient's own client would send);
-        over gRPC (or without httptools), tritonclient's asyncio client."""
-        if self.open_loop_client() != "lean-http":
+        """The open loop's system under test: the lean client of the protocol, with the
+        request built here, before the window (the bytes tritonclient's own client would
+        send); without httptools (HTTP), tritonclient's asyncio client."""
+        client = self.open_loop_client()
+        if client not in ("lean-http", "lean-grpc"):
             return AsyncClientSUT(self, arrays, window)
         opts = self._options(self.sync)
+        inputs = self._inputs(self.sync, arrays)
+        if client == "lean-grpc":
+            request = build_grpc_request(self.model, inputs, opts["outputs"])
+            return LeanGrpcSUT(self.url, request, self.timeout, window,
+                               metadata=(opts["headers"] or {}).items())
         body, json_size = self.sync.InferenceServerClient.generate_request_body(
-            self._inputs(self.sync, arrays), outputs=opts["outputs"])
+            inputs, outputs=opts["outputs"])
         request = build_request(self.url, self.model, body, json_size, opts["headers"])
         return LeanHttpSUT(self.url, request, self.timeout, window)
 
