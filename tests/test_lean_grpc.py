@@ -1,0 +1,213 @@
+"""The open loop's lean gRPC client (serving/lean_grpc.py): the request it builds before the
+window is byte for byte what tritonclient's own gRPC client sends for the same tensors (each
+dtype, batch sizes 1 and 3, headers as metadata), an open loop through it completes every
+query with its write time, an error status or a stalled reply fails only its own query, and
+stop returns at once with calls still open; against a real Triton, a gRPC open-loop cell is
+sent by it and valid.
+
+The server here is a real grpc server with a generic handler that takes and returns raw bytes
+(it sees exactly what went over the wire) and answers as the test says."""
+
+import concurrent.futures
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+grpc = pytest.importorskip("grpc", reason="grpcio not installed: pip install "
+                           "'tritonclient[grpc]'")
+tc = pytest.importorskip("tritonclient.grpc", reason="tritonclient not installed: "
+                         "pip install 'tritonclient[grpc]'")
+
+from pytest_inferbench.serving.client import Endpoint  # noqa: E402
+from pytest_inferbench.serving.lean_grpc import LeanGrpcSUT, ServerError  # noqa: E402
+from pytest_inferbench.spec import Settings  # noqa: E402
+from pytest_inferbench.workload import arrivals  # noqa: E402
+from pytest_inferbench.workload.open_loop import run_open_loop  # noqa: E402
+
+REPLY = tc.service_pb2.ModelInferResponse(model_name="m").SerializeToString()
+WARM = 16                       # the client's warm-up calls: two rounds of eight
+
+
+class Recorder:
+    """A KServe v2 gRPC server's ModelInfer, raw: records (request bytes, metadata) of each
+    call and answers by mode(n), n counting calls from 1: ok, error (INTERNAL), stall."""
+
+    def __init__(self):
+        self.seen: list[tuple[bytes, dict]] = []
+        self.mode = lambda n: "ok"
+        self._lock = threading.Lock()
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
+        handler = grpc.unary_unary_rpc_method_handler(self.infer)   # no (de)serializers
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService", {"ModelInfer": handler}),))
+        self.url = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def infer(self, request: bytes, context):
+        with self._lock:
+            self.seen.append((request, dict(context.invocation_metadata())))
+            mode = self.mode(len(self.seen))
+        if mode == "error":
+            context.abort(grpc.StatusCode.INTERNAL, "injected failure:  model  crashed")
+        if mode == "stall":
+            time.sleep(1.0)
+        return REPLY
+
+
+@pytest.fixture
+def recorder():
+    server = Recorder()
+    yield server
+    server.server.stop(grace=None)
+
+
+ARRAYS = {
+    "FP32": np.arange(12, dtype=np.float32).reshape(3, 4) / 7,
+    "INT64": np.array([[1, -2], [3, 4], [2**40, 0]], dtype=np.int64),
+    "INT8": np.array([[-1, 2], [3, -4], [5, 6]], dtype=np.int8),
+    "BOOL": np.array([[True], [False], [True]]),
+    "BYTES": np.array([[b"one"], [b"two words"], ["café".encode()]], dtype=np.object_),
+    "FP16": np.linspace(-2, 2, 6, dtype=np.float16).reshape(3, 2),
+}
+
+
+def _tritonclient_sends(recorder, endpoint, arrays) -> tuple[bytes, dict]:
+    """What tritonclient.grpc.InferenceServerClient.infer sends for these tensors."""
+    client = tc.InferenceServerClient(recorder.url)
+    try:
+        client.infer(endpoint.model, endpoint._inputs(tc, arrays),
+                     **endpoint._options(tc))
+    finally:
+        client.close()
+    return recorder.seen[-1]
+
+
+def _lean_sends(recorder, endpoint, arrays) -> tuple[LeanGrpcSUT, bytes, dict]:
+    sut = endpoint.async_sut(arrays)
+    assert isinstance(sut, LeanGrpcSUT) and endpoint.open_loop_client() == "lean-grpc"
+    done = []
+    issue = sut.start(lambda i, error=None, sent_ns=None: done.append((i, error, sent_ns)))
+    try:
+        assert len(recorder.seen) == WARM         # warmed before the window
+        issue(0)
+        deadline = time.monotonic() + 5
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.001)
+    finally:
+        sut.stop()
+    assert done and done[0][0] == 0 and done[0][1] is None and done[0][2] > 0, done
+    return sut, *recorder.seen[WARM]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dtype", [*ARRAYS, "all"])
+def test_a_prepared_request_is_what_tritonclient_sends(recorder, dtype, batch):
+    endpoint = Endpoint(recorder.url, "my model", "grpc", headers={"X-Team": "bench"})
+    names = list(ARRAYS) if dtype == "all" else [dtype]
+    arrays = {f"in_{n}": ARRAYS[n][:batch] for n in names}
+    sut, lean, lean_meta = _lean_sends(recorder, endpoint, arrays)
+    ref, ref_meta = _tritonclient_sends(recorder, endpoint, arrays)
+    assert sut.request == lean == ref           # prepared, sent, and tritonclient's: one
+    assert lean_meta["x-team"] == ref_meta["x-team"] == "bench"
+    sent = tc.service_pb2.ModelInferRequest.FromString(lean)
+    assert sent.model_name == "my model"
+    assert [(t.name, t.datatype, list(t.shape)) for t in sent.inputs] == \
+        [(f"in_{n}", n, list(ARRAYS[n][:batch].shape)) for n in names]
+    assert len(sent.raw_input_contents) == len(names)
+
+
+def _issue_by_mode(recorder, modes, n, timeout=0.3, spacing=0.03):
+    """n queries through the lean client, the server answering the k-th by modes[k]."""
+    sut = Endpoint(recorder.url, "m", "grpc", timeout=timeout).async_sut(
+        {"x": np.ones((1, 4), np.float32)})
+    done: dict = {}
+    issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, (error, sent_ns)))
+    warm = len(recorder.seen)
+    recorder.mode = lambda k: modes[(k - warm - 1) % len(modes)] if k > warm else "ok"
+    t0 = time.monotonic()
+    for i in range(n):
+        issue(i)
+        time.sleep(spacing)
+    while len(done) < n and time.monotonic() - t0 < 10:
+        time.sleep(0.01)
+    took = time.monotonic() - t0
+    sut.stop()
+    return done, took
+
+
+def test_error_statuses_and_stalls_fail_only_their_query_and_nothing_hangs(recorder):
+    modes = ["ok", "error", "stall", "ok"]
+    done, took = _issue_by_mode(recorder, modes, 8)
+    assert sorted(done) == list(range(8))       # every query completed, one way or another
+    assert took < 5
+    for i, (err, sent_ns) in done.items():
+        assert sent_ns > 0, i
+        kind = modes[i % len(modes)]
+        if kind == "ok":
+            assert err is None, (i, err)
+        elif kind == "error":                   # the server's status and message
+            assert isinstance(err, ServerError), (i, err)
+            assert str(err) == "gRPC INTERNAL: injected failure: model crashed"
+        else:                                   # past the 0.3 s deadline: a timeout
+            assert isinstance(err, TimeoutError), (i, err)
+
+
+def test_stop_returns_at_once_with_calls_open(recorder):
+    sut = Endpoint(recorder.url, "m", "grpc", timeout=5.0).async_sut(
+        {"x": np.ones((1, 4), np.float32)})
+    done = []
+    issue = sut.start(lambda i, error=None, sent_ns=None: done.append(i))
+    recorder.mode = lambda k: "stall"
+    for i in range(3):
+        issue(i)
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    sut.stop()
+    assert time.monotonic() - t0 < 0.5
+    time.sleep(1.2)                             # the stalled replies would be in by now
+    assert done == []                           # cancelled, not reported: the loop counts them
+
+
+def test_an_open_loop_through_the_lean_client(recorder):
+    sut = Endpoint(recorder.url, "m", "grpc").async_sut({"x": np.ones((2, 3), np.float32)})
+    settings = Settings(warmup=0, min_duration=0.5, max_duration=0.5, min_queries=1,
+                        ci_width=1e-12)
+    x = run_open_loop(sut, arrivals.schedule("constant", 100, 0.5), settings, 1.0).extra
+    assert x["issued"] >= 40 and x["completed"] == x["issued"], x
+    assert x["errors"] == x["timeouts"] == 0
+    assert x["send_time"] == "write" and x["writes_reported"] == x["issued"]
+    queries = recorder.seen[WARM:]
+    assert len(queries) == x["issued"] and {r for r, _ in queries} == {sut.request}
+
+
+def test_a_grpc_open_loop_cell_against_triton(tmp_path):
+    """A Triton (PyTriton) the cell launches, over gRPC: the lean client sends the open loop
+    (with the access token as metadata), every query is answered, the run is valid, and the
+    server's statistics window counts exactly the measured queries (warm-up left out)."""
+    pytest.importorskip("pytriton")
+    from pytest_inferbench.models.cache import ArtifactCache
+    from pytest_inferbench.run.cell import run_cell
+    from pytest_inferbench.spec import load_spec
+    f = tmp_path / "g.yaml"
+    f.write_text(textwrap.dedent("""
+        name: g
+        defaults: {warmup: 3, min_duration: 0.5s, max_duration: 1s, min_queries: 20}
+        benchmarks:
+          - model: mlp-tiny
+            workload: {scenario: server, arrival: constant, rate: 60}
+            serving: {system: triton, protocol: grpc}
+        """))
+    (cell,) = load_spec(f)
+    result = run_cell(cell, ArtifactCache(tmp_path / "cache"))
+    assert result.status == "passed", result.reason
+    assert result.serving["protocol"] == "grpc"
+    assert result.serving["open_loop_client"] == "lean-grpc"
+    load = result.load
+    assert load["valid"], load["invalid_reasons"]
+    assert load["errors"] == load["timeouts"] == 0 and load["completed"] == load["issued"] > 0
+    assert load["send_time"] == "write"
+    b = result.serving["breakdown"]
+    assert b is not None and b["requests"] == result.latency.n, result.serving
