@@ -16,8 +16,9 @@ system under test that knows when it wrote a query reports it: `complete(i, exc,
 effect are then judged on those write times (`send_time: "write"` in the figures); where a
 query has none, on its hand-off (`"hand-off"`). The lag to the hand-off alone is kept as
 `send_lag_issuer_ms`, and the client's own delay (write minus hand-off) as `client_lag_ms`.
-The KServe clients (serving/client.py) report the write: aiohttp's first body chunk handed
-to the socket (HTTP), the request serialised into gRPC's core call (gRPC).
+The KServe clients report the write: the lean HTTP client (serving/lean_http.py) stamps the
+`sendall` of its prepared request, the lean gRPC client (serving/lean_grpc.py) the start of
+the prepared call, both from the issuer's own thread.
 
 Offered rate. The schedule says what it was drawn from (arrivals.Schedule); the figures
 carry `offered`: the rate the run's window held against the target (arrivals.offered),
