@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
+
 pytest.importorskip("tritonclient", reason="tritonclient not installed: "
                     "pip install 'pytest-inferbench[serve]'")
 
