@@ -2,7 +2,7 @@
 capacity search find a known capacity?
 
 Part 1: a small model (mlp-tiny, ONNX Runtime) behind the FastAPI server and behind Triton
-(PyTriton), both launched by the harness, at 100, 300 and 1,000 queries/s (Poisson): the
+(PyTriton, over HTTP and over gRPC), launched by the harness, at 100, 300 and 1,000 queries/s (Poisson): the
 generator's send lag (p50, p99), the share of sends over 1 ms late, the latency it reports,
 and whether the run is valid (with the reason when not).
 
@@ -11,6 +11,7 @@ the capacity scenario for the highest rate meeting p99 <= SLO, against what queu
 (M/D/k, simulated) allows for the measured service time.
 
     python benchmarks/open_loop_validity.py [--seconds 5] [--repeats 2] [--parts 1,2]
+        [--servers http,triton,triton-grpc]
 
 Runs against whichever pytest_inferbench is first on the path (PYTHONPATH=<older checkout>
 measures an older version the same way, for a before/after table).
@@ -36,17 +37,19 @@ benchmarks:
   - model: mlp-tiny
     runtime: onnxruntime
     workload: {{scenario: server, arrival: poisson, rate: [100, 300, 1000], timeout: 2s}}
-    serving: [http, triton]
+    serving: [{serving}]
 """
 
+SERVING = {"http": "http", "triton": "triton", "triton-grpc": "{system: triton, protocol: grpc}"}
 
-def part1(seconds: float) -> None:
+
+def part1(seconds: float, servers: list[str]) -> None:
     print("\n== send lag against launched servers (mlp-tiny, onnxruntime, Poisson) ==")
-    print(f"{'server':<8}{'rate':>6}{'sent/s':>9}{'lag p50':>9}{'lag p99':>9}{'late>1ms':>9}"
+    print(f"{'server':<12}{'rate':>6}{'sent/s':>9}{'lag p50':>9}{'lag p99':>9}{'late>1ms':>9}"
           f"{'lat p50':>9}{'lat p99':>9}{'n':>7}{'err':>6}{'t/o':>5}  valid")
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp, "bench_lag.yaml")
-        spec.write_text(SPEC.format(s=seconds))
+        spec.write_text(SPEC.format(s=seconds, serving=', '.join(SERVING[s] for s in servers)))
         cache = ArtifactCache(Path(tmp, "cache"))
         try:
             from pytest_inferbench.serving.pool import ServerPool
@@ -67,7 +70,8 @@ def part1(seconds: float) -> None:
                                                       [f"{100 * load.get('late_fraction', 0):.1f}% "
                                                        f"of sends > 1 ms late"])
                 p = r.latency_ms.percentiles
-                print(f"{cell.serving.system:<8}{cell.workload.rate:>6g}"
+                name = cell.serving.system + ("-grpc" if cell.serving.protocol == "grpc" else "")
+                print(f"{name:<12}{cell.workload.rate:>6g}"
                       f"{load.get('achieved_rate') or 0:>9.1f}{lag.get('p50') or 0:>9.3f}"
                       f"{lag.get('p99') or 0:>9.3f}{100 * load.get('late_fraction', 0):>8.1f}%"
                       f"{p['p50'].value if 'p50' in p else 0:>9.3f}"
@@ -76,7 +80,8 @@ def part1(seconds: float) -> None:
                       f"{'yes' if r.valid else 'NO: ' + '; '.join(why)}"
                       f"  [{time.perf_counter() - t0:.0f}s"
                       f"{', other procs ' + format(r.process.get('other_cpu_cores'), '.2f') + ' cores' if r.process.get('other_cpu_cores') is not None else ''}"
-                      f"{', cpus ' + str((r.serving or {}).get('cpu_affinity')) if (r.serving or {}).get('cpu_affinity') else ''}]",
+                      f"{', cpus ' + str((r.serving or {}).get('cpu_affinity')) if (r.serving or {}).get('cpu_affinity') else ''}"
+                      f"{', client ' + str((r.serving or {}).get('open_loop_client')) if (r.serving or {}).get('open_loop_client') else ''}]",
                       flush=True)
         finally:
             if pool is not None:
@@ -125,11 +130,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="per rate and server")
     ap.add_argument("--repeats", type=int, default=2, help="capacity searches")
     ap.add_argument("--parts", default="1,2")
+    ap.add_argument("--servers", default="http,triton,triton-grpc",
+                    help="part 1's servers, of " + ", ".join(SERVING))
     args = ap.parse_args()
     print(f"pytest_inferbench from {Path(pytest_inferbench.__file__).parent}")
     parts = args.parts.split(",")
     if "1" in parts:
-        part1(args.seconds)
+        part1(args.seconds, args.servers.split(","))
     if "2" in parts:
         part2(args.repeats)
 
