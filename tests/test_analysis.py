@@ -15,8 +15,6 @@ from pytest_inferbench.analysis import (ResultsError, batch_scaling, best_under_
                                         model_work, pareto_frontier, pareto_mask, roofline,
                                         slo_check, with_cost)
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 MLP = {"family": "mlp", "layers": 1, "hidden": 4, "features": 3, "classes": 2, "seed": 0}
 
 

@@ -21,8 +21,6 @@ import pytest
 import required_parts
 from conftest import FAST
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 MODELS = {"det": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
           "cls": "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"}
 DET = "{path: det.onnx, inputs: {x: [3, 64, 64]}}"     # H/W are symbolic in the file

@@ -13,8 +13,6 @@ from pytest_inferbench.core.result import Latency, Percentile, Result, Stop
 from pytest_inferbench.results.summary import _row
 from pytest_inferbench.runtimes.base import LoadContext, RuntimeUnavailable
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 
 class FakeDevice:
     """A device timeline in ms: kernels run when launched (no queue) unless a hold is on, in

@@ -24,8 +24,6 @@ from pytest_inferbench import spec as schema
 from pytest_inferbench.spec import load_followers, load_job, load_spec
 from pytest_inferbench.spec.yaml_lines import load_yaml
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```yaml([^\n]*)\n(.*?)^```", re.M | re.S)

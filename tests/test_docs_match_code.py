@@ -7,9 +7,6 @@ import re
 from pathlib import Path
 
 from conftest import FAST
-import pytest
-
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]

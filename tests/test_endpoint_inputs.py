@@ -10,8 +10,6 @@ from pytest_inferbench.serving.inputs import (EndpointInputError, generate, load
                                               signature_from_metadata)
 from pytest_inferbench.spec import InputDecl, load_spec
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 BERT = [{"name": "ids", "datatype": "INT64", "shape": [-1, -1]},
         {"name": "mask", "datatype": "INT64", "shape": [-1, 128]}]
 

@@ -3,9 +3,6 @@
 import json
 
 from conftest import FAST  # noqa: F401
-import pytest
-
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
 
 
 def test_fixture_measures_a_callable_and_records_it(pytester):

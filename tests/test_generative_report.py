@@ -11,8 +11,6 @@ from pytest_inferbench.analysis import load_results
 
 from test_report import _browse, _chromium
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 SPEC = """name: gen
 defaults: {warmup: 2, min_duration: 1s, max_duration: 1.5s, min_queries: 5}
 benchmarks:

@@ -15,8 +15,6 @@ from pytest_inferbench.__main__ import main as cli
 from pytest_inferbench.gate.session import SessionGate
 from pytest_inferbench.store.db import ResultStore
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 RUNS = 13
 
 

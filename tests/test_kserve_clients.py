@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 pytest.importorskip("tritonclient", reason="tritonclient not installed: "
                     "pip install 'pytest-inferbench[serve]'")
 

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pytest_inferbench"
 # importing these costs a second or more, or needs an extra the base install lacks

@@ -16,8 +16,6 @@ import pytest
 
 from pytest_inferbench.schedule import leases
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to / act as nobody")
 

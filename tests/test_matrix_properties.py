@@ -12,8 +12,6 @@ from hypothesis import strategies as st
 from pytest_inferbench.core.errors import SpecError
 from pytest_inferbench.spec import load_spec
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 VALUES = {"runtime": ["torch", "onnxruntime"], "device": ["cpu", "cuda", "cuda:1"],
           "precision": ["fp32", "fp16", "bf16", "int8"], "batch_size": [1, 2, 8, 32]}
 DEFAULTS = {"runtime": "onnxruntime", "device": "cpu", "precision": "fp32", "batch_size": 1}

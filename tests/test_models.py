@@ -15,8 +15,6 @@ from pytest_inferbench.models.cache import ArtifactCache
 from pytest_inferbench.spec.families import PRESETS, MLPSpec, ResNetSpec, TransformerSpec
 from pytest_inferbench.runtimes.base import LoadContext
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 SMALL = [MLPSpec(layers=2, hidden=32, features=16, classes=5),
          ResNetSpec(depth=10, width=8, resolution=32, classes=4),
          ResNetSpec(depth=50, width=4, resolution=32, classes=4),

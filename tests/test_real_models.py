@@ -13,8 +13,6 @@ import torchvision_cpu  # noqa: F401 - before transformers/timm import torchvisi
 
 from conftest import FAST
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 transformers = pytest.importorskip(
     "transformers", reason="transformers is a test extra: pip install -e '.[test]'")
 # pytester's in-process runs drop the modules imported during a run: import the model classes

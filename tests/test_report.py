@@ -20,8 +20,6 @@ from pytest_inferbench.core.errors import SpecError
 from pytest_inferbench.report import render_report
 from pytest_inferbench.spec import load_job, load_spec
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 EVIL = "<script>alert(1)</script>"
 EVIL_KEY = "<img src=x onerror=alert(2)>"
 TINY_RESNET = {"family": "resnet", "depth": 10, "width": 16, "resolution": 64, "classes": 10}

@@ -11,8 +11,6 @@ import pytest
 
 import required_parts
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 SCRIPT = Path(required_parts.__file__)
 TESTS = """
     import pytest

@@ -17,8 +17,6 @@ from pytest_inferbench.results.runfile import RunFile, RunFileError, load_run, p
 from pytest_inferbench.results.upgrade import upgrade, upgrade_v1
 from pytest_inferbench.store.db import ResultStore
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 DATA = Path(__file__).parent / "data" / "runfiles"
 V1 = sorted((DATA / "v1").glob("*.json"))
 NAMES = [p.stem for p in V1]

@@ -7,8 +7,6 @@ import pytest
 from conftest import FAST
 from pytest_inferbench.results.runfile import RunFileError, load_run
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 
 def test_reads_older_and_newer_files(tmp_path):
     old = {"format": "pytest-inferbench-run", "version": 1, "provenance": {},

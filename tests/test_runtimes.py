@@ -11,8 +11,6 @@ from onnx import numpy_helper
 from conftest import FAST, measured_enough
 from pytest_inferbench.measure.gpu_monitor import GpuMonitor
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 HAS_CUDA = torch.cuda.is_available()
 
 

@@ -17,8 +17,6 @@ from pytest_inferbench.schedule.policy import (ReadyQueue, Retries, Slot, Task, 
                                                estimate_s, resources)
 from pytest_inferbench.spec import load_job, load_spec
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 FAST = "warmup: 3, min_duration: 0.15s, max_duration: 0.3s, min_queries: 20"
 
 

@@ -16,8 +16,6 @@ from pytest_inferbench.optimize.optimizer import Score, run_search
 from pytest_inferbench.optimize.space import Space
 from pytest_inferbench.spec import load_spec
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 KINDS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
 
 

@@ -9,8 +9,6 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 pytest.importorskip("tritonclient", reason="tritonclient not installed: "
                     "pip install 'pytest-inferbench[serve]'")
 

@@ -5,8 +5,6 @@ import pytest
 from pytest_inferbench.core.errors import SpecError
 from pytest_inferbench.spec import load_job, load_spec
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 
 def ids(cells):
     return [c.id for c in cells]

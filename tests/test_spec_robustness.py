@@ -18,8 +18,6 @@ from pytest_inferbench import spec as schema
 from pytest_inferbench.spec import load_job, load_spec
 from pytest_inferbench.spec.yaml_lines import MAX_BYTES, MAX_DEPTH, MAX_VALUES
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 GOOD = "name: x\nbenchmarks:\n  - model: mlp-tiny\n    batch_size: [1, 2]\n"
 
 

@@ -11,8 +11,6 @@ from scipy.stats import binom
 from pytest_inferbench.core.stats import (bound_ranks, percentile, percentile_with_bounds,
                                              rank, relative_half_width, samples_needed)
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 samples = st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=400)
 # Percentiles whose p/100 is exact in binary, so numpy's float arithmetic agrees with ours.
 exact_p = st.sampled_from([1, 12.5, 25, 37.5, 50, 62.5, 75, 87.5, 93.75, 99.609375])

@@ -25,8 +25,6 @@ from pytest_inferbench.store.db import ResultStore, StoreError
 from pytest_inferbench.store.schema import SCHEMA_VERSION
 from pytest_inferbench.store.url import resolve_url, run_uid, shown
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 # two cells, so that a run has more than one result to lose
 STORED = """
 name: g

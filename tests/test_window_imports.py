@@ -9,8 +9,6 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.shares_host   # nothing asserted here depends on a quiet host
-
 SCRIPT = r'''
 import json, sys, time
 from pytest_inferbench.spec import Settings, Workload
