@@ -2,16 +2,8 @@ import textwrap
 
 import pytest
 
-import ci_skips
-import exclusive
-
-
-def pytest_configure(config):
-    # under CI=true a skip other than a missing GPU fails the session (tests/ci_skips.py)
-    ci_skips.pytest_configure(config)
-    # under xdist, timing tests run alone, shares_host ones side by side (tests/exclusive.py)
-    config.pluginmanager.register(exclusive, "inferbench-exclusive")
-
+# under CI=true a skip other than a missing GPU fails the session (tests/ci_skips.py)
+from ci_skips import pytest_configure  # noqa: F401
 
 # pytester's in-process runs drop the modules they import when they end; extension modules
 # (numpy, torch, onnxruntime) cannot be imported twice in one process, so import them here first.
