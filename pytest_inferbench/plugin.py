@@ -16,9 +16,11 @@ from .gate.session import GateSetupError, SessionGate
 from .optimize.trials import run_search_cell
 from .results.outcome import parse_fail_on, verdict_problems
 from .run.cell import run_cell
+from .run.fresh_process import run_in_fresh_process
 from .run.paired import failure_message
 from .runtimes.base import RuntimeUnavailable, check_cuda
 from .schedule.facts import check_node
+from .schedule.runs import interleave, run_plan
 from .schedule.worker import lease_for, misplaced, placement_here, run_device
 from .serving.pool import group_by_server
 from .session import FOLLOWERS_KEY, JOB_KEY, SCHED_KEY, STATE_KEY, SessionState
@@ -59,6 +61,10 @@ def pytest_addoption(parser):
     group.addoption("--infer-repeat", metavar="N", type=int, default=1,
                     help="run every cell N times, round-robin over the cells, to learn the "
                          "noise between runs (use with --infer-save)")
+    group.addoption("--infer-processes", metavar="N", type=int, default=None,
+                    help="measure every cell in N fresh worker processes, each its own item, so "
+                         "that the gate sees the noise between processes (overrides the "
+                         "specs' `processes`; default: the spec's, else the session's process)")
     group.addoption("--infer-gate", metavar="METRIC=CHANGE,...", default=None,
                     help="gate thresholds for every cell, e.g. p99=+10%%,throughput=-5%%"
                          "[,confidence=0.95]")
@@ -263,27 +269,33 @@ class SpecFile(pytest.File):
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
-    """--infer-repeat N: every cell N times, round-robin (all cells, then all again), so the
-    repeats are spread over the session and see its drift; then count the paired cells (the
-    family their verdicts are corrected for)."""
-    repeats = config.getoption("--infer-repeat") or 1
+    """Every run of every cell an item (schedule/runs.py: `processes`, --infer-repeat), in
+    the order they run; then count the paired cells (the family their verdicts are
+    corrected for)."""
     cells = [i for i in items if isinstance(i, CellItem)]
-    if repeats > 1 and cells:
-        others = [i for i in items if not isinstance(i, CellItem)]
+    try:
+        plans = [run_plan(item.cell, config.getoption("--infer-repeat") or 1,
+                          config.getoption("--infer-processes")) for item in cells]
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if any(p.runs > 1 or p.fresh for p in plans):
         ordered = []
-        for k in range(1, repeats + 1):
-            for item in cells:
-                ordered.append(item if k == 1 else _repeat_of(item, k))
-                ordered[-1].inferbench_repeat = (k, repeats)
-        items[:] = others + ordered
+        for item, k, plan in interleave(cells, plans):
+            ordered.append(item if k == 1 else _repeat_of(item, k, "p" if plan.fresh else "r"))
+            if plan.runs > 1:
+                ordered[-1].inferbench_repeat = (k, plan.runs)
+            if plan.fresh:
+                ordered[-1].inferbench_process = (k, plan.runs)
+        items[:] = [i for i in items if not isinstance(i, CellItem)] + ordered
     state = config.stash.get(STATE_KEY, None)
     if state is not None:
         state.paired_cells = sum(1 for i in items
                                  if isinstance(i, CellItem) and i.cell.ab is not None)
 
 
-def _repeat_of(item, k: int):
-    name = f"{item.name[:-1]}-r{k}]" if item.name.endswith("]") else f"{item.name}-r{k}"
+def _repeat_of(item, k: int, tag: str = "r"):
+    name = (f"{item.name[:-1]}-{tag}{k}]" if item.name.endswith("]")
+            else f"{item.name}-{tag}{k}")
     clone = CellItem.from_parent(item.parent, name=name, callobj=_cell_test,
                                  originalname=item.originalname)
     clone.cell = item.cell
@@ -332,6 +344,11 @@ def _cell_test(request):
                                           state.servers, rootdir=request.config.rootpath,
                                           per_hour=job.cost.per_hour if job and job.cost
                                           else None)
+            elif hasattr(item, "inferbench_process"):
+                if state.servers is not None:   # nothing idle beside the fresh process
+                    state.servers.close()
+                results = [run_in_fresh_process(cell, state.cache, *item.inferbench_process,
+                                                progress, rootdir=request.config.rootpath)]
             else:
                 results = [run_cell(cell, state.cache, progress, state.servers,
                                     paired_cells=state.paired_cells,

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from .sections import (AB, DeviceTime, Errors, Gpu, Goodput, GenerativeLag, Load, ModelInfo,
-                       Placement, Process, RuntimeInfo, Search, SearchTrial, Section, Serving,
-                       Slo, Tokens, Warmup, Window)
+from .sections import (AB, DeviceTime, Errors, FreshProcess, Gpu, Goodput, GenerativeLag, Load,
+                       ModelInfo, Placement, Process, RuntimeInfo, Search, SearchTrial, Section,
+                       Serving, Slo, Tokens, Warmup, Window)
 from .stats import percentile_with_bounds
 
 
@@ -161,8 +161,9 @@ class Result(Section):
     window: Window | None = None         # the measured window (wall clock)
     placement: Placement | None = None   # where the scheduler ran it (distributed sessions)
     ab: AB | None = None                 # paired mode: the verdict and the baseline side
-    repeat: int | None = None            # --infer-repeat: which repeat (1-based) of how many
-    repeats: int | None = None
+    repeat: int | None = None            # --infer-repeat or processes: which run (1-based) of
+    repeats: int | None = None           # how many
+    fresh_process: FreshProcess | None = None  # processes: N: the worker process that measured it
     # what a run file of another version (1, or a newer one) held that this version does not
     # declare, by dotted path (results/upgrade.py): kept for whoever needs it, read by nothing
     unknown_fields: dict[str, Any] | None = None

@@ -87,6 +87,14 @@ class Process(Section):
     host_contended: bool | None = None
 
 
+class FreshProcess(Section):
+    """Which of a cell's fresh worker processes measured this result (run/fresh_process.py)."""
+    index: int                                # 1-based
+    of: int
+    pid: int | None = None
+    wall_s: float | None = None               # start to report: start-up and loading included
+
+
 class Stat3(Section):
     """mean/min/max of a sampled quantity (GPU monitor)."""
     mean: float | None = None

@@ -75,7 +75,7 @@ class RemoteSide:
         self.tmp = None
         self.gateway = None
         interpreter = python or sys.executable
-        sys_path = _user_paths()
+        sys_path = user_paths()
         chdir = os.getcwd()
         if git is not None:
             repo, tree = _export_revision(git, Path(rootdir or os.getcwd()))
@@ -130,7 +130,7 @@ class RemoteSide:
             self.tmp = None
 
 
-def _user_paths() -> list[str]:
+def user_paths() -> list[str]:
     """This process's sys.path entries outside the interpreter's own tree (where spec
     factories live), for the remote process to find the same modules."""
     prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}

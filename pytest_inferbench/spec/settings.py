@@ -45,6 +45,11 @@ class Settings(BaseModel):
     seed: int = 0
     # share of failed queries (errors + timeouts) a cell may have and still pass
     max_error_rate: float = Field(0.0, ge=0, lt=1)
+    # measured in N fresh worker processes (run/fresh_process.py), each its own item; None:
+    # once, in the session's process
+    processes: int | None = Field(None, ge=1)
+    # how long one such process may take, start-up and loading included, before it is killed
+    process_timeout: Duration | None = None
 
     @field_validator("percentiles")
     @classmethod

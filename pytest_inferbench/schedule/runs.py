@@ -1,0 +1,51 @@
+"""How many times each cell is measured, where, and in what order.
+
+A cell with `processes: N` (or --infer-processes N) is measured in N fresh worker processes;
+--infer-repeat N measures every cell N times in the session's process. Either way the runs go
+round-robin (every cell's first run, then every second, ...), so that they are spread over the
+session and see its drift; with processes, each round in a shuffled order (randomised multiple
+interleaved trials, Abedi & Brecht 2017), seeded so that every xdist worker collects the same.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    runs: int = 1          # how many runs of the cell
+    fresh: bool = False    # each in a fresh worker process
+
+
+def run_plan(cell, repeats: int, forced: int | None) -> RunPlan:
+    """The plan for one cell; ValueError saying why a combination cannot be measured."""
+    if forced is not None and forced < 1:
+        raise ValueError(f"--infer-processes must be at least 1, got {forced}")
+    processes = forced or cell.settings.processes
+    where = f"{cell.spec}:{cell.line or 1}: {cell.id}"
+    if processes is None or cell.ab is not None or cell.search is not None:
+        if cell.settings.processes is not None:    # written on the entry: say why not
+            kind = "paired cells (ab)" if cell.ab is not None else "configuration searches"
+            raise ValueError(f"{where}: `processes` does not apply to {kind}, which measure "
+                             f"their rounds or trials in the session's process")
+        return RunPlan(repeats, False)
+    if repeats > 1:
+        raise ValueError(f"{where}: --infer-repeat {repeats} repeats in the session's process "
+                         f"and `processes: {processes}` measures in fresh processes: use one "
+                         f"of them (processes see the noise between processes as well)")
+    return RunPlan(processes, True)
+
+
+def interleave(items: list, plans: list[RunPlan]) -> list[tuple[object, int, RunPlan]]:
+    """(item, run number, its plan) in the order to run them: round-robin, shuffled per
+    round when any cell runs in fresh processes."""
+    shuffle = any(p.fresh for p in plans)
+    out = []
+    for k in range(1, max((p.runs for p in plans), default=0) + 1):
+        batch = [(item, k, plan) for item, plan in zip(items, plans) if plan.runs >= k]
+        if shuffle:
+            random.Random(k).shuffle(batch)
+        out.extend(batch)
+    return out
