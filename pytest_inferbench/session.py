@@ -20,6 +20,7 @@ from .measure.provenance import now_iso
 from .models.cache import ArtifactCache
 from .results.cells import cell_key
 from .results.runfile import FORMAT, VERSION, RunWriter
+from .results.noise import cell_noise, noise_lines
 from .results.summary import summary_table
 from .schedule.facts import run_file_section
 from .schedule.worker import link_colocated, summary_line
@@ -55,6 +56,7 @@ class SessionState:
         self.is_worker = hasattr(config, "workerinput")
         self.servers = ServerPool()         # launched servers, reused by consecutive cells
         self.results = []
+        self.noise = []         # cells measured more than once (results/noise.py)
         self.writer = None
         self.run_files: list[Path] = []
         self.html_report: Path | None = None
@@ -104,6 +106,7 @@ class SessionState:
     def pytest_sessionfinish(self, session):
         self.servers.close()
         if not self.is_worker and self.writer is not None:
+            self.noise = cell_noise(self.results, self.gate.gate)
             self.run_files = self.writer.finish(now_iso(), {**self._gate_run(),
                                                             **run_file_section(self.config)})
             if self.run_files:
@@ -124,6 +127,8 @@ class SessionState:
         """Top-level run-file keys: repeats, and the comparison with the baseline. A failure
         here is a warning in the summary, never a lost run file."""
         extra = {"repeats": self.gate.repeats} if self.gate.repeats > 1 else {}
+        if self.noise:
+            extra["noise"] = self.noise
         try:
             comparison = self.gate.compare(self._run_doc(), exclude=[self.writer.path])
         except Exception as exc:  # noqa: BLE001 - the results matter more than the verdicts
@@ -198,6 +203,11 @@ class SessionState:
         tr = terminalreporter
         tr.section("inferbench")
         tr.write_line(summary_table(self.results, width=tr._tw.fullwidth))
+        if self.noise:
+            tr.write_line("noise over each cell's runs (sd of the log values; a gate compares "
+                          "runs against runs):")
+            for line in noise_lines(self.noise):
+                tr.write_line(f"  {line}")
         for path in self.run_files:
             tr.write_line(f"run file: {path}")
         if self.gate.recorded is not None:

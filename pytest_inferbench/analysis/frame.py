@@ -167,6 +167,8 @@ def _run_from_doc(doc: dict, path: Path | None) -> Run:
     if path is not None:
         run_id = path.name.removesuffix(".partial.jsonl").removesuffix(".json")
     extra = {"comparison": doc["comparison"]} if isinstance(doc.get("comparison"), dict) else {}
+    if isinstance(doc.get("noise"), list):
+        extra["noise"] = doc["noise"]
     return Run(name=str(doc.get("name") or "session"), provenance=dict(doc.get("provenance") or {}),
                results=results, path=str(path) if path is not None else None, run_id=run_id,
                partial=bool(doc.get("partial")), extra=extra)
@@ -220,7 +222,7 @@ def frame_from_runs(runs: list[Run]) -> pd.DataFrame:
 def _run_meta(run: Run) -> dict:
     return {"label": run.label, "run_id": run.run_id, "name": run.name, "path": run.path,
             "partial": run.partial, "provenance": run.provenance,
-            "comparison": run.extra.get("comparison")}
+            "comparison": run.extra.get("comparison"), "noise": run.extra.get("noise")}
 
 
 _BASE_COLUMNS = [

@@ -200,6 +200,7 @@ def build_context(df: pd.DataFrame, runs: list[dict], title: str, cost=None, slo
         "summary": _summary(df, runs),
         "problems": _all_problems(df, several, comparison),
         "comparison": comparison,
+        "noise": _noise(runs),
         "changes": _changes(df) if several and comparison is None else [],
         "slo_text": f"p{percentile:g} ≤ {bound_ms:g} ms", "slo_source": slo_source,
         "best": [_best_row(r, several, percentile) for _, r in best.iterrows()],
@@ -420,6 +421,29 @@ def _comparison(runs: list[dict], tags: dict) -> dict | None:
             "baseline": base.get("label"), "baseline_path": base.get("path"),
             "only_in_baseline": c.get("only_in_baseline") or [],
             "only_in_new": c.get("only_in_new") or []}
+
+
+def _noise(runs: list[dict]) -> list[dict]:
+    """The last run's noise split per cell and metric (results/noise.py), for its table."""
+    entries = next((r["noise"] for r in reversed(runs) if r.get("noise")), None) or []
+    rows = []
+    for e in entries:
+        limits = {g["metric"]: g for g in e.get("gate") or []}
+        for metric, s in e["metrics"].items():
+            g = limits.get(metric)
+            note = ""
+            if g is not None:
+                note = (f"gate {g['limit']:.0%}: " + ("resolved" if g["resolution"] < g["limit"]
+                        else f"below the resolution; {g['runs_needed'] or 'over 200'} runs "
+                             f"per side would resolve it"))
+            rows.append({"cell": e["cell"], "runs": e["runs"],
+                         "kind": "fresh processes" if e["fresh"] else "repeats",
+                         "metric": metric, "value": f"{s['value']:.4g}",
+                         "interval": f"{s['lower']:.4g} .. {s['upper']:.4g}",
+                         "total": _pct(s["total_sd"]), "within": _pct(s["within_sd"]),
+                         "between": _pct(s["between_sd"]), "resolution": _pct(s["resolution"]),
+                         "gate": note})
+    return rows
 
 
 def _signed_pct(ratio) -> str:

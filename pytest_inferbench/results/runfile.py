@@ -34,6 +34,8 @@ class RunFile(BaseModel):
     partial: bool = False                # read from a journal: the session did not finish
     repeats: int | None = None           # --infer-repeat N
     comparison: dict[str, Any] | None = None   # the gate's report (gate/compare.py)
+    # cells measured more than once: their noise split and resolution (results/noise.py)
+    noise: list[dict[str, Any]] | None = None
     baseline: dict[str, Any] | None = None     # a saved baseline's header (gate/baselines.py)
     followers: dict[str, Any] | None = None    # per follower host: inventory and facts
     store_run: int | None = None         # read from the results store: its run id

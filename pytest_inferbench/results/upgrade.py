@@ -22,7 +22,7 @@ VERSION = 2
 FORMAT = "pytest-inferbench-run"
 # top-level keys of a run file besides the results (the RunFile model in runfile.py)
 RUN_KEYS = ("format", "version", "name", "provenance", "results", "partial", "repeats",
-            "comparison", "baseline", "followers", "store_run", "unknown_fields")
+            "comparison", "baseline", "followers", "store_run", "noise", "unknown_fields")
 
 
 def upgrade(doc: dict) -> dict:
