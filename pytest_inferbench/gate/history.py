@@ -32,14 +32,20 @@ from .compare import finish_comparison, gate_for, run_summary
 from .history_options import HistoryOptions
 
 
-def per_run(rows: list[dict], metric: str) -> tuple[list[dict], list[Obs]]:
+def per_run(rows: list[dict], metric: str) -> tuple[list[dict], list[Obs], int]:
     """Store rows of one cell (oldest first) -> one observation per run: the geometric mean
-    of its measured repeats, its sampling error that of the mean."""
+    of its measured runs (processes or repeats), its sampling error that of the mean. A
+    result whose host was busy (other processes took CPU: HOST BUSY) does not teach the
+    history its noise: it is left out, and a run with nothing else is set aside (counted)."""
     runs: dict[int, list] = {}
     info: dict[int, dict] = {}
+    busy: set[int] = set()
     for row in rows:
         result = parse_result(row["result"])    # as stored, of any version
         if not is_measured(result):
+            continue
+        if result.process.host_contended:
+            busy.add(row["run_id"])
             continue
         runs.setdefault(row["run_id"], []).append(observe(result, metric))
         info.setdefault(row["run_id"], row)
@@ -52,7 +58,7 @@ def per_run(rows: list[dict], metric: str) -> tuple[list[dict], list[Obs]]:
         se = math.sqrt(sum(o.se_log ** 2 for o in good)) / len(good)
         out_info.append(info[run_id])
         out_obs.append(Obs(math.exp(sum(logs) / len(logs)), se))
-    return out_info, out_obs
+    return out_info, out_obs, len(busy - set(runs))
 
 
 # ----------------------------------------------------------------------------- one cell
@@ -61,12 +67,14 @@ def metric_judgement(metric: str, limit: float, history: list[dict], measured: l
                      options: HistoryOptions) -> Judgement:
     """One metric of one cell: this run's measured repeats against the cell's earlier runs
     (store rows on this fingerprint, oldest first) since their last change point."""
-    info, obs = per_run(history, metric)
+    info, obs, busy = per_run(history, metric)
     changes = change_points([o.value for o in obs])
     ref = reference(len(obs), changes, options.window, options.min_runs)
     where = ref.note if ref.indices else ""
     if ref.indices and not where:
         where = f" (since {(info[ref.indices[0]].get('started_at') or '')[:10]})"
+    if busy:
+        where += f"; {busy} earlier run{'s' if busy != 1 else ''} on a busy host set aside"
     j = history_judgement(metric, limit, [obs[i] for i in ref.indices],
                           [observe(r, metric) for r in measured], options.min_runs, where)
     j.detail["changes"] = [{"run": info[c.index]["run_id"], "commit": info[c.index].get("commit"),
@@ -80,15 +88,23 @@ def _cell_entry(rows: list[Result], history: list[dict], config: GateConfig,
     measured = [r for r in rows if is_measured(r)]
     if not measured:
         return None, f"not measured in this run ({rows[0].status})"
-    js = [metric_judgement(metric, limit, history, measured, options)
+    quiet = [r for r in measured if not r.process.host_contended]
+    if not quiet:
+        return None, (f"set aside: other processes kept the host busy during every run of "
+                      f"this cell (HOST BUSY), so its numbers are not its own; rerun on a "
+                      f"quiet host, or compare in paired mode (ab)")
+    js = [metric_judgement(metric, limit, history, quiet, options)
           for metric, limit in config.thresholds.items()]
+    if len(quiet) < len(measured):
+        for j in js:
+            j.noise += (f"; {len(measured) - len(quiet)} of this run's {len(measured)} runs "
+                        f"of the cell set aside (busy host)")
     short = [j for j in js if j.missing and "history mode needs" in j.missing]
     if short and len(short) == len(js):
         return None, short[0].missing
-    busy = ["this run"] if any(r.process.host_contended for r in measured) else []
     return {"cell": display(rows[0]), "id": rows[0].id, "mode": "history",
-            "gate": config.to_json(), "judgements": js, "busy": busy,
-            "repeats_base": None, "repeats_new": len(measured)}, None
+            "gate": config.to_json(), "judgements": js, "busy": [],
+            "repeats_base": None, "repeats_new": len(quiet)}, None
 
 
 # ----------------------------------------------------------------------------- one run
