@@ -157,27 +157,36 @@ def _cell_of(entry: dict) -> str:
     return "offline-bs8" if "offline" in entry["cell"] else "single_stream-bs1"
 
 
-def stored_mode(work: Path, n_aa: int, per: int, repeats: int, log) -> dict:
+def stored_mode(work: Path, n_aa: int, per: int, repeats: int, log, processes: int = 0,
+                slowdowns=tuple(SLOWDOWNS)) -> dict:
+    """processes > 0: every session (baseline and trials) measures each cell in that many
+    fresh processes (--infer-processes); else the baseline repeats in its one process."""
     (work / "bench_gq.yaml").write_text(stored_suite())
     t0 = time.perf_counter()
-    _session(work, 1.0, "--infer-save", "gq", "--infer-repeat", str(repeats))
+    runs = (["--infer-processes", str(processes)] if processes
+            else ["--infer-repeat", str(repeats)])
+    trial_args = ["--infer-processes", str(processes)] if processes else []
+    _session(work, 1.0, "--infer-save", "gq", *runs)
     baseline = json.loads((work / ".inferbench/baselines/gq.json").read_text())
     learnt = {cell: {m: v for m, v in noise.items() if m in ("p50", "throughput")}
               for cell, noise in baseline["baseline"]["noise"].items()}
-    log(f"stored: baseline saved with {repeats} repeats; learnt A/A sd: "
+    log(f"stored: baseline saved with {processes or repeats} "
+        f"{'fresh processes' if processes else 'repeats'}; learnt A/A sd: "
         + "; ".join(f"{c.split('::')[-1]}: p50 ±{100 * n['p50']['sd']:.1f}%, throughput "
                     f"±{100 * n['throughput']['sd']:.1f}%" for c, n in learnt.items()))
     trials = []
-    plan = [(0.0, n_aa)] + [(s, per) for s in SLOWDOWNS]
+    plan = [(0.0, n_aa)] + [(s, per) for s in slowdowns]
     for slowdown, count in plan:
         for i in range(count):
-            doc = _session(work, 1.0 + slowdown, "--infer-baseline", "gq")
+            started = time.perf_counter()
+            doc = _session(work, 1.0 + slowdown, "--infer-baseline", "gq", *trial_args)
+            wall = time.perf_counter() - started
             comparison = doc["comparison"]
             for e in comparison["verdicts"]:
                 p50 = next(m for m in e["metrics"] if m["metric"] == "p50")
                 trials.append({"slowdown": slowdown, "verdict": e["verdict"],
                                "cell": _cell_of(e), "ratio": p50["ratio"],
-                               "exit": doc["returncode"]})
+                               "exit": doc["returncode"], "wall_s": round(wall, 1)})
             log(f"stored: slowdown {slowdown:.0%} #{i + 1}: " + ", ".join(
                 f"{t['cell']} {t['verdict']} (p50 x{t['ratio']:.3f})" for t in trials[-2:]))
     return {"trials": trials, "seconds": time.perf_counter() - t0, "learnt": learnt}
@@ -344,7 +353,7 @@ def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
 def _rows(mode: str, result: dict) -> list:
     rows = []
     trials = result["trials"]
-    for slowdown in (0.0, *SLOWDOWNS):
+    for slowdown in sorted({t["slowdown"] for t in trials}):
         ts = [t for t in trials if t["slowdown"] == slowdown]
         if not ts:
             continue
@@ -352,7 +361,7 @@ def _rows(mode: str, result: dict) -> list:
         ratios = [t["ratio"] for t in ts if t["ratio"]]
         what = "A/A" if slowdown == 0 else f"+{slowdown:.0%}"
         if slowdown == 0:
-            rate = f"FP {counts['regression']}/{len(ts)}"
+            rate = f"FP {counts['regression']}/{len(ts)}, FI {counts['improvement']}"
         else:
             rate = f"detected {counts['regression']}/{len(ts)}"
         spread = (f"x{min(ratios):.3f} .. x{max(ratios):.3f}" if ratios else "-")
@@ -385,6 +394,24 @@ def _targets(stored: dict | None, paired: dict | None) -> list[str]:
     return out
 
 
+def _session_sd(trials: list[dict]) -> str:
+    """The session-to-session sd of the session value: the spread of the A/A sessions' p50
+    ratios to the one baseline (its own offset is common to all), per cell, and the wall
+    time of a session."""
+    import math
+    import statistics
+    parts = []
+    for cell in sorted({t["cell"] for t in trials}):
+        logs = [math.log(t["ratio"]) for t in trials
+                if t["cell"] == cell and t["slowdown"] == 0 and t["ratio"]]
+        if len(logs) > 1:
+            parts.append(f"{cell} ±{100 * math.expm1(statistics.stdev(logs)):.1f}% "
+                         f"({len(logs)} sessions)")
+    walls = sorted({t["wall_s"] for t in trials if t.get("wall_s")})
+    wall = f"; session wall {walls[0]:.0f}-{walls[-1]:.0f} s" if walls else ""
+    return "stored: session-to-session sd of the p50 (A/A): " + "; ".join(parts) + wall
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--aa", type=int, default=10, help="A/A runs per mode (default 10)")
@@ -403,6 +430,11 @@ def main(argv=None) -> int:
                     help=f"paired mode on open-loop cells (server scenario at {OPEN_RATE}/s, "
                          f"in-process and behind FastAPI) instead of the closed-loop ones; "
                          f"--slice then defaults to 1 s in 4 sub-slices")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="stored mode: every session measures each cell in N fresh processes "
+                         "(--infer-processes N) instead of a baseline with --repeats")
+    ap.add_argument("--slowdowns", default="0.05,0.10,0.20",
+                    help="stored mode: injected slowdowns, fractions (default 0.05,0.10,0.20)")
     ap.add_argument("--json", default=None, help="write every trial here")
     args = ap.parse_args(argv)
 
@@ -430,7 +462,9 @@ def main(argv=None) -> int:
             paired = paired_mode(work, args.aa, args.per_slowdown, args.rounds, args.max_rounds,
                                  slice_s, log, args.open)
         if args.mode in ("both", "stored") and not args.open:
-            stored = stored_mode(work, args.aa, args.per_slowdown, args.repeats, log)
+            stored = stored_mode(work, args.aa, args.per_slowdown, args.repeats, log,
+                                 args.processes,
+                                 tuple(float(x) for x in args.slowdowns.split(",")))
     rows = []
     if paired:
         rows += _rows("paired", paired)
@@ -457,6 +491,8 @@ def main(argv=None) -> int:
         if sds:
             print(f"paired: A/A round-to-round sd of the p50 ratio {100 * min(sds):.1f}% .. "
                   f"{100 * max(sds):.1f}% (median {100 * sorted(sds)[len(sds) // 2]:.1f}%)")
+    if stored:
+        print(_session_sd(stored["trials"]))
     for line in _targets(stored, paired):
         print(line)
     secs = (stored or {}).get("seconds", 0) + (paired or {}).get("seconds", 0)
