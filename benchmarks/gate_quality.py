@@ -214,7 +214,26 @@ def _history_verdicts(doc: dict) -> dict:
     return out
 
 
-def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log) -> dict:
+def _neighbour():
+    """A process keeping one core busy (a CI runner's neighbour), until killed."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def _maybe_busy(i: int, every: int):
+    """The neighbour for session i when every > 0 and i is one of each `every`."""
+    return _neighbour() if every and i % every == every - 1 else None
+
+
+def _stop(proc) -> None:
+    if proc is not None:
+        proc.kill()
+        proc.wait()
+
+
+def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_every: int = 0,
+                 slowdowns=HISTORY_SLOWDOWNS) -> dict:
+    """neighbour_every K > 0: one of each K history-building and A/A sessions runs beside a
+    process keeping one core busy (flagged HOST BUSY by the harness itself)."""
     import shutil
 
     from pytest_inferbench.history.trends import series
@@ -225,9 +244,16 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log) -> dict:
     _session(work, 1.0, "--infer-save", "gq3", "--infer-repeat", "3", "--infer-store",
              str(store))
     baseline = json.loads((work / ".inferbench/baselines/gq3.json").read_text())
+    busy = 0
     for i in range(n_hist):
-        _session(work, 1.0, "--infer-store", str(store))
-    log(f"history: baseline with 3 repeats and {n_hist} A/A sessions recorded")
+        neighbour = _maybe_busy(i, neighbour_every)
+        try:
+            _session(work, 1.0, "--infer-store", str(store))
+        finally:
+            _stop(neighbour)
+        busy += neighbour is not None
+    log(f"history: baseline with 3 repeats and {n_hist} A/A sessions recorded ({busy} beside "
+        f"a busy neighbour)")
     trials = []
 
     def judge(doc, slowdown):
@@ -243,10 +269,16 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log) -> dict:
                          f"history {hist.get(c, none)[0]}" for c in sorted(stored))
 
     for i in range(n_aa):
-        doc = _session(work, 1.0, "--infer-baseline", "history", "--infer-store", str(store))
-        log(f"history: A/A #{i + 1}: {judge(doc, 0.0)}")
+        neighbour = _maybe_busy(i, neighbour_every)
+        try:
+            doc = _session(work, 1.0, "--infer-baseline", "history", "--infer-store",
+                           str(store))
+        finally:
+            _stop(neighbour)
+        log(f"history: A/A #{i + 1}{' (busy neighbour)' if neighbour else ''}: "
+            f"{judge(doc, 0.0)}")
     steps = []
-    for slowdown in HISTORY_SLOWDOWNS:
+    for slowdown in slowdowns:
         copy = work / f"slow{round(slowdown * 100)}.db"
         shutil.copy(store, copy)
         for i in range(per):
@@ -270,12 +302,12 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log) -> dict:
             log(f"changes: +{slowdown:.0%} {steps[-1]['cell']}: p50 change points at "
                 f"{[st.index for st in p50]} (step at {first_slow})")
     return {"trials": trials, "steps": steps, "seconds": time.perf_counter() - t0,
-            "sessions": 1 + n_hist + n_aa + per * len(HISTORY_SLOWDOWNS)}
+            "sessions": 1 + n_hist + n_aa + per * len(slowdowns)}
 
 
 def _history_table(result: dict) -> None:
     rows = []
-    for slowdown in (0.0, *HISTORY_SLOWDOWNS):
+    for slowdown in sorted({t["slowdown"] for t in result["trials"]}):
         ts = [t for t in result["trials"] if t["slowdown"] == slowdown]
         what = "A/A" if slowdown == 0 else f"+{slowdown:.0%}"
         row = [what, len(ts)]
@@ -306,6 +338,10 @@ def _history_table(result: dict) -> None:
           f"{'met' if caught == len(big) else 'NOT MET'}")
     print(f"history: 20% caught {c20}/{len(s20)} (target >= 90%) -> "
           f"{'met' if s20 and c20 >= 0.9 * len(s20) else 'NOT MET'}")
+    for x in sorted({y["slowdown"] for y in t if 0 < y["slowdown"] < 0.2}):
+        got = [y for y in t if y["slowdown"] == x]
+        print(f"history: +{x:.1%} caught {sum(1 for y in got if y['history'] == 'regression')}"
+              f"/{len(got)}")
     print(f"change points: every injected step located within one run -> "
           f"{'met' if located else 'NOT MET'}")
     print(f"time: {result['seconds']:.0f} s for {result['sessions']} sessions")
@@ -433,8 +469,12 @@ def main(argv=None) -> int:
     ap.add_argument("--processes", type=int, default=0,
                     help="stored mode: every session measures each cell in N fresh processes "
                          "(--infer-processes N) instead of a baseline with --repeats")
-    ap.add_argument("--slowdowns", default="0.05,0.10,0.20",
-                    help="stored mode: injected slowdowns, fractions (default 0.05,0.10,0.20)")
+    ap.add_argument("--slowdowns", default=None,
+                    help="injected slowdowns, fractions (default: stored 0.05,0.10,0.20; "
+                         "history 0.05,0.10,0.20,1.0)")
+    ap.add_argument("--neighbour-every", type=int, default=0, metavar="K",
+                    help="history mode: one of each K history-building and A/A sessions "
+                         "beside a process keeping one core busy")
     ap.add_argument("--json", default=None, help="write every trial here")
     args = ap.parse_args(argv)
 
@@ -445,7 +485,10 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="gate-quality-") as tmp:
             work = Path(tmp)
             (work / "gq_models.py").write_text(MODELS)
-            result = history_mode(work, args.history, args.aa, args.per_slowdown, log)
+            result = history_mode(work, args.history, args.aa, args.per_slowdown, log,
+                                  args.neighbour_every,
+                                  tuple(float(x) for x in (args.slowdowns or
+                                        ",".join(map(str, HISTORY_SLOWDOWNS))).split(",")))
         print()
         print("Gate p50 +5%, throughput -5% at 95% confidence; each trial is one cell of the "
               "two (offline bs8, single-stream bs1) in one session")
@@ -464,7 +507,8 @@ def main(argv=None) -> int:
         if args.mode in ("both", "stored") and not args.open:
             stored = stored_mode(work, args.aa, args.per_slowdown, args.repeats, log,
                                  args.processes,
-                                 tuple(float(x) for x in args.slowdowns.split(",")))
+                                 tuple(float(x) for x in (args.slowdowns
+                                                          or "0.05,0.10,0.20").split(",")))
     rows = []
     if paired:
         rows += _rows("paired", paired)

@@ -20,7 +20,7 @@ from .run.fresh_process import run_in_fresh_process
 from .run.paired import failure_message
 from .runtimes.base import RuntimeUnavailable, check_cuda
 from .schedule.facts import check_node
-from .schedule.runs import interleave, run_plan
+from .schedule.runs import BASELINE_PROCESSES, interleave, run_plan
 from .schedule.worker import lease_for, misplaced, placement_here, run_device
 from .serving.pool import group_by_server
 from .session import FOLLOWERS_KEY, JOB_KEY, SCHED_KEY, STATE_KEY, SessionState
@@ -46,8 +46,9 @@ def pytest_addoption(parser):
     group.addoption("--infer-no-html", action="store_true", default=False,
                     help="do not write the HTML report")
     group.addoption("--infer-save", metavar="NAME", default=None,
-                    help="save this session as baseline NAME (.inferbench/baselines/NAME.json); "
-                         "with --infer-repeat it keeps the A/A noise of the repeats")
+                    help="save this session as baseline NAME (.inferbench/baselines/NAME.json), "
+                         "each cell measured in 5 fresh processes (or as --infer-processes, the "
+                         "spec's `processes` or --infer-repeat say), their noise kept")
     group.addoption("--infer-baseline", metavar="NAME|PATH|latest|history", default=None,
                     help="compare with a saved baseline (a NAME that is not saved is a usage "
                          "error unless --infer-save NAME creates it), a run file, the newest "
@@ -64,7 +65,8 @@ def pytest_addoption(parser):
     group.addoption("--infer-processes", metavar="N", type=int, default=None,
                     help="measure every cell in N fresh worker processes, each its own item, so "
                          "that the gate sees the noise between processes (overrides the "
-                         "specs' `processes`; default: the spec's, else the session's process)")
+                         "specs' `processes`; default: the spec's, else 5 when --infer-save "
+                         "saves a baseline without --infer-repeat, else the session's process)")
     group.addoption("--infer-gate", metavar="METRIC=CHANGE,...", default=None,
                     help="gate thresholds for every cell, e.g. p99=+10%%,throughput=-5%%"
                          "[,confidence=0.95]")
@@ -273,9 +275,12 @@ def pytest_collection_modifyitems(session, config, items):
     the order they run; then count the paired cells (the family their verdicts are
     corrected for)."""
     cells = [i for i in items if isinstance(i, CellItem)]
+    state = config.stash.get(STATE_KEY, None)
+    saving = state is not None and state.gate.save_name is not None
     try:
         plans = [run_plan(item.cell, config.getoption("--infer-repeat") or 1,
-                          config.getoption("--infer-processes")) for item in cells]
+                          config.getoption("--infer-processes"),
+                          BASELINE_PROCESSES if saving else None) for item in cells]
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     if any(p.runs > 1 or p.fresh for p in plans):
@@ -287,7 +292,6 @@ def pytest_collection_modifyitems(session, config, items):
             if plan.fresh:
                 ordered[-1].inferbench_process = (k, plan.runs)
         items[:] = [i for i in items if not isinstance(i, CellItem)] + ordered
-    state = config.stash.get(STATE_KEY, None)
     if state is not None:
         state.paired_cells = sum(1 for i in items
                                  if isinstance(i, CellItem) and i.cell.ab is not None)

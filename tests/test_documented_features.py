@@ -389,17 +389,22 @@ def test_each_ini_key_takes_effect_and_what_overrides_it(pytester, monkeypatch):
     common = ("--infer-no-html", "--infer-no-leases", "--infer-no-progress",
               "-p", "no:cacheprovider")
     first = pytester.runpytest("--infer-save", "nightly", "-v", *common)
-    first.assert_outcomes(passed=1)
+    first.assert_outcomes(passed=5)     # a saved baseline: 5 fresh processes by default
     out = first.stdout.str()
     assert "perf_a.yaml::mlp-tiny[onnxruntime-cpu-fp32-bs1-offline] PASSED" in out, out
+    assert "perf_a.yaml::mlp-tiny[onnxruntime-cpu-fp32-bs1-offline-p5] PASSED" in out, out
     assert "bench_b.yaml" not in out                      # not a spec under these patterns
     (run,) = (root / "out" / "runs").glob("*.json")
     first.stdout.fnmatch_lines([f"run file: {run}",
-                                f"results store: sqlite:///{root}/out/hist.db (run 1, 1 results)",
-                                f"saved baseline nightly: {root}/out/baselines/nightly.json"])
-    (result,) = json.loads(run.read_text())["results"]
-    assert result["model"]["artifact"].startswith(f"{root}/out/cache/"), result["model"]
-    assert Path(result["model"]["artifact"]).is_file()
+                                f"results store: sqlite:///{root}/out/hist.db (run 1, 5 results)",
+                                "saved baseline nightly with 5 fresh processes per cell (the "
+                                f"noise between processes kept): {root}/out/baselines/"
+                                f"nightly.json"])
+    results = json.loads(run.read_text())["results"]
+    assert sorted(r["fresh_process"]["index"] for r in results) == [1, 2, 3, 4, 5]
+    for result in results:      # every process found the artifact in the configured cache
+        assert result["model"]["artifact"].startswith(f"{root}/out/cache/"), result["model"]
+        assert Path(result["model"]["artifact"]).is_file()
     assert not (root / ".inferbench").exists()            # nothing in the default places
 
     monkeypatch.setenv("INFERBENCH_STORE", "env.db")

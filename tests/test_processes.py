@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from spin_models import SPIN
 
 from pytest_inferbench.core.noise import comparison_half_width, split
 from pytest_inferbench.core.verdicts import Obs, decide, stored_judgement
@@ -15,21 +16,10 @@ from pytest_inferbench.core.verdicts import Obs, decide, stored_judgement
 # A controlled system: each fresh process runs at a known speed, from a table by session
 # (OFFSET_SESSION) and process (INFERBENCH_PROCESS, "k/N", set by the harness in the child).
 OFFSETS = {"s1": [0.90, 1.10, 1.00], "s2": [1.12, 0.95, 1.03]}
-MODEL = f'''
-import os, sys, time
-import torch
+MODEL = SPIN + f'''
+import sys
 
 OFFSETS = {OFFSETS!r}
-
-class Spin(torch.nn.Module):
-    def __init__(self, us):
-        super().__init__()
-        self.s = us * 1e-6
-    def forward(self, x):
-        end = time.perf_counter() + self.s
-        while time.perf_counter() < end:
-            pass
-        return x * 2.0
 
 def model():
     k = int(os.environ.get("INFERBENCH_PROCESS", "1/1").split("/")[0])

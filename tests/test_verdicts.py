@@ -170,9 +170,10 @@ def test_saving_the_missing_baseline_in_the_same_run_creates_it(pytester):
     result = pytester.runpytest("--infer-baseline", "nightly", "--infer-save", "nightly",
                                 "--infer-no-html", "-p", "no:cacheprovider",
                                 "--infer-store", "none")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=5)       # a saved baseline: 5 fresh processes per cell
     result.stdout.fnmatch_lines(["*no baseline named 'nightly' yet*nothing compared",
-                                 "saved baseline nightly: *nightly.json"])
+                                 "saved baseline nightly with 5 fresh processes per cell*"
+                                 "nightly.json"])
     # compared now (no-gate: an A/A rerun on a busy 2-core host can differ beyond ±60%)
     again = pytester.runpytest("--infer-baseline", "nightly", "--infer-no-html",
                                "-p", "no:cacheprovider", "--infer-store", "none",

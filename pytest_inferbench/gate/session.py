@@ -41,6 +41,7 @@ class SessionGate:
     comparison: dict | None = None
     notes: list = field(default_factory=list)   # (text, is_warning)
     saved: Path | None = None
+    saved_processes: int = 0                # fresh processes per cell in the saved baseline
     recorded: tuple | None = None           # (run id in the store, results)
     baseline_path: Path | None = None
     store_url: str | None = None            # the results store (None: off)
@@ -160,6 +161,8 @@ class SessionGate:
     def save_baseline(self, run_doc: dict, source: Path | None, saved_at: str) -> None:
         if self.save_name is None:
             return
+        self.saved_processes = max((r.fresh_process.of for r in typed_results(run_doc)
+                                    if r.fresh_process is not None), default=0)
         try:
             self.saved = save(self.save_name, run_doc, self.baselines_dir, source, saved_at)
         except OSError as exc:
@@ -197,8 +200,13 @@ class SessionGate:
         for text, warn in self.notes:
             out.append((("warning: " if warn else "") + text, {"yellow": True} if warn else {}))
         if self.saved is not None:
-            repeats = f" with {self.repeats} repeats (A/A noise kept)" if self.repeats > 1 else ""
-            out.append((f"saved baseline {self.save_name}{repeats}: {self.saved}", {}))
+            runs = ""
+            if self.saved_processes:
+                runs = (f" with {self.saved_processes} fresh processes per cell (the noise "
+                        f"between processes kept)")
+            elif self.repeats > 1:
+                runs = f" with {self.repeats} repeats (A/A noise kept)"
+            out.append((f"saved baseline {self.save_name}{runs}: {self.saved}", {}))
         return out
 
 

@@ -71,6 +71,32 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def noise_factors() -> dict:
+    """What can make one process faster than the next and the harness does not set
+    (benchmarks/session_effect.py measured which matter): transparent huge pages, address-
+    space randomisation, the hash seed, the frequency governor, the CPUs this process may
+    use, and thread-count variables."""
+    thp = _read("/sys/kernel/mm/transparent_hugepage/enabled")
+    return {
+        "thp": thp[thp.index("[") + 1:thp.index("]")] if thp and "[" in thp else thp,
+        "aslr": _read("/proc/sys/kernel/randomize_va_space"),
+        "hash_seed": os.environ.get("PYTHONHASHSEED") or "random",
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else None,
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+                       if k in os.environ},
+    }
+
+
 def collect(rootdir: str) -> dict:
     return {
         "host": socket.gethostname(),
@@ -84,5 +110,6 @@ def collect(rootdir: str) -> dict:
         "git": _git(rootdir),
         "gpu": _gpu(),
         "argv": sys.argv,
+        "noise_factors": noise_factors(),
         "start_time": now_iso(),
     }

@@ -12,6 +12,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+# A saved baseline is the reference of every later comparison: unless the spec, the command
+# line or --infer-repeat says otherwise, its cells are measured in this many fresh processes,
+# so that the noise it keeps includes the process effect (benchmarks/gate_quality.py
+# --processes measured the gate with it; docs/baselines-and-gating.md).
+BASELINE_PROCESSES = 5
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -19,11 +25,13 @@ class RunPlan:
     fresh: bool = False    # each in a fresh worker process
 
 
-def run_plan(cell, repeats: int, forced: int | None) -> RunPlan:
-    """The plan for one cell; ValueError saying why a combination cannot be measured."""
+def run_plan(cell, repeats: int, forced: int | None, default: int | None = None) -> RunPlan:
+    """The plan for one cell: --infer-processes (`forced`), else the cell's `processes`,
+    else `default` where repeats do not ask for the session's process; ValueError saying why
+    a combination cannot be measured."""
     if forced is not None and forced < 1:
         raise ValueError(f"--infer-processes must be at least 1, got {forced}")
-    processes = forced or cell.settings.processes
+    processes = forced or cell.settings.processes or (default if repeats == 1 else None)
     where = f"{cell.spec}:{cell.line or 1}: {cell.id}"
     if processes is None or cell.ab is not None or cell.search is not None:
         if cell.settings.processes is not None:    # written on the entry: say why not
