@@ -523,6 +523,11 @@ def test_capacity_search_on_goodput_brackets_a_known_capacity(mock_server, tmp_p
              "slo: {ttft_p90: 150ms, tpot_p90: 20ms}}", "warmup: 2, max_duration: 12s")
     assert c.workload.label().startswith("capacity-ttft_p90-150ms-tpot_p90-20ms")
     r = run_cell(c, None)
+    if r.status == "failed" and "may be the generator's, not the system's" in (r.reason or ""):
+        # a known defect, not a pass (issue 27): the generative client's own send lag at the
+        # first step, seen once in a fresh clone's CI at 60/s; any other failure fails
+        pytest.xfail(f"the generator's own send lag decided the first step (issue 27): "
+                     f"{r.reason}")
     assert r.status == "passed", r.reason
     b, steps = r.load["bracket"], r.load["steps"]
     assert r.load["max_rate"] == b["passed"] and r.load["client_processes"] == 1
