@@ -91,12 +91,14 @@ def slow10():
     return _make(1.10)
 def slow20():
     return _make(1.20)
+def slow100():
+    return _make(2.0)
 '''
 
 SETTINGS = "warmup: 0.2s, min_duration: 0.5s, max_duration: 1s, min_queries: 100"
 GATE = '{p50: "+5%", throughput: "-5%"}'
 CELLS = (("8", "offline"), ("1", "single_stream"))
-SLOWDOWNS = {0.05: "slow5", 0.10: "slow10", 0.20: "slow20"}
+SLOWDOWNS = {0.05: "slow5", 0.10: "slow10", 0.20: "slow20", 1.00: "slow100"}
 HISTORY_SLOWDOWNS = (0.05, 0.10, 0.20, 1.00)
 VERDICTS = ("regression", "undetermined", "no change", "improvement")
 
@@ -117,7 +119,7 @@ OPEN_GATE = '{p50: "+5%"}'
 
 
 def paired_suite(candidate: str, rounds: int, max_rounds: int, slice_s: float,
-                 open_loop: bool = False) -> str:
+                 open_loop: bool = False, processes: int = 0) -> str:
     lines = ["name: gqp", f"defaults: {{{SETTINGS}}}", "benchmarks:"]
     base = "baseline: {model: \"gq_models:base\"}"
     if open_loop:
@@ -128,11 +130,12 @@ def paired_suite(candidate: str, rounds: int, max_rounds: int, slice_s: float,
                       f"    ab: {{rounds: {rounds}, max_rounds: {max_rounds}, slice: {slice_s}s, "
                       f"switch: {slice_s / 4:g}s, {base}}}"]
         return "\n".join(lines) + "\n"
+    pairs = [f"    processes: {processes}"] if processes else []
+    cap = f"max_processes: {4 * processes}" if processes else f"max_rounds: {max_rounds}"
     for cell in CELLS:
         lines += [f"  - model: \"gq_models:{candidate}\"", "    runtime: torch", "    threads: 1",
-                  f"    gate: {GATE}",
-                  f"    ab: {{rounds: {rounds}, max_rounds: {max_rounds}, slice: {slice_s}s, "
-                  f"{base}}}",
+                  f"    gate: {GATE}", *pairs,
+                  f"    ab: {{rounds: {rounds}, {cap}, slice: {slice_s}s, {base}}}",
                   f"    batch_size: {cell[0]}", f"    workload: {cell[1]}"]
     return "\n".join(lines) + "\n"
 
@@ -144,12 +147,15 @@ def _session(work: Path, factor: float, *args) -> dict:
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--infer-no-html",
            "--infer-no-progress", "--infer-json", str(out), "bench_gq.yaml", *args]
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - started
     if not out.exists():
         raise RuntimeError(f"session failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
                            f"\n{proc.stderr[-2000:]}")
     doc = json.loads(out.read_text())
     doc["returncode"] = proc.returncode
+    doc["wall_s"] = round(wall, 1)
     return doc
 
 
@@ -231,9 +237,11 @@ def _stop(proc) -> None:
 
 
 def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_every: int = 0,
-                 slowdowns=HISTORY_SLOWDOWNS) -> dict:
+                 slowdowns=HISTORY_SLOWDOWNS, processes: int = 0) -> dict:
     """neighbour_every K > 0: one of each K history-building and A/A sessions runs beside a
-    process keeping one core busy (flagged HOST BUSY by the harness itself)."""
+    process keeping one core busy (flagged HOST BUSY by the harness itself). processes P > 0:
+    every session measures each cell in P fresh processes (the session value is their mean),
+    the stored baseline too (instead of 3 repeats in one process)."""
     import shutil
 
     from pytest_inferbench.history.trends import series
@@ -241,19 +249,20 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_ev
     (work / "bench_gq.yaml").write_text(stored_suite())
     t0 = time.perf_counter()
     store = work / "aa.db"
-    _session(work, 1.0, "--infer-save", "gq3", "--infer-repeat", "3", "--infer-store",
-             str(store))
+    extra = ["--infer-processes", str(processes)] if processes else []
+    _session(work, 1.0, "--infer-save", "gq3", *(extra or ["--infer-repeat", "3"]),
+             "--infer-store", str(store))
     baseline = json.loads((work / ".inferbench/baselines/gq3.json").read_text())
     busy = 0
     for i in range(n_hist):
         neighbour = _maybe_busy(i, neighbour_every)
         try:
-            _session(work, 1.0, "--infer-store", str(store))
+            _session(work, 1.0, "--infer-store", str(store), *extra)
         finally:
             _stop(neighbour)
         busy += neighbour is not None
-    log(f"history: baseline with 3 repeats and {n_hist} A/A sessions recorded ({busy} beside "
-        f"a busy neighbour)")
+    log(f"history: baseline with {f'{processes} processes' if processes else '3 repeats'} and "
+        f"{n_hist} A/A sessions recorded ({busy} beside a busy neighbour)")
     trials = []
 
     def judge(doc, slowdown):
@@ -264,7 +273,8 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_ev
             h = hist.get(cell, none)
             trials.append({"slowdown": slowdown, "cell": cell, "stored": stored[cell][0],
                            "history": h[0], "stored_p50": stored[cell][1],
-                           "history_p50": h[1]})
+                           "history_p50": h[1], "wall_s": doc.get("wall_s"),
+                           "busy": doc.get("busy", False)})
         return ", ".join(f"{c}: stored {stored[c][0]} (p50 x{stored[c][1]['ratio'] or 0:.3f}), "
                          f"history {hist.get(c, none)[0]}" for c in sorted(stored))
 
@@ -272,7 +282,8 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_ev
         neighbour = _maybe_busy(i, neighbour_every)
         try:
             doc = _session(work, 1.0, "--infer-baseline", "history", "--infer-store",
-                           str(store))
+                           str(store), *extra)
+            doc["busy"] = neighbour is not None
         finally:
             _stop(neighbour)
         log(f"history: A/A #{i + 1}{' (busy neighbour)' if neighbour else ''}: "
@@ -283,7 +294,7 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_ev
         shutil.copy(store, copy)
         for i in range(per):
             doc = _session(work, 1.0 + slowdown, "--infer-baseline", "history",
-                           "--infer-store", str(copy))
+                           "--infer-store", str(copy), *extra)
             log(f"history: +{slowdown:.0%} #{i + 1}: {judge(doc, slowdown)}")
         db = ResultStore.open(f"sqlite:///{copy}")
         try:
@@ -344,6 +355,8 @@ def _history_table(result: dict) -> None:
               f"/{len(got)}")
     print(f"change points: every injected step located within one run -> "
           f"{'met' if located else 'NOT MET'}")
+    quiet = [dict(x, ratio=x["stored_p50"]["ratio"]) for x in t if not x.get("busy")]
+    print(_session_sd(quiet).replace("stored: ", "history (quiet A/A sessions): "))
     print(f"time: {result['seconds']:.0f} s for {result['sessions']} sessions")
 
 
@@ -354,7 +367,8 @@ def _paired_cell_name(cell) -> str:
 
 
 def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
-                slice_s: float, log, open_loop: bool = False) -> dict:
+                slice_s: float, log, open_loop: bool = False, processes: int = 0,
+                slowdowns=tuple(SLOWDOWNS)) -> dict:
     from pytest_inferbench.models.cache import ArtifactCache
     from pytest_inferbench.run.cell import run_cell
     from pytest_inferbench.spec import load_spec
@@ -365,13 +379,15 @@ def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
     cache = ArtifactCache(work / ".inferbench/cache")
     trials = []
     t0 = time.perf_counter()
-    plan = [(0.0, n_aa)] + [(s, per) for s in SLOWDOWNS]
+    plan = [(0.0, n_aa)] + [(s, per) for s in slowdowns]
     for slowdown, count in plan:
-        candidate = SLOWDOWNS.get(slowdown, "base")
+        candidate = SLOWDOWNS[slowdown] if slowdown else "base"
         spec = work / "bench_gqp.yaml"
-        spec.write_text(paired_suite(candidate, rounds, max_rounds, slice_s, open_loop))
+        spec.write_text(paired_suite(candidate, rounds, max_rounds, slice_s, open_loop,
+                                     processes))
         for i in range(count):
             for cell in load_spec(spec):
+                started = time.perf_counter()
                 result = run_cell(cell, cache)
                 ab = result.ab
                 p50 = next(m for m in ab["metrics"] if m["metric"] == "p50")
@@ -379,7 +395,9 @@ def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
                                "cell": _paired_cell_name(cell),
                                "ratio": p50["ratio"], "rounds": ab["rounds"],
                                "round_sd": p50.get("round_sd"),
-                               "valid": result.valid, "status": result.status})
+                               "valid": result.valid, "status": result.status,
+                               "pairs": len(ab["pairs"] or []),
+                               "wall_s": round(time.perf_counter() - started, 1)})
             log(f"paired: slowdown {slowdown:.0%} #{i + 1}: " + ", ".join(
                 f"{t['cell']} {t['verdict']} (p50 x{t['ratio']:.3f}, {t['rounds']} rounds)"
                 for t in trials[-2:]))
@@ -404,7 +422,11 @@ def _rows(mode: str, result: dict) -> list:
         extra = ""
         if mode == "paired":
             rounds = [t["rounds"] for t in ts]
-            extra = f"{min(rounds)}-{max(rounds)}"
+            pairs = [t.get("pairs") or 0 for t in ts]
+            walls = [t["wall_s"] for t in ts if t.get("wall_s")]
+            extra = (f"{min(rounds)}-{max(rounds)}"
+                     + (f" ({min(pairs)}-{max(pairs)} pairs)" if max(pairs) else "")
+                     + (f", {min(walls):.0f}-{max(walls):.0f} s" if walls else ""))
         rows.append([mode, what, len(ts), rate, counts["regression"], counts["undetermined"],
                      counts["no change"], counts["improvement"], spread, extra])
     return rows
@@ -467,8 +489,10 @@ def main(argv=None) -> int:
                          f"in-process and behind FastAPI) instead of the closed-loop ones; "
                          f"--slice then defaults to 1 s in 4 sub-slices")
     ap.add_argument("--processes", type=int, default=0,
-                    help="stored mode: every session measures each cell in N fresh processes "
-                         "(--infer-processes N) instead of a baseline with --repeats")
+                    help="stored and history modes: every session measures each cell in N "
+                         "fresh processes (--infer-processes N) instead of a baseline with "
+                         "repeats; paired mode: N pairs of fresh processes per trial "
+                         "(`processes: N`, --rounds rounds per pair, up to 4 N pairs)")
     ap.add_argument("--slowdowns", default=None,
                     help="injected slowdowns, fractions (default: stored 0.05,0.10,0.20; "
                          "history 0.05,0.10,0.20,1.0)")
@@ -488,7 +512,8 @@ def main(argv=None) -> int:
             result = history_mode(work, args.history, args.aa, args.per_slowdown, log,
                                   args.neighbour_every,
                                   tuple(float(x) for x in (args.slowdowns or
-                                        ",".join(map(str, HISTORY_SLOWDOWNS))).split(",")))
+                                        ",".join(map(str, HISTORY_SLOWDOWNS))).split(",")),
+                                  args.processes)
         print()
         print("Gate p50 +5%, throughput -5% at 95% confidence; each trial is one cell of the "
               "two (offline bs8, single-stream bs1) in one session")
@@ -503,7 +528,9 @@ def main(argv=None) -> int:
         if args.mode in ("both", "paired"):
             slice_s = args.slice if args.slice is not None else (1.0 if args.open else 0.1)
             paired = paired_mode(work, args.aa, args.per_slowdown, args.rounds, args.max_rounds,
-                                 slice_s, log, args.open)
+                                 slice_s, log, args.open, args.processes,
+                                 tuple(float(x) for x in (args.slowdowns
+                                                          or "0.05,0.10,0.20").split(",")))
         if args.mode in ("both", "stored") and not args.open:
             stored = stored_mode(work, args.aa, args.per_slowdown, args.repeats, log,
                                  args.processes,

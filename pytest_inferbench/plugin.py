@@ -20,7 +20,7 @@ from .run.fresh_process import run_in_fresh_process
 from .run.paired import failure_message
 from .runtimes.base import RuntimeUnavailable, check_cuda
 from .schedule.facts import check_node
-from .schedule.runs import BASELINE_PROCESSES, interleave, run_plan
+from .schedule.runs import BASELINE_PROCESSES, interleave, paired_processes, run_plan
 from .schedule.worker import lease_for, misplaced, placement_here, run_device
 from .serving.pool import group_by_server
 from .session import FOLLOWERS_KEY, JOB_KEY, SCHED_KEY, STATE_KEY, SessionState
@@ -283,6 +283,12 @@ def pytest_collection_modifyitems(session, config, items):
                           BASELINE_PROCESSES if saving else None) for item in cells]
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+    for item in cells:          # a paired cell starts its own pairs of processes
+        if item.cell.ab is not None:
+            pairs = paired_processes(item.cell, config.getoption("--infer-processes"))
+            if pairs != item.cell.settings.processes:
+                settings = item.cell.settings.model_copy(update={"processes": pairs})
+                item.cell = item.cell.model_copy(update={"settings": settings})
     if any(p.runs > 1 or p.fresh for p in plans):
         ordered = []
         for item, k, plan in interleave(cells, plans):

@@ -11,7 +11,7 @@ import pytest
 
 from pytest_inferbench.core.verdicts import look_schedule
 from pytest_inferbench.run.cell import run_cell
-from pytest_inferbench.run.paired import _round
+from pytest_inferbench.run.paired import run_round
 from pytest_inferbench.models.cache import ArtifactCache
 from pytest_inferbench.spec import load_spec
 
@@ -40,7 +40,7 @@ def test_rounds_alternate_the_sides_and_mirror_their_order():
     log = []
     a, b = _Side("A", log), _Side("B", log)
     for i in range(2):
-        _round(a, b, i, 3, 0.01, {"a": array("q"), "b": array("q")})
+        run_round(a, b, i, 3, 0.01, {"a": array("q"), "b": array("q")})
     assert "".join(log) == "ABBAAB" + "BAABBA"
 
 

@@ -149,7 +149,8 @@ def test_runs_go_round_robin_in_a_shuffled_order_per_round(pytester):
     ("benchmarks:\n  - model: mlp-tiny\n    runtime: torch\n", ["--infer-processes", "0"],
      "--infer-processes must be at least 1, got 0"),
     ("benchmarks:\n  - model: mlp-tiny\n    runtime: onnxruntime\n    processes: 2\n"
-     "    ab: {baseline: {runtime: torch}}\n", [], "`processes` does not apply to paired cells (ab)"),
+     "    workload: {scenario: server, rate: 50}\n    ab: {baseline: {runtime: torch}}\n", [],
+     "`processes` on a paired cell measures both sides in fresh in-process worker processes"),
 ])
 def test_runs_that_cannot_be_measured_are_usage_errors(pytester, spec, args, words):
     pytester.makefile(".yaml", bench_p="name: p\n" + spec)

@@ -523,6 +523,9 @@ class AB(Section):
     switch_s: float | None = None
     sub_slices: int | None = None
     gate: dict[str, Any] | None = None           # the gate's own config (core/thresholds.py)
-    ratios: dict[str, list[Any]] | None = None   # metric -> per-round ratios b/a
+    unit: str | None = None              # what a ratio is of: "round" | "process pair"
+    ratios: dict[str, list[Any]] | None = None   # metric -> each unit's ratio b/a (judged)
+    pairs: list[dict[str, Any]] | None = None    # process pairs: pids, lead, ratios, log sd
+    noise: dict[str, Any] | None = None  # metric -> the log ratios' split (core/noise.py)
     metrics: list[dict[str, Any]] | None = None  # judgements (core/verdicts.Judgement.to_json)
 

@@ -216,17 +216,25 @@ def cell_verdict(judgements: list[Judgement]) -> str:
 
 # ----------------------------------------------------------------------------- paired rounds
 
-def paired_judgement(metric: str, limit: float, ratios: Sequence[float]) -> Judgement:
-    """Per-round ratios candidate/baseline of one metric -> a judgement on the mean log ratio
+# what a paired ratio is of (run/paired.py): its plural and its spread's name, for messages
+PAIRED_UNITS = {"round": ("rounds", "round-to-round"),
+                "process pair": ("process pairs", "pair-to-pair")}
+
+
+def paired_judgement(metric: str, limit: float, ratios: Sequence[float],
+                     unit: str = "round") -> Judgement:
+    """Per-round (or per-pair of processes: `unit`) ratios candidate/baseline of one metric
+    -> a judgement on the mean log ratio
     with a Student t interval (n - 1 df). With the 6-40 rounds a paired run has, a percentile
     bootstrap interval is too narrow (it undercovers by several points at n = 10); the t
     interval is its large-sample limit with the right small-sample width. The bootstrap
     interval is kept beside it (`bootstrap`) as a cross-check."""
     r = np.asarray([x for x in ratios if x is not None], dtype=np.float64)
     sign = 1 if is_latency(metric) else -1
+    plural, spread_name = PAIRED_UNITS[unit]
     if len(r) < 3 or not np.all(np.isfinite(r)) or np.any(r <= 0):
         return Judgement(metric, limit, math.nan, math.inf,
-                         missing=f"{metric}: {len(r)} usable rounds (need 3)")
+                         missing=f"{metric}: {len(r)} usable {plural} (need 3)")
     logs = np.log(r)
     n = len(logs)
     se = float(logs.std(ddof=1) / math.sqrt(n))
@@ -236,7 +244,8 @@ def paired_judgement(metric: str, limit: float, ratios: Sequence[float]) -> Judg
               "bootstrap": [round(est.lo, 6), round(est.hi, 6)],
               "median_ratio": round(est.median, 6)}
     return Judgement(metric, limit, sign * float(logs.mean()), se, df=n - 1,
-                     noise=f"paired, {n} rounds, round-to-round sd ±{100 * math.expm1(spread):.1f}%",
+                     noise=f"paired, {n} {plural}, {spread_name} sd "
+                           f"±{100 * math.expm1(spread):.1f}%",
                      detail=detail)
 
 
@@ -250,12 +259,12 @@ def look_schedule(rounds: int, cap: int) -> list[int]:
     return looks
 
 
-def judge(ratios: dict, gate: GateConfig, looks: int, cells: int):
-    """Judgements of the gated metrics from per-round ratios (also used by `compare` to
-    re-judge a stored paired result under another gate)."""
+def judge(ratios: dict, gate: GateConfig, looks: int, cells: int, unit: str = "round"):
+    """Judgements of the gated metrics from per-round (or per-pair: `unit`) ratios (also
+    used by `compare` to re-judge a stored paired result under another gate)."""
     judgements = []
     for metric, limit in gate.thresholds.items():
-        judgements.append(paired_judgement(metric, limit, ratios.get(metric) or []))
+        judgements.append(paired_judgement(metric, limit, ratios.get(metric) or [], unit))
     decide(judgements, gate.confidence, looks=looks, cells=cells)
     return judgements
 

@@ -227,11 +227,12 @@ def paired_entry(result: Result, gate: GateConfig | None = None) -> dict:
     metrics = ab.metrics or []
     verdict = ab.verdict or UNDETERMINED
     if gate is not None:
-        js = judge(ab.ratios or {}, gate, ab.looks or 1, ab.cells or 1)
+        js = judge(ab.ratios or {}, gate, ab.looks or 1, ab.cells or 1, ab.unit or "round")
         metrics = [j.to_json() for j in js]
         verdict = cell_verdict(js)
     return {"cell": display(result), "id": result.id, "mode": "paired",
             "verdict": verdict, "metrics": metrics, "rounds": ab.rounds,
+            "pairs": len(ab.pairs) if ab.pairs else None,
             "against": ab.baseline.changes if ab.baseline is not None else None}
 
 
@@ -286,7 +287,8 @@ def render_text(c: dict, width: int = 100) -> str:
             else:
                 lines.append(f"    {m['metric']}: {m['verdict']}: {m['reason']}")
         if e["mode"] == "paired":
-            lines.append(f"    ({e.get('rounds')} interleaved rounds against "
+            pairs = f"{e['pairs']} pairs of fresh processes, " if e.get("pairs") else ""
+            lines.append(f"    ({pairs}{e.get('rounds')} interleaved rounds against "
                          f"{e.get('against')})")
     unchanged = [e["cell"] for e in c["verdicts"] if e["verdict"] == NO_CHANGE]
     if unchanged:

@@ -5,6 +5,7 @@ is measured by the pipeline of its system under test:
     a server or endpoint   run/served.py      (KServe v2 over HTTP/gRPC)
     an OpenAI endpoint     run/generative.py  (streamed tokens: TTFT, ITL, goodput)
     paired A/B (`ab:`)     run/paired.py      (two systems under test, interleaved)
+      ... in processes     run/paired_processes.py (pairs of fresh processes)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..workload.samples import Progress
 from .generative import run_generative_cell
 from .inprocess import run_inprocess_cell
 from .paired import run_paired_cell
+from .paired_processes import run_process_pairs
 from .served import run_served_cell
 
 
@@ -31,6 +33,9 @@ def run_cell(cell, cache, progress: Progress | None = None, servers=None,
     if cell.ab is not None:
         if servers is not None:
             servers.release_unless(cell)
+        if cell.settings.processes:     # pairs of fresh processes
+            return run_process_pairs(cell, cache, progress, cells=paired_cells,
+                                     rootdir=rootdir)
         return run_paired_cell(cell, cache, progress, cells=paired_cells, rootdir=rootdir)
     if servers is not None:
         servers.release_unless(cell)      # no idle server beside another cell's measurement

@@ -29,9 +29,8 @@ from ..core.errors import CellStepError, RuntimeUnavailable
 from ..core.result import Result
 from ..workload.samples import Progress
 from .process_worker import PROGRESS_MARK
-from .remote import user_paths
+from .remote import PROCESS_ENV, user_paths
 
-PROCESS_ENV = "INFERBENCH_PROCESS"     # "k/N" in the child, for the user's code to read
 STDERR_LINES = 12          # the tail of a crashed process's stderr, in its failure message
 LOAD_ALLOWANCE_S = 300.0   # the default timeout's allowance for start-up, loading, converting
 

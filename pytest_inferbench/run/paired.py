@@ -20,7 +20,8 @@ then at each doubling up to `max_rounds`, rounds are added while any metric is u
 that optional stopping honest.
 
 The cell's result is the candidate's measurement (every B query of every round), with
-`result.ab` holding the rounds, the ratios, the baseline's summary and the verdicts.
+`result.ab` holding the rounds, the ratios, the baseline's summary and the verdicts. With
+`processes: P` the same rounds run in pairs of fresh processes (run/paired_processes.py).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ class OpenLoopDrive:
 
 
 @dataclass
-class _Plan:
+class PairedPlan:
     """What a paired cell runs: its rounds' shape, the metrics judged and when to look."""
     cell: Any
     cells: int
@@ -166,13 +167,17 @@ class _Plan:
         self.drive = OpenLoopDrive(cell) if open_loop else ClosedLoopDrive()
         base = OPEN_ROUND_METRICS if open_loop else ROUND_METRICS
         self.metrics = tuple(dict.fromkeys(base + tuple(self.gate.thresholds)))
-        self.looks = look_schedule(self.ab.rounds, self.ab.cap)
+        # with `processes: P`, the judged unit is a pair of fresh processes (P, then more
+        # pairs while undecided, up to ab.max_processes), each pair running `rounds` rounds
+        self.processes = cell.settings.processes
+        self.looks = (look_schedule(self.processes, self.ab.pair_cap(self.processes))
+                      if self.processes else look_schedule(self.ab.rounds, self.ab.cap))
         self.sub = self.ab.switch
         self.k = max(1, round(self.ab.slice / self.sub))
 
 
 @dataclass
-class _Rounds:
+class Rounds:
     """What the rounds measured, per side ("a", "b"): every latency, busy ns, each round's
     figures; the judgements at the last look, why the rounds stopped, the window."""
     lat: dict = field(default_factory=lambda: {"a": array("q"), "b": array("q")})
@@ -182,12 +187,20 @@ class _Rounds:
     stopped: str = "max_rounds"
     warm_s: float = 0.0
     window: Window | None = None
+    pairs: list = field(default_factory=list)   # with processes: each pair's pids and ratios
+
+    def ratios(self, metrics, digits: int | None = None) -> dict:
+        """What is judged: each round's ratio, or with processes each pair's (the geometric
+        mean of its rounds' ratios)."""
+        if not self.pairs:
+            return round_ratios(self.per_round, metrics, digits)
+        return {m: [_rounded(p["ratios"][m], digits) for p in self.pairs] for m in metrics}
 
 
 def run_paired_cell(cell, cache, progress=None, cells: int = 1, rootdir=None) -> Result:
     """Measure a cell with `ab`: baseline and candidate interleaved; see the module doc.
     cells: how many paired cells the session judges (the Bonferroni family)."""
-    plan = _Plan(cell, cells)
+    plan = PairedPlan(cell, cells)
     a_side = make_baseline_side(cell, cache, rootdir)
     try:
         b_side = make_side(cell, cache)
@@ -197,21 +210,21 @@ def run_paired_cell(cell, cache, progress=None, cells: int = 1, rootdir=None) ->
     t_start = time.perf_counter()
     try:
         rounds = _measure_rounds(plan, a_side, b_side, progress, t_start)
-        a_info = _safe_info(a_side)
+        a_info = safe_info(a_side)
         described = Result(scenario=cell.workload.scenario, batch_size=cell.batch_size)
         b_side.describe(described)
     finally:
         a_side.close()
         b_side.close()
-    result = _candidate_result(plan, rounds, described, time.perf_counter() - t_start)
-    result.ab = _ab_figures(plan, rounds, a_info, a_side.errors)
-    return _judge_sides(plan, result, a_side, b_side, rounds)
+    result = candidate_result(plan, rounds, described, time.perf_counter() - t_start)
+    result.ab = ab_figures(plan, rounds, a_info, a_side.errors)
+    return judge_sides(plan, result, a_side, b_side, rounds)
 
 
-def _measure_rounds(plan: _Plan, a_side, b_side, progress, t_start: float) -> _Rounds:
+def _measure_rounds(plan: PairedPlan, a_side, b_side, progress, t_start: float) -> Rounds:
     """Warm both sides, run one discarded round, then rounds inside the measured window
     until every metric is decided or the last look."""
-    rounds = _Rounds()
+    rounds = Rounds()
     drive, warmup = plan.drive, plan.cell.settings.warmup
     # a launched server keeps to its CPUs; the generator (this process) to the others
     client_cpus = next((s.client_cpus for s in (b_side, a_side)
@@ -222,7 +235,7 @@ def _measure_rounds(plan: _Plan, a_side, b_side, progress, t_start: float) -> _R
         b_side.warm(warmup)
         rounds.warm_s = time.perf_counter() - t0
         discard = {"a": array("q"), "b": array("q")}
-        _round(a_side, b_side, -1, min(plan.k, 4), plan.sub if not drive.open_loop else
+        run_round(a_side, b_side, -1, min(plan.k, 4), plan.sub if not drive.open_loop else
                min(plan.sub, 0.2), discard, drive)
         for side in (a_side, b_side):       # the discarded round's failures too
             side.errors = ErrorLog()
@@ -232,30 +245,35 @@ def _measure_rounds(plan: _Plan, a_side, b_side, progress, t_start: float) -> _R
     return rounds
 
 
-def _rounds_until_decided(plan: _Plan, a_side, b_side, rounds: _Rounds, progress,
+def _rounds_until_decided(plan: PairedPlan, a_side, b_side, rounds: Rounds, progress,
                           t_start: float) -> None:
     n = 0
     for target in plan.looks:
         while n < target:
-            got = {"a": array("q"), "b": array("q")}
-            spent = _round(a_side, b_side, n, plan.k, plan.sub, got, plan.drive)
-            for side, side_obj in (("a", a_side), ("b", b_side)):
-                arr = np.frombuffer(got[side], dtype=np.int64)
-                rounds.per_round[side].append(round_metrics(arr, spent[side],
-                                                            side_obj.batch_size, plan.metrics))
-                rounds.lat[side].extend(got[side])
-                rounds.busy[side] += spent[side]
+            record_round(plan, a_side, b_side, n, rounds)
             n += 1
             if progress is not None:
                 progress(time.perf_counter() - t_start, len(rounds.lat["b"]), None)
-        rounds.judgements = judge(_ratios(rounds.per_round, plan.metrics), plan.gate,
-                                  len(plan.looks), plan.cells)
+        rounds.judgements = judge(rounds.ratios(plan.metrics), plan.gate, len(plan.looks),
+                                  plan.cells)
         if all(j.verdict != UNDETERMINED for j in rounds.judgements):
             rounds.stopped = "decided"
             return
 
 
-def _candidate_result(plan: _Plan, rounds: _Rounds, described: Result, wall: float) -> Result:
+def record_round(plan: PairedPlan, a_side, b_side, index: int, rounds: Rounds) -> None:
+    """One round, its figures per side added to `rounds`."""
+    got = {"a": array("q"), "b": array("q")}
+    spent = run_round(a_side, b_side, index, plan.k, plan.sub, got, plan.drive)
+    for side, side_obj in (("a", a_side), ("b", b_side)):
+        arr = np.frombuffer(got[side], dtype=np.int64)
+        rounds.per_round[side].append(round_metrics(arr, spent[side], side_obj.batch_size,
+                                                    plan.metrics))
+        rounds.lat[side].extend(got[side])
+        rounds.busy[side] += spent[side]
+
+
+def candidate_result(plan: PairedPlan, rounds: Rounds, described: Result, wall: float) -> Result:
     """The cell's result: the candidate's every query of every round."""
     cell, settings = plan.cell, plan.cell.settings
     lat_b = np.frombuffer(rounds.lat["b"], dtype=np.int64)
@@ -273,7 +291,8 @@ def _candidate_result(plan: _Plan, rounds: _Rounds, described: Result, wall: flo
     return result
 
 
-def _ab_figures(plan: _Plan, rounds: _Rounds, a_info: dict, a_errors: ErrorLog) -> dict:
+def ab_figures(plan: PairedPlan, rounds: Rounds, a_info: dict, a_errors: ErrorLog,
+               noise: dict | None = None) -> dict:
     """result.ab: the verdict, the baseline's summary, the rounds and their ratios."""
     cell, ab = plan.cell, plan.ab
     lat_a = np.frombuffer(rounds.lat["a"], dtype=np.int64)
@@ -291,12 +310,15 @@ def _ab_figures(plan: _Plan, rounds: _Rounds, a_info: dict, a_errors: ErrorLog) 
         "rounds": len(rounds.per_round["b"]), "looks": len(plan.looks), "look_at": plan.looks,
         "stopped": rounds.stopped, "cells": plan.cells, "slice_s": ab.slice,
         "switch_s": plan.sub, "sub_slices": plan.k, "gate": plan.gate.to_json(),
-        "ratios": _ratios(rounds.per_round, plan.metrics, digits=6),
+        "unit": "process pair" if rounds.pairs else "round",
+        "ratios": rounds.ratios(plan.metrics, digits=6),
+        "pairs": rounds.pairs or None,
+        "noise": noise,
         "metrics": [j.to_json() for j in rounds.judgements],
     }
 
 
-def _judge_sides(plan: _Plan, result: Result, a_side, b_side, rounds: _Rounds) -> Result:
+def judge_sides(plan: PairedPlan, result: Result, a_side, b_side, rounds: Rounds) -> Result:
     """Open-loop validity of both sides, then the error judgement of each: a failing
     baseline's ratios are no evidence."""
     settings = plan.cell.settings
@@ -321,14 +343,14 @@ def _judge_sides(plan: _Plan, result: Result, a_side, b_side, rounds: _Rounds) -
     return result
 
 
-def _safe_info(side) -> dict:
+def safe_info(side) -> dict:
     try:
         return side.info()
     except Exception:  # noqa: BLE001 - informational only
         return {}
 
 
-def _round(a_side, b_side, index: int, k: int, sub: float, out: dict, drive=None) -> dict:
+def run_round(a_side, b_side, index: int, k: int, sub: float, out: dict, drive=None) -> dict:
     """One round: k sub-slices per side, alternating A B B A ... (mirrored on odd rounds)."""
     drive = drive or ClosedLoopDrive()
     spent = {"a": 0, "b": 0}
@@ -341,7 +363,11 @@ def _round(a_side, b_side, index: int, k: int, sub: float, out: dict, drive=None
     return spent
 
 
-def _ratios(per_round: dict, metrics, digits: int | None = None) -> dict:
+def _rounded(value, digits: int | None):
+    return round(value, digits) if (value is not None and digits) else value
+
+
+def round_ratios(per_round: dict, metrics, digits: int | None = None) -> dict:
     out = {}
     for m in metrics:
         values = []
@@ -370,7 +396,7 @@ def failure_message(result: Result) -> str:
     """The item's failure text for a paired regression: which metrics, by how much, with what
     confidence, against what."""
     ab = result.ab or {}
-    lines = [f"paired A/B regression after {ab.get('rounds')} rounds (candidate: this cell; "
+    lines = [f"paired A/B regression after {measured(ab)} (candidate: this cell; "
              f"baseline: {ab.get('baseline', {}).get('changes')})"]
     for m in ab.get("metrics", []):
         if m.get("verdict") == "regression":
@@ -385,7 +411,14 @@ def summary_line(ab: dict) -> str:
         ch = f"{100 * (r - 1):+.1f}%" if r else "?"
         parts.append(f"{m['metric']} {ch} ({m['verdict']})")
     return (f"{ab.get('verdict')}: " + ", ".join(parts) +
-            f"; {ab.get('rounds')} rounds vs {ab.get('baseline', {}).get('changes')}")
+            f"; {measured(ab)} vs {ab.get('baseline', {}).get('changes')}")
+
+
+def measured(ab: dict) -> str:
+    """What a paired cell measured: "10 rounds", or "3 pairs of fresh processes, 9 rounds"."""
+    pairs = ab.get("pairs")
+    rounds = f"{ab.get('rounds')} rounds"
+    return f"{len(pairs)} pairs of fresh processes, {rounds}" if pairs else rounds
 
 
 def baseline_cell(cell):

@@ -31,13 +31,14 @@ from ..workload.failures import ErrorLog
 
 HARNESS = Path(__file__).resolve().parents[1]      # the pytest_inferbench package directory
 START_TIMEOUT_S = 300.0
+PROCESS_ENV = "INFERBENCH_PROCESS"   # "k/N" in a fresh measuring process, for the user's code
 
 
 class RemoteError(RuntimeError):
     pass
 
 
-def _remote_main(channel, harness, sys_path, cell_json, cache_root, chdir):
+def _remote_main(channel, harness, sys_path, cell_json, cache_root, chdir, env=None):
     """Runs in the remote interpreter (execnet sends this function's source): load the harness
     from this session's package directory (pinned by path), then serve the side
     (run/remote_worker.py) over the channel."""
@@ -46,6 +47,7 @@ def _remote_main(channel, harness, sys_path, cell_json, cache_root, chdir):
     import json
     import os
     import sys
+    os.environ.update(env or {})
     if chdir:
         os.chdir(chdir)
     for p in reversed(sys_path):
@@ -65,10 +67,12 @@ def _remote_main(channel, harness, sys_path, cell_json, cache_root, chdir):
 
 
 class RemoteSide:
-    """The LocalSide interface (warm, run, info, close) over an execnet channel."""
+    """The LocalSide interface (warm, run, info, describe, close) over an execnet channel.
+    role: which side this is, for messages; env: variables set in the remote before loading
+    (a fresh process's INFERBENCH_PROCESS)."""
 
     def __init__(self, cell, cache, python: str | None = None, git: str | None = None,
-                 rootdir=None):
+                 rootdir=None, role: str = "baseline", env: dict | None = None):
         execnet = require("execnet", "pip install execnet (it comes with pytest-xdist)")
         self.batch_size = cell.batch_size
         self.errors = ErrorLog()
@@ -84,22 +88,23 @@ class RemoteSide:
             sys_path = [str(_rebase_path(p, repo, tree)) for p in sys_path]
             sys_path.insert(0, str(tree))
             chdir = str(_rebase_path(chdir, repo, tree))
-        self.where = f"python {interpreter}" + (f", git {git}" if git else "")
+        self.where = f"{role} in python {interpreter}" + (f", git {git}" if git else "")
         try:
             self.gateway = execnet.makegateway(f"popen//python={interpreter}")
             self.channel = self.gateway.remote_exec(
                 _remote_main, harness=str(HARNESS), sys_path=sys_path,
                 cell_json=json.dumps(cell.model_dump(mode="json")),
-                cache_root=str(cache.root), chdir=chdir)
+                cache_root=str(cache.root), chdir=chdir, env=dict(env or {}))
             reply = json.loads(self.channel.receive(START_TIMEOUT_S))
         except Exception as exc:
             self.close()
-            raise RemoteError(f"baseline in {self.where}: could not start: "
+            raise RemoteError(f"{self.where}: could not start: "
                               f"{type(exc).__name__}: {exc}") from None
         if not reply.get("ok"):
             self.close()
-            raise RemoteError(f"baseline in {self.where}: {reply.get('error')}")
+            raise RemoteError(f"{self.where}: {reply.get('error')}")
         self._info = reply["info"]
+        self._described = reply.get("described") or {}
 
     def warm(self, warmup) -> None:
         self.channel.send(("warm", warmup))
@@ -114,6 +119,11 @@ class RemoteSide:
 
     def info(self) -> dict:
         return self._info
+
+    def describe(self, result) -> None:
+        """The result's runtime and model sections, as the remote side's runner gave them."""
+        for name, value in self._described.items():
+            setattr(result, name, value)
 
     def close(self) -> None:
         if self.gateway is not None:

@@ -8,6 +8,7 @@ import os
 import sys
 from array import array
 
+from ..core.result import Result
 from ..measure.provenance import versions
 from ..models.cache import ArtifactCache
 from ..spec import Cell
@@ -20,10 +21,13 @@ def serve(channel, cell_json: str, cache_root: str) -> None:
     try:
         side = LocalSide(Cell.model_validate(json.loads(cell_json)), ArtifactCache(cache_root))
         info = side.info()
-        info.update(process=f"{sys.executable} (pid {os.getpid()})",
+        info.update(process=f"{sys.executable} (pid {os.getpid()})", pid=os.getpid(),
                     python=sys.version.split()[0], versions=versions())
-        channel.send(json.dumps({"ok": True, "info": info, "batch_size": side.batch_size},
-                                default=str))
+        described = Result(scenario=side.cell.workload.scenario, batch_size=side.batch_size)
+        side.describe(described)
+        channel.send(json.dumps({"ok": True, "info": info, "batch_size": side.batch_size,
+                                 "described": described.model_dump(
+                                     mode="json", include={"runtime", "model"})}, default=str))
     except BaseException as exc:  # noqa: BLE001 - reported to the caller as one line
         channel.send(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         return

@@ -33,17 +33,50 @@ def run_plan(cell, repeats: int, forced: int | None, default: int | None = None)
         raise ValueError(f"--infer-processes must be at least 1, got {forced}")
     processes = forced or cell.settings.processes or (default if repeats == 1 else None)
     where = f"{cell.spec}:{cell.line or 1}: {cell.id}"
-    if processes is None or cell.ab is not None or cell.search is not None:
+    if cell.ab is not None:                 # its pairs of processes: run/paired.py
+        paired_processes(cell, forced)
+        return RunPlan(repeats, False)
+    if processes is None or cell.search is not None:
         if cell.settings.processes is not None:    # written on the entry: say why not
-            kind = "paired cells (ab)" if cell.ab is not None else "configuration searches"
-            raise ValueError(f"{where}: `processes` does not apply to {kind}, which measure "
-                             f"their rounds or trials in the session's process")
+            raise ValueError(f"{where}: `processes` does not apply to configuration "
+                             f"searches, which measure their trials in the session's process")
         return RunPlan(repeats, False)
     if repeats > 1:
         raise ValueError(f"{where}: --infer-repeat {repeats} repeats in the session's process "
                          f"and `processes: {processes}` measures in fresh processes: use one "
                          f"of them (processes see the noise between processes as well)")
     return RunPlan(processes, True)
+
+
+def paired_processes(cell, forced: int | None) -> int | None:
+    """How many pairs of fresh processes a paired cell starts with (--infer-processes, else
+    its `processes`; None: both sides in the session's process, rounds judged); ValueError
+    where its sides cannot run in fresh processes."""
+    sides = [cell.serving] + ([cell.ab.baseline.serving] if cell.ab.baseline.serving else [])
+    fits = cell.workload.scenario_def.closed_loop and all(s.system == "inprocess"
+                                                          for s in sides)
+    where = f"{cell.spec}:{cell.line or 1}: {cell.id}"
+    if cell.settings.processes is None:     # --infer-processes: the paired cells it fits
+        if cell.ab.max_processes is not None and not forced:
+            raise ValueError(f"{where}: ab.max_processes caps the pairs of fresh processes "
+                             f"that `processes` starts: give `processes` too")
+        processes = forced if forced and forced > 1 and fits else None
+    else:
+        processes = forced if forced and forced > 1 else cell.settings.processes
+    if processes is None:
+        return None
+    if cell.ab.max_processes is not None and cell.ab.max_processes < processes:
+        raise ValueError(f"{where}: ab.max_processes ({cell.ab.max_processes}) is below "
+                         f"processes ({processes})")
+    if not fits:
+        raise ValueError(f"{where}: `processes` on a paired "
+                         f"cell measures both sides in fresh in-process worker processes: "
+                         f"it takes an in-process closed-loop cell, not "
+                         f"{cell.workload.scenario} {cell.serving.label()}")
+    if processes < 2:
+        raise ValueError(f"{where}: a paired cell judges the "
+                         f"spread between its pairs of processes: `processes` of at least 2")
+    return processes
 
 
 def interleave(items: list, plans: list[RunPlan]) -> list[tuple[object, int, RunPlan]]:

@@ -51,12 +51,18 @@ class ABSpec(BaseModel):
     rounds (more, up to `max_rounds`, while undecided), each side `slice` seconds a round in
     sub-slices of `switch` seconds that alternate between the sides. Defaults depend on the
     scenario (see `for_scenario`): closed loop 0.5 s in 10 ms sub-slices; open loop 2 s in
-    0.5 s sub-slices, since a sub-slice must hold enough arrivals at the cell's rate."""
+    0.5 s sub-slices, since a sub-slice must hold enough arrivals at the cell's rate.
+    With `processes: P` (settings), the sides run in pairs of fresh processes, P pairs and
+    more, up to `max_processes`, while undecided; each pair runs `rounds` rounds and the
+    pairs' ratios are judged (schedule/runs.py checks where that applies)."""
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     rounds: int = Field(10, ge=3, le=10_000)
     max_rounds: int | None = Field(None, ge=3, le=10_000)
     slice: Duration | None = Field(None, gt=0)
     switch: Duration | None = Field(None, gt=0)
+    # with `processes: P` (pairs of fresh processes, `rounds` rounds each): at most this many
+    # pairs while undecided; default 4 P
+    max_processes: int | None = Field(None, ge=2, le=10_000)
     baseline: ABBaseline = ABBaseline()
 
     def for_scenario(self, scenario: str) -> "ABSpec":
@@ -77,6 +83,10 @@ class ABSpec(BaseModel):
     @property
     def cap(self) -> int:
         return self.max_rounds if self.max_rounds is not None else 4 * self.rounds
+
+    def pair_cap(self, processes: int) -> int:
+        """The most pairs of processes a cell starting with `processes` pairs may run."""
+        return self.max_processes if self.max_processes is not None else 4 * processes
 
 
 def ab_section(ctx, raw, path) -> ABSpec:
