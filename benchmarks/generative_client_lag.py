@@ -6,8 +6,10 @@ every 5 ms, 27 chunks a request) pinned to the second core; the client side (the
 process and any client worker processes) pinned to the first, as serving/affinity.py splits a
 host. At 50, 150 and 300 requests/s (Poisson) each client mode runs a server cell:
 
-- `client_processes: 0`: today's in-process client (an issuer thread hands each request to an
-  event loop in another thread of the same process);
+- `client_processes: 0`: the in-process client: the lean one (serving/lean_stream.py: the
+  issuer thread writes prepared requests, one thread stamps what arrives, events parsed after
+  the window); `aiohttp`: the same with the aiohttp client it replaced (the issuer hands each
+  request to an event loop in another thread of the same process);
 - `client_processes: N`: N worker processes, each sending its share of the schedule from its
   own event loop at the scheduled times and parsing its own streams.
 
@@ -16,7 +18,8 @@ over / timer fired), the client's lag p50/p99 (scheduled -> request about to be 
 p50/p99 from the scheduled send, how much the client's lag moved TTFT p99, valid, and the CPU
 seconds per second of the client threads or processes (where the time went).
 
-    python benchmarks/generative_client_lag.py [--seconds 4] [--rates 50,150,300] [--modes 0,1,2]
+    python benchmarks/generative_client_lag.py [--seconds 4] [--rates 50,150,300] [--modes aiohttp,0,1]
+                                               [--arrival constant] [--repeats N]
 
 Runs against whichever pytest_inferbench is first on the path: `--modes -` leaves the field
 out, so PYTHONPATH=<a copy of an older version> measures the version before client
@@ -80,16 +83,29 @@ SPEC = """name: lag
 defaults: {{warmup: 20, min_duration: {s}s, max_duration: {s}s, min_queries: 10, ci_width: 1e-9}}
 benchmarks:
   - serving: {{system: openai, url: "{url}", model: m}}
-    workload: {{scenario: server, arrival: poisson, rate: {rate}, timeout: 10s,
+    workload: {{scenario: server, arrival: {arrival}, rate: {rate}, timeout: 10s,
                {mode}prompts: {{input_tokens: 16, output_tokens: {tokens}}}}}
 """
 
 
-def run(url, tmp, rate, mode, seconds, tokens, cpus):
+def _aiohttp_only(loop, prepared, n, rate):
+    """The in-process client before the lean one: aiohttp on the event loop."""
+    from pytest_inferbench.workload.generative import GenerativeSUT
+    return GenerativeSUT(loop, prepared, n)
+
+
+def run(url, tmp, rate, mode, seconds, tokens, cpus, arrival="poisson"):
+    """mode: client_processes N, '-' (unset), or 'aiohttp' (0, the aiohttp client forced)."""
+    from pytest_inferbench.workload import generative
     spec = tmp / f"bench_lag_{rate}_{mode}.yaml"
-    field = "" if mode == "-" else f"client_processes: {mode}, "
-    spec.write_text(SPEC.format(s=seconds, url=url, rate=rate, mode=field, tokens=tokens))
+    field = ("" if mode == "-" else
+             f"client_processes: {0 if mode == 'aiohttp' else mode}, ")
+    spec.write_text(SPEC.format(s=seconds, url=url, rate=rate, mode=field, tokens=tokens,
+                                arrival=arrival))
     (cell,) = load_spec(spec)
+    lean = generative.open_loop_sut
+    if mode == "aiohttp":
+        generative.open_loop_sut = _aiohttp_only
     # process CPU (every thread, ended ones too) and the main thread's, which issues
     p0, t0 = time.process_time(), time.thread_time()
     pauses = []
@@ -106,6 +122,7 @@ def run(url, tmp, rate, mode, seconds, tokens, cpus):
             r = measure_generative(url, "m", cell)
     finally:
         gc.callbacks.remove(gc_cb)
+        generative.open_loop_sut = lean
     p1, t1 = time.process_time(), time.thread_time()
     g = r.generative
     # collections inside the measured window only (not the one the cell makes before it)
@@ -118,12 +135,14 @@ def run(url, tmp, rate, mode, seconds, tokens, cpus):
     else:
         # includes probe and warm-up (a few % at these rates)
         main, total = (t1 - t0) / window, (p1 - p0) / window
-        where = f"issuer {main:.2f} loop+rest {total - main:.2f}"
+        per = 1e3 * total / (g["requests_per_s"] or 1)
+        where = (f"issuer {main:.2f} loop+rest {total - main:.2f} = {per:.2f} ms/request "
+                 f"({r.load.get('open_loop_client')})")
     lag = g["send_lag_ms"]
     ttft = g["ttft_ms"]["percentiles"]
     chunks = g["output_tokens_per_s"] or 0
     eff = g["client_lag_effect"]
-    print(f"{mode:>5}{rate:>6}{g['requests_per_s'] or 0:>8.1f}{chunks:>9.0f}"
+    print(f"{mode:>7}{rate:>6}{g['requests_per_s'] or 0:>8.1f}{chunks:>9.0f}"
           f"{lag['issuer']['p99']:>9.2f}{lag['client']['p50']:>9.2f}{lag['client']['p99']:>9.2f}"
           f"{ttft['p50']['value']:>9.1f}{ttft['p99']['value']:>9.1f}"
           f"{100 * (eff or 0):>+8.1f}%{max(pauses, default=0) / 1e6:>7.1f}  "
@@ -135,7 +154,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--rates", default="50,150,300")
-    ap.add_argument("--modes", default="0,1", help="client_processes values, '-': unset")
+    ap.add_argument("--modes", default="aiohttp,0,1",
+                    help="client_processes values, '-': unset, 'aiohttp': 0 with the aiohttp "
+                         "client instead of the lean one (serving/lean_stream.py)")
+    ap.add_argument("--arrival", default="poisson", help="poisson or constant")
     ap.add_argument("--tokens", type=int, default=27)
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
@@ -144,7 +166,7 @@ def main() -> None:
     print(f"pytest_inferbench from {Path(pytest_inferbench.__file__).parent}")
     print(f"host: {os.cpu_count()} cpus; client side on {cpus and cpus['client']}, "
           f"mock server on {cpus and cpus['server']}; load {os.getloadavg()[0]:.2f}")
-    print(f"{'procs':>5}{'rate':>6}{'req/s':>8}{'chunk/s':>9}{'iss p99':>9}{'cli p50':>9}"
+    print(f"{'procs':>7}{'rate':>6}{'req/s':>8}{'chunk/s':>9}{'iss p99':>9}{'cli p50':>9}"
           f"{'cli p99':>9}{'ttft50':>9}{'ttft99':>9}{'effect':>9}{'gc ms':>7}  valid "
           f"client CPU s/s")
     with tempfile.TemporaryDirectory() as d:
@@ -156,7 +178,7 @@ def main() -> None:
                 for rate in [float(x) for x in args.rates.split(",")]:
                     for mode in args.modes.split(","):
                         run(url, tmp, rate, mode, args.seconds, args.tokens,
-                            cpus["client"] if cpus else None)
+                            cpus["client"] if cpus else None, args.arrival)
         finally:
             proc.terminate()
             proc.wait(10)

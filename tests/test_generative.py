@@ -40,6 +40,7 @@ cfg = json.loads(sys.argv[2])
 TTFT, ITL = cfg.get("ttft", 0.05), cfg.get("itl", 0.005)
 CAP, FAIL_EVERY = cfg.get("max_concurrency"), cfg.get("fail_every")
 REJECT_EXTRAS = cfg.get("reject_extras", False)
+CLOSE_EVERY, STALL_EVERY, LOG = cfg.get("close_every"), cfg.get("stall_every"), cfg.get("log")
 slots = asyncio.Semaphore(CAP) if CAP else None
 count = [0]
 
@@ -47,6 +48,12 @@ async def handle(request):
     body = await request.json()
     count[0] += 1
     n = count[0]
+    if LOG:                         # what arrived, as the server decoded it
+        with open(LOG, "a") as f:
+            f.write(json.dumps({"n": n, "body": body, "headers": {
+                k: request.headers.get(k) for k in ("Content-Type", "Authorization")}}) + "\n")
+    if STALL_EVERY and n % STALL_EVERY == 0:
+        await asyncio.sleep(3600)
     if REJECT_EXTRAS and ("ignore_eos" in body or "min_tokens" in body):
         return web.json_response({"error": {"message": "unknown field ignore_eos"}}, status=400)
     if FAIL_EVERY and n % FAIL_EVERY == 0:
@@ -72,6 +79,9 @@ async def handle(request):
             piece = {"delta": {"content": " tok"}} if chat else {"text": " tok"}
             chunk = {"id": f"req-{n}", "choices": [{"index": 0, **piece}]}
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if CLOSE_EVERY and n % CLOSE_EVERY == 0 and k == 1:
+                request.transport.close()   # mid-stream: two tokens sent, then gone
+                return resp
         if (body.get("stream_options") or {}).get("include_usage"):
             last = {"id": f"req-{n}", "choices": [], "usage": usage}
             await resp.write(b"data: " + json.dumps(last).encode() + b"\n\n")
@@ -89,7 +99,8 @@ app = web.Application()
 app.router.add_post("/v1/chat/completions", handle)
 app.router.add_post("/v1/completions", handle)
 app.router.add_get("/health", health)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None,
+            shutdown_timeout=0.5)           # a stalled handler must not hold the exit
 '''
 
 
@@ -125,7 +136,11 @@ def mock_server(tmp_path_factory):
     yield start
     for proc in procs:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def cell(tmp_path, url, workload, settings="warmup: 3, min_duration: 1s, max_duration: 2s, "

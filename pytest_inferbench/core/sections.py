@@ -228,6 +228,9 @@ class Load(Section):
     lag_effect_client: float | None = None
     client_processes: int | None = None
     client_cpu_s: list[float] | None = None
+    # who sent a generative open loop in this process: "lean-stream" (serving/lean_stream.py)
+    # or "aiohttp"
+    open_loop_client: str | None = None
     wall_s: float | None = None
     valid: bool = True
     invalid_reasons: list[str] = Field(default_factory=list)

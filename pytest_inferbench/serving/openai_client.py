@@ -56,6 +56,9 @@ class RequestRecord:
     max_tokens: int | None = None
     conversation: int | None = None
     turn: int | None = None
+    # the lean client (serving/lean_stream.py): (arrival ns, body bytes) as they came, parsed
+    # into the fields above after the window, then emptied
+    arrivals: list = field(default_factory=list)
 
     @property
     def content_chunks(self) -> int:
@@ -108,6 +111,60 @@ def request_body(api: str, model: str, prompt, max_tokens: int | None, stream: b
     return body
 
 
+class StreamParser:
+    """The server-sent events of one streamed completion, fed as they arrived: `feed(now,
+    data)` splits whatever arrived into lines and applies each complete `data:` event to the
+    record, timed `now` (a line is timed when its end arrives); True at `data: [DONE]`.
+    Raises OpenAIError for an error event. The aiohttp client feeds it as it reads, the lean
+    client (serving/lean_stream.py) after the window from what it stamped on arrival."""
+
+    def __init__(self, record: RequestRecord, chat: bool):
+        self.record, self.chat, self.buf = record, chat, b""
+
+    def feed(self, now: int, data: bytes) -> bool:
+        self.buf += data
+        if b"\n" not in data:
+            return False
+        lines = self.buf.split(b"\n")
+        self.buf = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue        # blank separators, comments (": ping"), event names
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                return True
+            self._chunk(json.loads(payload), now)
+        return False
+
+    def finish(self) -> None:
+        """The stream ended: complete only if its last event was [DONE]."""
+        if self.buf.startswith(b"data:") and self.buf[5:].strip() == b"[DONE]":
+            return                  # no newline after the last event: still complete
+        raise OpenAIError("the stream ended without `data: [DONE]`")
+
+    def _chunk(self, chunk: dict, now: int) -> None:
+        record, chat = self.record, self.chat
+        if "error" in chunk and not chunk.get("choices"):
+            err = chunk["error"]
+            raise OpenAIError(f"error in stream: "
+                              f"{err.get('message', err) if isinstance(err, dict) else err}")
+        if record.response_id is None:
+            record.response_id = chunk.get("id")
+        usage = chunk.get("usage")
+        if usage:
+            record.prompt_tokens = usage.get("prompt_tokens", record.prompt_tokens)
+            record.output_tokens = usage.get("completion_tokens", record.output_tokens)
+        for choice in chunk.get("choices") or ():
+            piece = ((choice.get("delta") or {}).get("content") if chat
+                     else choice.get("text"))
+            if piece:
+                if record.first_token_ns is None:
+                    record.first_token_ns = now
+                record.chunk_ns.append(now)
+            if choice.get("finish_reason"):
+                record.finish_reason = choice["finish_reason"]
+
+
 class OpenAIClient:
     """One aiohttp session to one server; `await client.send(record, body_bytes)` fills the
     record. Create and use it inside one running event loop."""
@@ -157,53 +214,17 @@ class OpenAIClient:
         return record
 
     async def _read_stream(self, resp, record: RequestRecord, clock) -> None:
-        # Whatever arrived is read at once and split into lines here: one await per read
-        # rather than per line halves the loop's work per chunk (measured in
+        # Whatever arrived is read at once and split into lines: one await per read rather
+        # than per line halves the loop's work per chunk (measured in
         # benchmarks/generative_client_lag.py), and the loop's spare time is what keeps the
-        # next scheduled send on time. A line is timed when its end arrives.
-        chat = self.api == "chat"
-        buf = b""
+        # next scheduled send on time.
+        parser = StreamParser(record, self.api == "chat")
         async for data in resp.content.iter_any():
-            now = clock()
-            buf += data
-            if b"\n" not in data:
-                continue
-            lines = buf.split(b"\n")
-            buf = lines.pop()
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue        # blank separators, comments (": ping"), event names
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    record.end_ns = clock()
-                    return
-                self._chunk(json.loads(payload), record, now, chat)
+            if parser.feed(clock(), data):
+                record.end_ns = clock()
+                return
         record.end_ns = clock()
-        if buf.startswith(b"data:") and buf[5:].strip() == b"[DONE]":
-            return                  # no newline after the last event: still complete
-        raise OpenAIError("the stream ended without `data: [DONE]`")
-
-    @staticmethod
-    def _chunk(chunk: dict, record: RequestRecord, now: int, chat: bool) -> None:
-        if "error" in chunk and not chunk.get("choices"):
-            err = chunk["error"]
-            raise OpenAIError(f"error in stream: "
-                              f"{err.get('message', err) if isinstance(err, dict) else err}")
-        if record.response_id is None:
-            record.response_id = chunk.get("id")
-        usage = chunk.get("usage")
-        if usage:
-            record.prompt_tokens = usage.get("prompt_tokens", record.prompt_tokens)
-            record.output_tokens = usage.get("completion_tokens", record.output_tokens)
-        for choice in chunk.get("choices") or ():
-            piece = ((choice.get("delta") or {}).get("content") if chat
-                     else choice.get("text"))
-            if piece:
-                if record.first_token_ns is None:
-                    record.first_token_ns = now
-                record.chunk_ns.append(now)
-            if choice.get("finish_reason"):
-                record.finish_reason = choice["finish_reason"]
+        parser.finish()
 
     def _read_body(self, doc: dict, record: RequestRecord) -> None:
         """A non-streamed response: one arrival, the whole text at once."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import itertools
 import math
 import os
@@ -32,7 +33,9 @@ import numpy as np
 
 from ..core.result import Latency, Result, Stop, Throughput
 from ..core.stats import relative_half_width
-from ..serving.openai_client import OpenAIClient, OpenAIError, RequestRecord, error_text
+from ..serving.lean_stream import LeanStreamSUT, build_stream_request, connections_for
+from ..serving.openai_client import (OpenAIClient, OpenAIError, RequestRecord, api_key,
+                                     error_text)
 from . import arrivals
 from .engine import Window, finish, finite, warm_up
 from .failures import ErrorLog
@@ -58,6 +61,8 @@ class _Loop:
     """An asyncio event loop in its own thread, with the client on it."""
 
     def __init__(self, url, api, stream, api_key_env, timeout):
+        self.url, self.api, self.stream, self.timeout = url, api, stream, timeout
+        self.api_key_env = api_key_env
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="inferbench-openai",
                                        daemon=True)
@@ -106,9 +111,12 @@ async def _send(client, rec, body, errors: ErrorLog | None):
 
 
 class GenerativeSUT:
-    """The open loop's system under test (workload/open_loop.py's protocol): issue(i) stamps
-    the dispatch time and hands request i to the event loop; the request's records fill in
-    there, and complete(i[, exc]) reports it back to the open loop."""
+    """The open loop's system under test (workload/open_loop.py's protocol) over aiohttp:
+    issue(i) stamps the dispatch time and hands request i to the event loop; the request's
+    records fill in there, and complete(i[, exc]) reports it back to the open loop. The lean
+    client (serving/lean_stream.py) has the same attributes and is preferred where it fits."""
+
+    client = "aiohttp"
 
     def __init__(self, loop: _Loop, prepared, n: int):
         self.loop, self.prepared = loop, prepared
@@ -147,6 +155,24 @@ class GenerativeSUT:
         except Exception:  # noqa: BLE001
             pass
 
+    def parse(self) -> None:
+        """The records are parsed as they stream here: nothing left to do."""
+
+
+def open_loop_sut(loop: _Loop, prepared, n: int, rate: float | None):
+    """The open loop's client: for streamed requests over plain HTTP with httptools present,
+    the lean one (prepared requests written by the issuer, serving/lean_stream.py says why);
+    else aiohttp's on the event loop."""
+    lean = (loop.stream and not loop.url.startswith("https://")
+            and importlib.util.find_spec("httptools") is not None)
+    if not lean:
+        return GenerativeSUT(loop, prepared, n)
+    key = api_key(loop.api_key_env)
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    requests = [build_stream_request(loop.url, loop.api, p.body, headers) for p in prepared]
+    return LeanStreamSUT(loop.url, requests, lambda i: _record(i, prepared), n, loop.timeout,
+                         loop.api == "chat", connections_for(rate))
+
 
 def _schedule(workload, settings) -> np.ndarray:
     schedule = arrivals.schedule(workload.arrival, workload.rate, settings.max_duration,
@@ -184,9 +210,11 @@ def run_open(loop: _Loop, prepared, workload, settings, target, progress):
     """The server scenario: the harness's open loop with the generative SUT. Returns
     (records, window start ns, the open loop's Samples)."""
     schedule = _schedule(workload, settings)
-    sut = GenerativeSUT(loop, prepared, len(schedule))
+    sut = open_loop_sut(loop, prepared, len(schedule), workload.rate)
     samples = run_open_loop(sut, schedule, settings, workload.timeout, workload.send_lag_bound,
                             target, progress)
+    sut.parse()
+    samples.extra["open_loop_client"] = sut.client
     # the open loop's start, exactly: its successful queries are ours, scheduled at
     # start + schedule[i] (its starts_ns are those scheduled times, in index order)
     good = sorted(sut.good)

@@ -1,0 +1,249 @@
+"""The generative open loop's lean streaming client: each request built before the window,
+written by the issuing thread itself, streamed answers read by one receiving thread that only
+stamps what arrives; the server-sent events are parsed after the window.
+
+Why not aiohttp on the hot path: each request there is a hand-off to an event loop (a
+wake-up), a task, aiohttp's request machinery, and then per chunk a StreamReader wake-up and a
+JSON parse on the same loop that must make the next send on time. Here a request is one
+`sendall` of prepared bytes on an idle keep-alive connection, stamped right before it, from
+the issuer's thread (no wake-up on the critical path); the receiving thread reads whatever
+arrived, stamps it, and hands it to httptools (llhttp, C) to undo the chunked encoding. A
+token's time is the arrival of the read that completed its `data:` line, as the aiohttp
+client times it (serving/openai_client.py's StreamParser does the parsing for both).
+
+A status of 400 or more fails the request with the server's message; a connection the server
+closes fails the request it carried (what arrived before is kept); a request unanswered after
+the timeout fails as a timeout and its connection is dropped, so that a late answer is never
+taken for another request's.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import select
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+from .lean_http import host_port
+from .openai_client import PATHS, OpenAIError, RequestRecord, StreamParser, error_text
+
+_POLL_S = 0.005             # the receiver's longest sleep: timeouts are found this promptly
+_MAX_OPEN = 256             # connections opened before the window, at most
+_ERROR_BODY = 300
+
+
+def build_stream_request(url: str, api: str, body: bytes, headers: dict | None = None) -> bytes:
+    """The whole HTTP/1.1 request of one streamed completion, as bytes."""
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    host, port = host_port(url)
+    path = parts.path.rstrip("/") + PATHS[api]
+    head = {"Host": f"{host}:{port}", "Connection": "keep-alive",
+            "Content-Type": "application/json", "Accept": "text/event-stream",
+            **(headers or {}), "Content-Length": str(len(body))}
+    lines = [f"POST {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in head.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def connections_for(rate: float | None) -> int:
+    """How many connections to open before the window: half a second of arrivals (a stream
+    holds its connection for its whole answer), at least 4, at most _MAX_OPEN; more are
+    opened by the issuer if they run out."""
+    return max(4, min(_MAX_OPEN, math.ceil(0.5 * (rate or 8))))
+
+
+class _Connection:
+    """One keep-alive connection and the request it carries (one at a time)."""
+
+    def __init__(self, address: tuple[str, int], timeout: float):
+        import httptools
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.parser = httptools.HttpResponseParser(self)
+        self.index: int | None = None
+        self.record: RequestRecord | None = None
+        self.deadline_ns = self.now = 0
+        self.done = self.keep_alive = False
+
+    def begin(self, index: int, record: RequestRecord, deadline_ns: int) -> None:
+        self.index, self.record, self.deadline_ns, self.done = index, record, deadline_ns, False
+
+    # httptools callbacks (the receiving thread, inside feed_data): stamp, keep, nothing else
+    def on_body(self, data: bytes) -> None:
+        if self.record is not None:
+            self.record.arrivals.append((self.now, data))
+
+    def on_message_complete(self) -> None:
+        self.done = True
+        self.keep_alive = self.parser.should_keep_alive()   # valid inside the callback only
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class LeanStreamSUT:
+    """Open-loop system under test (workload/open_loop.py's protocol) for streamed OpenAI
+    requests. `requests[k]` is prepared request k's bytes (request i sends i % len);
+    `new_record(i)` makes request i's RequestRecord. Like workload/generative.py's
+    GenerativeSUT it keeps `records`, `dispatched` and `good`; `parse()` fills the records'
+    chunks after the window."""
+
+    client = "lean-stream"
+
+    def __init__(self, url: str, requests: list[bytes], new_record, n: int, timeout: float,
+                 chat: bool, connections: int = 8):
+        import numpy as np
+        self.address, self.requests, self.new_record = host_port(url), requests, new_record
+        self.timeout, self.chat, self.connections = timeout, chat, connections
+        self.records: list[RequestRecord | None] = [None] * n
+        self.dispatched = np.zeros(n, dtype=np.int64)
+        self.good: list[int] = []
+
+    def start(self, complete):
+        self._complete = complete
+        self._epoll = select.epoll()
+        self._conns: dict[int, _Connection] = {}
+        self._idle: collections.deque = collections.deque()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()     # a failed write (issuer) and a read (receiver)
+        for _ in range(self.connections):
+            try:
+                self._idle.append(self._connect())
+            except OSError:
+                break                     # the run will count what cannot connect
+        self._thread = threading.Thread(target=self._receive, name="inferbench-stream",
+                                        daemon=True)
+        self._thread.start()
+        return self.issue
+
+    def _connect(self) -> _Connection:
+        conn = _Connection(self.address, self.timeout)
+        self._conns[conn.sock.fileno()] = conn
+        self._epoll.register(conn.sock.fileno(), select.EPOLLIN)
+        return conn
+
+    def issue(self, i: int) -> None:
+        """The issuer's thread: take an idle connection (or open one), stamp, write."""
+        now = time.perf_counter_ns()
+        self.dispatched[i] = now
+        record = self.records[i] = self.new_record(i)
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            try:
+                conn = self._connect()
+            except OSError as exc:
+                self._fail(i, record, exc)
+                return
+            now = time.perf_counter_ns()
+        conn.begin(i, record, now + int(self.timeout * 1e9))
+        record.sent_ns = now
+        try:
+            conn.sock.sendall(self.requests[i % len(self.requests)])
+        except OSError as exc:
+            self._drop(conn, exc)
+
+    def _fail(self, i: int, record: RequestRecord, exc: BaseException) -> None:
+        record.error = error_text(exc)
+        if record.end_ns is None:
+            record.end_ns = time.perf_counter_ns()
+        self._complete(i, exc)
+
+    def _finish(self, conn: _Connection) -> None:
+        """A whole response arrived: judged by its status and its last event; the events
+        themselves are parsed after the window."""
+        i, record = conn.index, conn.record
+        conn.index = conn.record = None
+        record.end_ns = conn.now
+        record.status = status = conn.parser.get_status_code()
+        tail = b"".join(d for _, d in record.arrivals[-2:])
+        if status >= 400:
+            text = b"".join(d for _, d in record.arrivals)[:_ERROR_BODY]
+            record.arrivals = []
+            self._fail(i, record, OpenAIError(
+                f"HTTP {status}: {' '.join(text.decode('utf-8', 'replace').split())}", status))
+        elif b"[DONE]" not in tail:
+            self._fail(i, record, OpenAIError("the stream ended without `data: [DONE]`"))
+        else:
+            record.ok = True
+            self.good.append(i)
+            self._complete(i)
+        if record.ok and conn.keep_alive:
+            self._idle.append(conn)
+        else:
+            self._drop(conn, None)
+
+    def _drop(self, conn: _Connection, exc: BaseException | None) -> None:
+        """Close a connection; the request it carried, if any, fails with exc."""
+        fd = conn.sock.fileno()
+        if self._conns.pop(fd, None) is not None:
+            try:
+                self._epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass
+        conn.close()
+        with self._lock:
+            i, record, conn.index, conn.record = conn.index, conn.record, None, None
+        if i is not None and exc is not None:
+            self._fail(i, record, exc)
+
+    def _receive(self) -> None:
+        import httptools
+        clock = time.perf_counter_ns
+        while not self._stop.is_set():
+            for fd, _ in self._epoll.poll(_POLL_S):
+                conn = self._conns.get(fd)
+                if conn is None:
+                    continue
+                try:
+                    data = conn.sock.recv(262144)
+                except OSError as exc:
+                    self._drop(conn, exc)
+                    continue
+                conn.now = clock()
+                if not data:
+                    self._drop(conn, ConnectionError("the server closed the connection"))
+                    continue
+                try:
+                    conn.parser.feed_data(data)
+                except httptools.HttpParserError as exc:
+                    self._drop(conn, exc)
+                    continue
+                if conn.done and conn.record is not None:
+                    self._finish(conn)
+            self._expire(clock())
+
+    def _expire(self, now: int) -> None:
+        for conn in list(self._conns.values()):
+            if conn.record is not None and not conn.done and now > conn.deadline_ns:
+                self._drop(conn, TimeoutError(f"no answer in {self.timeout:g}s"))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in list(self._conns.values()):
+            conn.close()
+        self._conns.clear()
+        self._epoll.close()
+
+    def parse(self) -> None:
+        """After the window: each record's events parsed from what arrived, with the times
+        they arrived; a stream that carried an error event fails its request."""
+        for i, record in enumerate(self.records):
+            if record is None or not record.arrivals:
+                continue
+            parser = StreamParser(record, self.chat)
+            try:
+                for now, data in record.arrivals:
+                    if parser.feed(now, data):
+                        break
+            except (OpenAIError, ValueError) as exc:
+                if record.ok:           # a failed request keeps the error it failed with
+                    record.ok, record.error = False, error_text(exc)
+                    self.good.remove(i)
+            record.arrivals = []
