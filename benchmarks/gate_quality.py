@@ -131,7 +131,7 @@ def paired_suite(candidate: str, rounds: int, max_rounds: int, slice_s: float,
                       f"switch: {slice_s / 4:g}s, {base}}}"]
         return "\n".join(lines) + "\n"
     pairs = [f"    processes: {processes}"] if processes else []
-    cap = f"max_processes: {4 * processes}" if processes else f"max_rounds: {max_rounds}"
+    cap = f"max_processes: {2 * processes}" if processes else f"max_rounds: {max_rounds}"
     for cell in CELLS:
         lines += [f"  - model: \"gq_models:{candidate}\"", "    runtime: torch", "    threads: 1",
                   f"    gate: {GATE}", *pairs,
@@ -492,7 +492,7 @@ def main(argv=None) -> int:
                     help="stored and history modes: every session measures each cell in N "
                          "fresh processes (--infer-processes N) instead of a baseline with "
                          "repeats; paired mode: N pairs of fresh processes per trial "
-                         "(`processes: N`, --rounds rounds per pair, up to 4 N pairs)")
+                         "(`processes: N`, --rounds rounds per pair, up to 2 N pairs)")
     ap.add_argument("--slowdowns", default=None,
                     help="injected slowdowns, fractions (default: stored 0.05,0.10,0.20; "
                          "history 0.05,0.10,0.20,1.0)")
