@@ -19,18 +19,14 @@ next query's).
 
 from __future__ import annotations
 
-import collections
 import json
-import select
-import socket
-import threading
 import time
 from urllib.parse import quote, urlsplit
 
 from .async_sut import with_write_time
+from .lean_pool import Connection, ConnectionPool
 
 _WARM_CONNECTIONS = 8
-_POLL_S = 0.005             # the receiver's longest sleep: timeouts are found this promptly
 _ERROR_BODY = 300
 
 
@@ -58,32 +54,20 @@ def build_request(url: str, model: str, body: bytes, json_size: int | None,
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-class _Connection:
-    """One keep-alive connection and the query it carries (one at a time)."""
+class _Connection(Connection):
+    """A connection and the body of its answer (kept only as far as an error message needs)."""
 
     def __init__(self, address: tuple[str, int], timeout: float):
-        import httptools
-        # the timeout bounds a write (a server that stopped reading) and a warm-up read;
-        # the receiver reads only what epoll says has arrived
-        self.sock = socket.create_connection(address, timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.parser = httptools.HttpResponseParser(self)
-        self.query: int | None = None
-        self.sent_ns = self.deadline_ns = 0
+        super().__init__(address, timeout)
         self.body: list[bytes] = []
-        self.done = self.keep_alive = False
 
     def begin(self, query: int, deadline_ns: int) -> None:
         self.query, self.deadline_ns, self.body, self.done = query, deadline_ns, [], False
 
-    # httptools callbacks (the receiving thread)
+    # httptools callback (the receiving thread)
     def on_body(self, data: bytes) -> None:
         if sum(map(len, self.body)) < _ERROR_BODY:
             self.body.append(data)
-
-    def on_message_complete(self) -> None:
-        self.done = True
-        self.keep_alive = self.parser.should_keep_alive()   # valid inside the callback only
 
     def error(self) -> ServerError | None:
         status = self.parser.get_status_code()
@@ -96,14 +80,8 @@ class _Connection:
             pass
         return ServerError(f"HTTP {status}: {' '.join(str(text).split())}")
 
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
-
-class LeanHttpSUT:
+class LeanHttpSUT(ConnectionPool):
     """Open-loop system under test (workload/open_loop.py's protocol): issue(i) writes the
     prepared request on an idle connection from the caller's thread; completions come from
     the receiving thread with the write time. A statistics window, when given, opens after
@@ -117,24 +95,15 @@ class LeanHttpSUT:
 
     def start(self, complete):
         self._report = with_write_time(complete)
-        self._epoll = select.epoll()
-        self._conns: dict[int, _Connection] = {}
-        self._idle: collections.deque = collections.deque()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()     # a failed write (issuer) and a read (receiver)
+        self._open()
         self._warm()
-        self._thread = threading.Thread(target=self._receive, name="inferbench-receiver",
-                                        daemon=True)
-        self._thread.start()
+        self._start_receiver()
         if self.window is not None:     # the server's counts from here: warm-up left out
             self.window.open()
         return self.issue
 
-    def _connect(self) -> _Connection:
-        conn = _Connection(self.address, self.timeout)
-        self._conns[conn.sock.fileno()] = conn
-        self._epoll.register(conn.sock.fileno(), select.EPOLLIN)
-        return conn
+    def _new_connection(self) -> _Connection:
+        return _Connection(self.address, self.timeout)
 
     def _warm(self) -> None:
         """Open the connections and send each two requests, blocking, before the window (a
@@ -170,13 +139,10 @@ class LeanHttpSUT:
     def issue(self, i: int) -> None:
         """The issuer's thread: take an idle connection (or open one), stamp, write."""
         try:
-            conn = self._idle.pop()
-        except IndexError:
-            try:
-                conn = self._connect()
-            except OSError as exc:
-                self._report(i, exc, time.perf_counter_ns())
-                return
+            conn = self._take()
+        except OSError as exc:
+            self._report(i, exc, time.perf_counter_ns())
+            return
         now = time.perf_counter_ns()
         conn.begin(i, now + int(self.timeout * 1e9))
         conn.sent_ns = now
@@ -194,55 +160,10 @@ class LeanHttpSUT:
         else:
             self._drop(conn, None)
 
-    def _drop(self, conn: _Connection, exc: BaseException | None) -> None:
-        """Close a connection; the query it carried, if any, fails with exc."""
-        fd = conn.sock.fileno()
-        if self._conns.pop(fd, None) is not None:
-            try:
-                self._epoll.unregister(fd)
-            except (OSError, ValueError):
-                pass
-        conn.close()
-        with self._lock:
-            i, conn.query = conn.query, None
-        if i is not None and exc is not None:
-            self._report(i, exc, conn.sent_ns)
-
-    def _receive(self) -> None:
-        import httptools
-        while not self._stop.is_set():
-            for fd, _ in self._epoll.poll(_POLL_S):
-                conn = self._conns.get(fd)
-                if conn is None:
-                    continue
-                try:
-                    data = conn.sock.recv(262144)
-                except OSError as exc:
-                    self._drop(conn, exc)
-                    continue
-                if not data:
-                    self._drop(conn, ConnectionError("the server closed the connection"))
-                    continue
-                try:
-                    conn.parser.feed_data(data)
-                except httptools.HttpParserError as exc:
-                    self._drop(conn, exc)
-                    continue
-                if conn.done and conn.query is not None:
-                    self._finish(conn)
-            self._expire(time.perf_counter_ns())
-
-    def _expire(self, now: int) -> None:
-        for conn in list(self._conns.values()):
-            if conn.query is not None and not conn.done and now > conn.deadline_ns:
-                self._drop(conn, TimeoutError(f"no answer in {self.timeout:g}s"))
+    def _lost(self, conn: _Connection, query: int, exc: BaseException) -> None:
+        self._report(query, exc, conn.sent_ns)
 
     def stop(self) -> None:
         if self.window is not None:
             self.window.close()
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in list(self._conns.values()):
-            conn.close()
-        self._conns.clear()
-        self._epoll.close()
+        self._close()

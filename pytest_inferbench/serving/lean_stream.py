@@ -19,18 +19,14 @@ taken for another request's.
 
 from __future__ import annotations
 
-import collections
 import math
-import select
-import socket
-import threading
 import time
 from urllib.parse import urlsplit
 
 from .lean_http import host_port
+from .lean_pool import Connection, ConnectionPool
 from .openai_client import PATHS, OpenAIError, RequestRecord, StreamParser, error_text
 
-_POLL_S = 0.005             # the receiver's longest sleep: timeouts are found this promptly
 _MAX_OPEN = 256             # connections opened before the window, at most
 _ERROR_BODY = 300
 
@@ -54,39 +50,23 @@ def connections_for(rate: float | None) -> int:
     return max(4, min(_MAX_OPEN, math.ceil(0.5 * (rate or 8))))
 
 
-class _Connection:
-    """One keep-alive connection and the request it carries (one at a time)."""
+class _Connection(Connection):
+    """A connection and the record of the request it carries."""
 
     def __init__(self, address: tuple[str, int], timeout: float):
-        import httptools
-        self.sock = socket.create_connection(address, timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.parser = httptools.HttpResponseParser(self)
-        self.index: int | None = None
+        super().__init__(address, timeout)
         self.record: RequestRecord | None = None
-        self.deadline_ns = self.now = 0
-        self.done = self.keep_alive = False
 
-    def begin(self, index: int, record: RequestRecord, deadline_ns: int) -> None:
-        self.index, self.record, self.deadline_ns, self.done = index, record, deadline_ns, False
+    def begin(self, query: int, record: RequestRecord, deadline_ns: int) -> None:
+        self.query, self.record, self.deadline_ns, self.done = query, record, deadline_ns, False
 
-    # httptools callbacks (the receiving thread, inside feed_data): stamp, keep, nothing else
+    # httptools callback (the receiving thread, inside feed_data): stamp, keep, nothing else
     def on_body(self, data: bytes) -> None:
         if self.record is not None:
             self.record.arrivals.append((self.now, data))
 
-    def on_message_complete(self) -> None:
-        self.done = True
-        self.keep_alive = self.parser.should_keep_alive()   # valid inside the callback only
 
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-class LeanStreamSUT:
+class LeanStreamSUT(ConnectionPool):
     """Open-loop system under test (workload/open_loop.py's protocol) for streamed OpenAI
     requests. `requests[k]` is prepared request k's bytes (request i sends i % len);
     `new_record(i)` makes request i's RequestRecord. Like workload/generative.py's
@@ -94,6 +74,7 @@ class LeanStreamSUT:
     chunks after the window."""
 
     client = "lean-stream"
+    thread_name = "inferbench-stream"
 
     def __init__(self, url: str, requests: list[bytes], new_record, n: int, timeout: float,
                  chat: bool, connections: int = 8):
@@ -106,26 +87,17 @@ class LeanStreamSUT:
 
     def start(self, complete):
         self._complete = complete
-        self._epoll = select.epoll()
-        self._conns: dict[int, _Connection] = {}
-        self._idle: collections.deque = collections.deque()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()     # a failed write (issuer) and a read (receiver)
+        self._open()
         for _ in range(self.connections):
             try:
                 self._idle.append(self._connect())
             except OSError:
                 break                     # the run will count what cannot connect
-        self._thread = threading.Thread(target=self._receive, name="inferbench-stream",
-                                        daemon=True)
-        self._thread.start()
+        self._start_receiver()
         return self.issue
 
-    def _connect(self) -> _Connection:
-        conn = _Connection(self.address, self.timeout)
-        self._conns[conn.sock.fileno()] = conn
-        self._epoll.register(conn.sock.fileno(), select.EPOLLIN)
-        return conn
+    def _new_connection(self) -> _Connection:
+        return _Connection(self.address, self.timeout)
 
     def issue(self, i: int) -> None:
         """The issuer's thread: take an idle connection (or open one), stamp, write."""
@@ -133,14 +105,11 @@ class LeanStreamSUT:
         self.dispatched[i] = now
         record = self.records[i] = self.new_record(i)
         try:
-            conn = self._idle.pop()
-        except IndexError:
-            try:
-                conn = self._connect()
-            except OSError as exc:
-                self._fail(i, record, exc)
-                return
-            now = time.perf_counter_ns()
+            conn = self._take()
+        except OSError as exc:
+            self._fail(i, record, exc)
+            return
+        now = time.perf_counter_ns()     # a connection opened here is not the server's time
         conn.begin(i, record, now + int(self.timeout * 1e9))
         record.sent_ns = now
         try:
@@ -154,11 +123,15 @@ class LeanStreamSUT:
             record.end_ns = time.perf_counter_ns()
         self._complete(i, exc)
 
+    def _lost(self, conn: _Connection, query: int, exc: BaseException) -> None:
+        record, conn.record = conn.record, None
+        self._fail(query, record, exc)
+
     def _finish(self, conn: _Connection) -> None:
         """A whole response arrived: judged by its status and its last event; the events
         themselves are parsed after the window."""
-        i, record = conn.index, conn.record
-        conn.index = conn.record = None
+        i, record = conn.query, conn.record
+        conn.query = conn.record = None
         record.end_ns = conn.now
         record.status = status = conn.parser.get_status_code()
         tail = b"".join(d for _, d in record.arrivals[-2:])
@@ -178,58 +151,8 @@ class LeanStreamSUT:
         else:
             self._drop(conn, None)
 
-    def _drop(self, conn: _Connection, exc: BaseException | None) -> None:
-        """Close a connection; the request it carried, if any, fails with exc."""
-        fd = conn.sock.fileno()
-        if self._conns.pop(fd, None) is not None:
-            try:
-                self._epoll.unregister(fd)
-            except (OSError, ValueError):
-                pass
-        conn.close()
-        with self._lock:
-            i, record, conn.index, conn.record = conn.index, conn.record, None, None
-        if i is not None and exc is not None:
-            self._fail(i, record, exc)
-
-    def _receive(self) -> None:
-        import httptools
-        clock = time.perf_counter_ns
-        while not self._stop.is_set():
-            for fd, _ in self._epoll.poll(_POLL_S):
-                conn = self._conns.get(fd)
-                if conn is None:
-                    continue
-                try:
-                    data = conn.sock.recv(262144)
-                except OSError as exc:
-                    self._drop(conn, exc)
-                    continue
-                conn.now = clock()
-                if not data:
-                    self._drop(conn, ConnectionError("the server closed the connection"))
-                    continue
-                try:
-                    conn.parser.feed_data(data)
-                except httptools.HttpParserError as exc:
-                    self._drop(conn, exc)
-                    continue
-                if conn.done and conn.record is not None:
-                    self._finish(conn)
-            self._expire(clock())
-
-    def _expire(self, now: int) -> None:
-        for conn in list(self._conns.values()):
-            if conn.record is not None and not conn.done and now > conn.deadline_ns:
-                self._drop(conn, TimeoutError(f"no answer in {self.timeout:g}s"))
-
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in list(self._conns.values()):
-            conn.close()
-        self._conns.clear()
-        self._epoll.close()
+        self._close()
 
     def parse(self) -> None:
         """After the window: each record's events parsed from what arrived, with the times

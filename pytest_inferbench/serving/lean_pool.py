@@ -1,0 +1,144 @@
+"""What the lean HTTP clients share (serving/lean_http.py for KServe v2, serving/lean_stream.py
+for streamed OpenAI answers): kept-alive connections that carry one request at a time, written
+by the issuing thread, read by one receiving thread that parses with httptools (llhttp, C).
+
+A subclass makes its connections (`_new_connection`), says what to do with a whole answer
+(`_finish`) and with a request whose connection failed (`_lost`). Here: opening and dropping
+connections, the receiving loop (each read stamped in `conn.now` before the parser sees it),
+and the expiry of requests unanswered after the timeout: their connection is dropped, so a
+late answer is never taken for the next request's.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import select
+import socket
+import threading
+import time
+
+_POLL_S = 0.005             # the receiver's longest sleep: timeouts are found this promptly
+
+
+class Connection:
+    """One keep-alive connection and the request it carries (`query`, one at a time); the
+    httptools callbacks a subclass needs beyond these are its own."""
+
+    def __init__(self, address: tuple[str, int], timeout: float):
+        import httptools
+        # the timeout bounds a write (a server that stopped reading) and a blocking read
+        # before the window; the receiver reads only what epoll says has arrived
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.parser = httptools.HttpResponseParser(self)
+        self.query: int | None = None
+        self.sent_ns = self.deadline_ns = self.now = 0
+        self.done = self.keep_alive = False
+
+    def on_message_complete(self) -> None:
+        self.done = True
+        self.keep_alive = self.parser.should_keep_alive()   # valid inside the callback only
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class ConnectionPool(abc.ABC):
+    """The connections of one open loop and the thread that reads them."""
+
+    thread_name = "inferbench-receiver"
+    timeout: float
+
+    @abc.abstractmethod
+    def _new_connection(self) -> Connection:
+        """A new connection to the server (the subclass's Connection)."""
+
+    @abc.abstractmethod
+    def _finish(self, conn: Connection) -> None:
+        """The receiving thread: conn's whole answer arrived (conn.query is set)."""
+
+    @abc.abstractmethod
+    def _lost(self, conn: Connection, query: int, exc: BaseException) -> None:
+        """conn failed while carrying `query` (closed, refused, timed out)."""
+
+    def _open(self) -> None:
+        self._epoll = select.epoll()
+        self._conns: dict[int, Connection] = {}
+        self._idle: collections.deque = collections.deque()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()     # a failed write (issuer) and a read (receiver)
+
+    def _start_receiver(self) -> None:
+        self._thread = threading.Thread(target=self._receive, name=self.thread_name,
+                                        daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> Connection:
+        conn = self._new_connection()
+        self._conns[conn.sock.fileno()] = conn
+        self._epoll.register(conn.sock.fileno(), select.EPOLLIN)
+        return conn
+
+    def _take(self) -> Connection:
+        """An idle connection, or a new one (OSError when the server cannot be reached)."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._connect()
+
+    def _drop(self, conn: Connection, exc: BaseException | None) -> None:
+        """Close a connection; the request it carried, if any, fails with exc."""
+        fd = conn.sock.fileno()
+        if self._conns.pop(fd, None) is not None:
+            try:
+                self._epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass
+        conn.close()
+        with self._lock:
+            i, conn.query = conn.query, None
+        if i is not None and exc is not None:
+            self._lost(conn, i, exc)
+
+    def _receive(self) -> None:
+        import httptools
+        clock = time.perf_counter_ns
+        while not self._stop.is_set():
+            for fd, _ in self._epoll.poll(_POLL_S):
+                conn = self._conns.get(fd)
+                if conn is None:
+                    continue
+                try:
+                    data = conn.sock.recv(262144)
+                except OSError as exc:
+                    self._drop(conn, exc)
+                    continue
+                conn.now = clock()
+                if not data:
+                    self._drop(conn, ConnectionError("the server closed the connection"))
+                    continue
+                try:
+                    conn.parser.feed_data(data)
+                except httptools.HttpParserError as exc:
+                    self._drop(conn, exc)
+                    continue
+                if conn.done and conn.query is not None:
+                    self._finish(conn)
+            self._expire(clock())
+
+    def _expire(self, now: int) -> None:
+        for conn in list(self._conns.values()):
+            if conn.query is not None and not conn.done and now > conn.deadline_ns:
+                self._drop(conn, TimeoutError(f"no answer in {self.timeout:g}s"))
+
+    def _close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in list(self._conns.values()):
+            conn.close()
+        self._conns.clear()
+        self._epoll.close()
