@@ -15,6 +15,8 @@ with its own concurrency. Every failure is a StoreError with one line that says 
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +222,22 @@ class ResultStore:
                              f"({_first(getattr(exc, 'orig', None) or exc)})") from None
 
 
+def _wal(dbapi_conn, timeout: float = 60.0) -> None:
+    """Switch the connection to WAL mode. SQLite answers "database is locked" at once, without
+    waiting (its busy timeout does not cover this switch), while another connection holds
+    the lock: two processes creating one store at once met it in CI. Retry until `timeout`."""
+    deadline, delay = time.monotonic() + timeout, 0.005
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.2)
+
+
 def _engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -232,7 +250,7 @@ def _engine(url: str) -> Engine:
         def _connect(dbapi_conn, _record):
             # pysqlite's own transaction handling off, so that BEGIN below is ours
             dbapi_conn.isolation_level = None
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            _wal(dbapi_conn)
             dbapi_conn.execute("PRAGMA foreign_keys=ON")
 
         @event.listens_for(engine, "begin")
