@@ -4,7 +4,7 @@ capacity search find a known capacity?
 Part 1: a small model (mlp-tiny, ONNX Runtime) behind the FastAPI server and behind Triton
 (PyTriton, over HTTP and over gRPC), launched by the harness, at 100, 300 and 1,000 queries/s (Poisson): the
 generator's send lag (p50, p99), the share of sends over 1 ms late, the latency it reports,
-and whether the run is valid (with the reason when not).
+whether the run is valid (with the reason when not), and the client's CPU per query.
 
 Part 2: a system of known capacity (k worker threads, each query a fixed sleep), searched by
 the capacity scenario for the highest rate meeting p99 <= SLO, against what queueing theory
@@ -81,11 +81,19 @@ def part1(seconds: float, servers: list[str]) -> None:
                       f"  [{time.perf_counter() - t0:.0f}s"
                       f"{', other procs ' + format(r.process.get('other_cpu_cores'), '.2f') + ' cores' if r.process.get('other_cpu_cores') is not None else ''}"
                       f"{', cpus ' + str((r.serving or {}).get('cpu_affinity')) if (r.serving or {}).get('cpu_affinity') else ''}"
-                      f"{', client ' + str((r.serving or {}).get('open_loop_client')) if (r.serving or {}).get('open_loop_client') else ''}]",
+                      f"{', client ' + str((r.serving or {}).get('open_loop_client')) if (r.serving or {}).get('open_loop_client') else ''}"
+                      f"{client_cpu(r, load)}]",
                       flush=True)
         finally:
             if pool is not None:
                 pool.close()
+
+
+def client_cpu(r, load) -> str:
+    """The client's CPU per query: the measuring process's cores over the window / its
+    rate (the server's processes are counted apart)."""
+    cores, rate = r.process.get("cpu_cores_used"), load.get("achieved_rate")
+    return f", client CPU {1e3 * cores / rate:.3f} ms/query" if cores and rate else ""
 
 
 def part2(repeats: int, k: int = 4, service: float = 0.002, slo_ms: float = 20.0) -> None:

@@ -22,7 +22,8 @@ tc = pytest.importorskip("tritonclient.grpc", reason="tritonclient not installed
                          "pip install 'tritonclient[grpc]'")
 
 from pytest_inferbench.serving.client import Endpoint  # noqa: E402
-from pytest_inferbench.serving.lean_grpc import LeanGrpcSUT, ServerError  # noqa: E402
+from pytest_inferbench.serving.lean_grpc import (BlockingGrpcCall, LeanGrpcSUT,  # noqa: E402
+                                                 ServerError)
 from pytest_inferbench.spec import Settings  # noqa: E402
 from pytest_inferbench.workload import arrivals  # noqa: E402
 from pytest_inferbench.workload.open_loop import run_open_loop  # noqa: E402
@@ -211,3 +212,40 @@ def test_a_grpc_open_loop_cell_against_triton(tmp_path):
     assert load["send_time"] == "write"
     b = result.serving["breakdown"]
     assert b is not None and b["requests"] == result.latency.n, result.serving
+
+
+# ---------------------------------------------------------------- the closed loop's client
+
+@pytest.mark.parametrize("dtype", ["FP32", "all"])
+def test_the_closed_loops_request_is_what_tritonclient_sends(recorder, dtype):
+    endpoint = Endpoint(recorder.url, "my model", "grpc", headers={"X-Team": "bench"})
+    names = list(ARRAYS) if dtype == "all" else [dtype]
+    arrays = {f"in_{n}": ARRAYS[n] for n in names}
+    call = endpoint.blocking_fn(arrays)
+    assert isinstance(call, BlockingGrpcCall) and endpoint.closed_loop_client() == "lean-grpc"
+    assert call() == REPLY                      # the reply, as bytes
+    call.close()
+    lean, lean_meta = recorder.seen[-1]
+    ref, ref_meta = _tritonclient_sends(recorder, endpoint, arrays)
+    assert lean == ref and lean_meta["x-team"] == ref_meta["x-team"] == "bench"
+
+
+def test_the_closed_loops_client_fails_only_the_query_a_server_spoils(recorder):
+    call = Endpoint(recorder.url, "m", "grpc", timeout=0.3).blocking_fn(
+        {"x": np.ones((1, 4), np.float32)})
+    modes = ["ok", "error", "stall", "ok"]
+    recorder.mode = lambda k: modes[(k - 1) % len(modes)]
+    outcomes = []
+    t0 = time.monotonic()
+    for _ in range(2 * len(modes)):
+        try:
+            call()
+            outcomes.append("ok")
+        except ServerError as exc:
+            assert str(exc) == "gRPC INTERNAL: injected failure: model crashed"
+            outcomes.append("error")
+        except TimeoutError as exc:
+            assert str(exc) == "no answer in 0.3s"
+            outcomes.append("stall")
+    call.close()
+    assert outcomes == modes * 2 and time.monotonic() - t0 < 5

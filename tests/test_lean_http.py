@@ -21,7 +21,8 @@ aio = pytest.importorskip("tritonclient.http.aio", reason="tritonclient not inst
                           "pip install 'tritonclient[http]'")
 
 from pytest_inferbench.serving.client import Endpoint  # noqa: E402
-from pytest_inferbench.serving.lean_http import LeanHttpSUT, ServerError  # noqa: E402
+from pytest_inferbench.serving.lean_http import (BlockingHttpCall, LeanHttpSUT,  # noqa: E402
+                                                 ServerError)
 
 REPLY = json.dumps({"model_name": "m", "outputs": [{"name": "y", "datatype": "FP32",
                                                     "shape": [1], "data": [1.0]}]}).encode()
@@ -138,9 +139,12 @@ def test_a_prepared_request_is_what_tritonclient_sends(recorder, tensor_format, 
     ref_path, ref_headers, ref_body = recorder.seen[-1]
     assert path == ref_path == "/v2/models/my%20model/infer"
     assert lean_body == ref_body                    # the tensors, byte for byte
-    for name in ("Content-Type", "Inference-Header-Content-Length", "Content-Length",
-                 "X-Team"):
+    for name in ("Inference-Header-Content-Length", "Content-Length", "X-Team"):
         assert lean_headers.get(name) == ref_headers.get(name), name
+    # a binary body goes unlabelled, as tritonclient's blocking client sends it (the asyncio
+    # client's aiohttp labels it application/octet-stream: MLServer answers that with a 500)
+    assert lean_headers.get("Content-Type") == \
+        ("application/json" if tensor_format == "json" else None)
     if tensor_format == "json":
         sent = json.loads(lean_body)
         assert "Inference-Header-Content-Length" not in lean_headers
@@ -187,3 +191,89 @@ def test_500s_closed_connections_and_stalls_are_counted_and_nothing_hangs(record
             assert isinstance(err, ConnectionError), (i, err)
         else:
             assert isinstance(err, TimeoutError), (i, err)
+
+
+# ---------------------------------------------------------------- the closed loop's client
+
+def _tritonclient_sync_request(url: str, model: str, inputs, outputs, headers):
+    """What tritonclient's blocking client (the closed loop's path before the lean one)
+    sends."""
+    import tritonclient.http as sync
+    client = sync.InferenceServerClient(url)
+    try:
+        client.infer(model, inputs, outputs=outputs, headers=headers)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("tensor_format", ["binary", "json"])
+def test_the_closed_loops_request_is_what_tritonclient_sends(recorder, tensor_format):
+    url = f"127.0.0.1:{recorder.server_address[1]}"
+    endpoint = Endpoint(url, "my model", "http", headers={"X-Team": "bench"},
+                        tensor_format=tensor_format)
+    endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}
+    arrays = {k: v[:3] for k, v in ARRAYS.items()}
+    call = endpoint.blocking_fn(arrays)
+    assert isinstance(call, BlockingHttpCall) and endpoint.closed_loop_client() == "lean-http"
+    call()
+    call.close()
+    path, lean_headers, lean_body = recorder.seen[-1]
+    opts = endpoint._options(endpoint.sync)
+    _tritonclient_sync_request(url, "my model", endpoint._inputs(endpoint.sync, arrays),
+                               opts["outputs"], opts["headers"])
+    ref_path, ref_headers, ref_body = recorder.seen[-1]
+    assert path == ref_path and lean_body == ref_body
+    for name in ("Content-Type", "Inference-Header-Content-Length", "Content-Length",
+                 "X-Team"):
+        assert lean_headers.get(name) == ref_headers.get(name), name
+
+
+def test_the_closed_loops_client_fails_only_the_query_a_server_spoils(recorder):
+    """One thread's calls, the server answering ok, 500, closing, stalling past the timeout,
+    ok: each failure raises its own error and drops its connection (as the open loop's
+    client does), the call after it goes on over a new one, and an ok answer keeps its
+    connection."""
+    url = f"127.0.0.1:{recorder.server_address[1]}"
+    endpoint = Endpoint(url, "m", "http", timeout=0.3, tensor_format="json")
+    endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}
+    call = endpoint.blocking_fn({"x": np.ones((1, 4), np.float32)})
+    recorder.mode = lambda k: MODES[(k - 1) % len(MODES)]
+    outcomes = []
+    t0 = time.monotonic()
+    for _ in range(2 * len(MODES)):
+        try:
+            call()
+            outcomes.append("ok")
+        except ServerError as exc:
+            assert str(exc) == "HTTP 500: injected failure"
+            outcomes.append("500")
+        except TimeoutError:            # before ConnectionError: both are OSErrors
+            outcomes.append("stall")
+        except ConnectionError:
+            outcomes.append("close")
+    call.close()
+    assert outcomes == MODES * 2
+    assert time.monotonic() - t0 < 5
+    ports = recorder.ports
+    # the 500 came on the first ok's connection; each call after a failure opened a new
+    # one, and two ok calls in a row (end of one round, start of the next) shared theirs
+    assert ports[0] == ports[1] and ports[2] != ports[1]
+    assert ports[3] != ports[2] and ports[4] != ports[3] and ports[5] == ports[4]
+
+
+def test_each_closed_loop_thread_keeps_its_own_connection(recorder):
+    url = f"127.0.0.1:{recorder.server_address[1]}"
+    endpoint = Endpoint(url, "m", "http", tensor_format="json")
+    endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}
+    call = endpoint.blocking_fn({"x": np.ones((1, 4), np.float32)})
+
+    def client():
+        for _ in range(5):
+            call()
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    call.close()
+    assert len(recorder.seen) == 15 and len(set(recorder.ports)) == 3   # kept alive

@@ -348,6 +348,9 @@ class Serving(Section):
     # who sent an open loop's queries: "lean-http" / "lean-grpc" (prepared requests sent by
     # the issuer, serving/lean_http.py, serving/lean_grpc.py) or "tritonclient-aio-<protocol>"
     open_loop_client: str | None = None
+    # who sent a closed loop's queries: "lean-http" / "lean-grpc" (the same prepared requests,
+    # one connection or channel per client thread) or "tritonclient-<protocol>"
+    closed_loop_client: str | None = None
     # the server's statistics split (queue/compute/...) and how the server runs the model:
     # keys follow what each server reports (serving/statistics.py)
     breakdown: dict[str, Any] | None = None

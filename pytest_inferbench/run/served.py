@@ -162,6 +162,7 @@ def _measure_served(cell, cache, endpoint, progress) -> Result:
                               server_ports=local_port(endpoint.url))
     if kind.closed_loop:
         window.close()
+    fn.close()
     result.serving = _serving_figures(cell, endpoint, window, result, overhead, warm_errors)
     result.model = {"label": cell.model_label, "check": check,
                     "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
@@ -222,6 +223,8 @@ def _serving_figures(cell, endpoint, window, result, overhead, warm_errors) -> d
         out["breakdown_note"] = note
     if cell.workload.scenario_def.open_loop:
         out["open_loop_client"] = endpoint.open_loop_client()
+    else:
+        out["closed_loop_client"] = endpoint.closed_loop_client()
     if endpoint.headers:
         out["headers"] = sorted(endpoint.headers)    # names only, never values
     if warm_errors:

@@ -221,6 +221,8 @@ class ServedSide(_CallableSide):
     def close(self) -> None:
         if self._sut is not None:
             self._sut.close()
+        if getattr(self, "fn", None) is not None:
+            self.fn.close()
         if self.server is not None:
             server, self.server = self.server, None
             server.__exit__(None, None, None)

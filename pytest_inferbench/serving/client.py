@@ -1,5 +1,5 @@
-"""KServe v2 clients (tritonclient) for launched servers and external endpoints: a blocking
-call for closed-loop scenarios, the open loop's system under test (the lean HTTP or gRPC
+"""KServe v2 clients for launched servers and external endpoints: the closed loop's blocking
+call (the lean HTTP or gRPC client, blocking), the open loop's system under test (the lean HTTP or gRPC
 client, or tritonclient's asyncio one), the model's signature from its metadata, the tensor
 format the server takes (JSON, or Triton's binary extension), what one query costs the
 client outside the server, and Triton's own statistics over the measured windows only, for
@@ -16,9 +16,9 @@ import numpy as np
 from ..core.signature import InputSignature
 from .async_sut import AsyncClientSUT
 from .inputs import signature_from_metadata
-from .lean_grpc import LeanGrpcSUT
+from .lean_grpc import BlockingGrpcCall, LeanGrpcSUT
 from .lean_grpc import build_request as build_grpc_request
-from .lean_http import LeanHttpSUT, build_request
+from .lean_http import BlockingHttpCall, LeanHttpSUT, build_request
 from .statistics import StatisticsUnavailable, StatisticsWindow
 
 
@@ -188,16 +188,16 @@ class Endpoint:
         return [np.asarray(res.as_numpy(o["name"]), dtype=np.float32) for o in outputs]
 
     def blocking_fn(self, arrays: dict[str, np.ndarray]):
-        """A zero-argument call per query (one client per thread, inputs prepared once)."""
-        kw = self._options(self.sync)
-        local = threading.local()
-
-        def call():
-            prepared = getattr(local, "prepared", None)
-            if prepared is None:
-                prepared = local.prepared = (self._client(), self._inputs(self.sync, arrays))
-            return prepared[0].infer(self.model, prepared[1], **kw)
-        return call
+        """A zero-argument call per query for the closed loop: the lean client of the
+        protocol (one connection or channel per client thread) with the request built here,
+        once; without httptools (HTTP), one tritonclient client per thread."""
+        client = self.closed_loop_client()
+        if client == "lean-grpc":
+            return BlockingGrpcCall(self.url, self.prepared_request(arrays), self.timeout,
+                                    metadata=self._metadata())
+        if client == "lean-http":
+            return BlockingHttpCall(self.url, self.prepared_request(arrays), self.timeout)
+        return _TritonclientCall(self, arrays)
 
     def statistics(self) -> dict:
         """Triton's cumulative inference statistics for the model; raises
@@ -332,33 +332,65 @@ class Endpoint:
         finally:
             conn.close()
 
+    def _lean(self) -> bool:
+        return importlib.util.find_spec("httptools" if self.protocol == "http" else "grpc") \
+            is not None
+
     def open_loop_client(self) -> str:
         """Which client sends an open loop's queries (serving/lean_http.py and
         serving/lean_grpc.py say why)."""
-        if self.protocol == "http" and importlib.util.find_spec("httptools") is not None:
-            return "lean-http"
-        if self.protocol == "grpc" and importlib.util.find_spec("grpc") is not None:
-            return "lean-grpc"
-        return f"tritonclient-aio-{self.protocol}"
+        return f"lean-{self.protocol}" if self._lean() else f"tritonclient-aio-{self.protocol}"
+
+    def closed_loop_client(self) -> str:
+        """Which client sends a closed loop's queries (the lean one, blocking)."""
+        return f"lean-{self.protocol}" if self._lean() else f"tritonclient-{self.protocol}"
+
+    def prepared_request(self, arrays: dict[str, np.ndarray]) -> bytes:
+        """One inference request as the bytes tritonclient's own client would send: the HTTP
+        request (headers and body, binary or JSON) or the serialized ModelInferRequest."""
+        opts = self._options(self.sync)
+        inputs = self._inputs(self.sync, arrays)
+        if self.protocol == "grpc":
+            return build_grpc_request(self.model, inputs, opts["outputs"])
+        body, json_size = self.sync.InferenceServerClient.generate_request_body(
+            inputs, outputs=opts["outputs"])
+        return build_request(self.url, self.model, body, json_size, opts["headers"])
+
+    def _metadata(self):
+        """gRPC metadata of every call: the endpoint's headers."""
+        return (self._options(self.sync)["headers"] or {}).items()
 
     def async_sut(self, arrays: dict[str, np.ndarray],
                   window: StatisticsWindow | None = None):
         """The open loop's system under test: the lean client of the protocol, with the
-        request built here, before the window (the bytes tritonclient's own client would
-        send); without httptools (HTTP), tritonclient's asyncio client."""
+        request built here, before the window; without httptools (HTTP), tritonclient's
+        asyncio client."""
         client = self.open_loop_client()
-        if client not in ("lean-http", "lean-grpc"):
-            return AsyncClientSUT(self, arrays, window)
-        opts = self._options(self.sync)
-        inputs = self._inputs(self.sync, arrays)
         if client == "lean-grpc":
-            request = build_grpc_request(self.model, inputs, opts["outputs"])
-            return LeanGrpcSUT(self.url, request, self.timeout, window,
-                               metadata=(opts["headers"] or {}).items())
-        body, json_size = self.sync.InferenceServerClient.generate_request_body(
-            inputs, outputs=opts["outputs"])
-        request = build_request(self.url, self.model, body, json_size, opts["headers"])
-        return LeanHttpSUT(self.url, request, self.timeout, window)
+            return LeanGrpcSUT(self.url, self.prepared_request(arrays), self.timeout, window,
+                               metadata=self._metadata())
+        if client == "lean-http":
+            return LeanHttpSUT(self.url, self.prepared_request(arrays), self.timeout, window)
+        return AsyncClientSUT(self, arrays, window)
+
+
+class _TritonclientCall:
+    """The closed loop's call without the lean client: tritonclient's blocking client, one
+    per thread, its inputs built once per thread."""
+
+    def __init__(self, endpoint: Endpoint, arrays: dict[str, np.ndarray]):
+        self.endpoint, self.arrays = endpoint, arrays
+        self.kw = endpoint._options(endpoint.sync)
+        self._local = threading.local()
+
+    def __call__(self):
+        ep, prepared = self.endpoint, getattr(self._local, "prepared", None)
+        if prepared is None:
+            prepared = self._local.prepared = (ep._client(), ep._inputs(ep.sync, self.arrays))
+        return prepared[0].infer(ep.model, prepared[1], **self.kw)
+
+    def close(self) -> None:
+        """Each thread's client closes with its thread."""
 
 
 def _per_call_ms(fn, budget_s: float, max_calls: int = 200) -> float:

@@ -20,6 +20,7 @@ at stop are cancelled with the channel and not reported (the open loop counts th
 from __future__ import annotations
 
 import functools
+import threading
 import time
 
 from .async_sut import with_write_time
@@ -132,3 +133,39 @@ class LeanGrpcSUT:
             self.window.close()
         self._stopped = True
         self._channel.close()           # cancels the calls still open
+
+
+class BlockingGrpcCall:
+    """The closed loop's lean gRPC client: a zero-argument call per query that sends the
+    prepared request on its client thread's own channel and waits for the answer (a closed
+    loop's client waits anyway: no hand-off, no callback). One channel per thread, as
+    perf_analyzer keeps one context per concurrency slot. A status other than OK raises
+    ServerError with the server's message; DEADLINE_EXCEEDED raises TimeoutError."""
+
+    def __init__(self, url: str, request: bytes, timeout: float, metadata=None):
+        import grpc
+        self.url, self.request, self.timeout = url, request, timeout
+        self.metadata = tuple(metadata or ()) or None
+        self._grpc = grpc
+        self._local = threading.local()
+        self._channels: list = []
+
+    def __call__(self) -> bytes:
+        call = getattr(self._local, "call", None)
+        if call is None:
+            channel = self._grpc.insecure_channel(self.url, options=channel_options())
+            self._channels.append(channel)
+            call = self._local.call = raw_call(channel)
+        try:
+            return call(self.request, timeout=self.timeout, metadata=self.metadata)
+        except self._grpc.RpcError as exc:
+            code = exc.code()
+            if code is self._grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise TimeoutError(f"no answer in {self.timeout:g}s") from None
+            details = " ".join(str(exc.details() or "").split())
+            raise ServerError(f"gRPC {code.name}: {details}") from None
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()

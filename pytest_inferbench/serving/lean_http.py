@@ -20,6 +20,7 @@ next query's).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from urllib.parse import quote, urlsplit
 
@@ -46,7 +47,10 @@ def build_request(url: str, model: str, body: bytes, json_size: int | None,
     head = {"Host": f"{host}:{port}", "Connection": "keep-alive",
             "Content-Type": "application/json", **(headers or {})}
     if json_size is not None:           # the binary tensor extension: JSON header, raw bytes
-        head["Content-Type"] = "application/octet-stream"
+        # unlabelled, as tritonclient's blocking client sends it: a server without the
+        # extension (MLServer) then answers with its codec's error (422), where a body
+        # labelled application/octet-stream gets a 500 and a traceback
+        head.pop("Content-Type")
         head["Inference-Header-Content-Length"] = str(json_size)
     head["Content-Length"] = str(len(body))
     lines = [f"POST /v2/models/{quote(model)}/infer HTTP/1.1"]
@@ -167,3 +171,48 @@ class LeanHttpSUT(ConnectionPool):
         if self.window is not None:
             self.window.close()
         self._close()
+
+
+class BlockingHttpCall:
+    """The closed loop's lean HTTP client: a zero-argument call per query that writes the
+    prepared request on its client thread's own kept-alive connection and reads the answer
+    there (a closed loop's client waits anyway: no receiving thread, no hand-off). An answer
+    other than 200 raises ServerError with the server's message; a closed connection or a
+    timeout raises OSError, and the next call opens a new connection."""
+
+    def __init__(self, url: str, request: bytes, timeout: float):
+        self.address, self.request, self.timeout = host_port(url), request, timeout
+        self._local = threading.local()
+        self._conns: set[_Connection] = set()
+
+    def __call__(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _Connection(self.address, self.timeout)
+            self._conns.add(conn)
+        conn.begin(0, 0)
+        try:
+            conn.sock.sendall(self.request)
+            while not conn.done:
+                data = conn.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("the server closed the connection")
+                conn.parser.feed_data(data)
+        except BaseException:
+            self._drop(conn)
+            raise
+        error = conn.error()
+        if error is not None or not conn.keep_alive:
+            self._drop(conn)
+        if error is not None:
+            raise error
+
+    def _drop(self, conn: _Connection) -> None:
+        self._local.conn = None
+        self._conns.discard(conn)
+        conn.close()
+
+    def close(self) -> None:
+        for conn in list(self._conns):
+            conn.close()
+        self._conns.clear()
