@@ -1,6 +1,6 @@
-"""KServe v2 clients for launched servers and external endpoints: the closed loop's blocking
-call (the lean HTTP or gRPC client, blocking), the open loop's system under test (the lean HTTP or gRPC
-client, or tritonclient's asyncio one), the model's signature from its metadata, the tensor
+"""KServe v2 clients for launched servers and external endpoints: the closed loop's
+blocking call and the open loop's system under test (the lean HTTP or gRPC clients, or
+tritonclient's where they cannot run), the model's signature from its metadata, the tensor
 format the server takes (JSON, or Triton's binary extension), what one query costs the
 client outside the server, and Triton's own statistics over the measured windows only, for
 the latency breakdown."""
