@@ -22,8 +22,9 @@ tc = pytest.importorskip("tritonclient.grpc", reason="tritonclient not installed
                          "pip install 'tritonclient[grpc]'")
 
 from pytest_inferbench.serving.client import Endpoint  # noqa: E402
-from pytest_inferbench.serving.lean_grpc import (BlockingGrpcCall, LeanGrpcSUT,  # noqa: E402
-                                                 ServerError)
+from pytest_inferbench.serving.lean_grpc import (METHOD, BlockingGrpcCall,  # noqa: E402
+                                                 LeanGrpcSUT, ServerError)
+from pytest_inferbench.serving.lean_h2 import BlockingH2Call  # noqa: E402
 from pytest_inferbench.spec import Settings  # noqa: E402
 from pytest_inferbench.workload import arrivals  # noqa: E402
 from pytest_inferbench.workload.open_loop import run_open_loop  # noqa: E402
@@ -216,30 +217,44 @@ def test_a_grpc_open_loop_cell_against_triton(tmp_path):
 
 # ---------------------------------------------------------------- the closed loop's client
 
-@pytest.mark.parametrize("dtype", ["FP32", "all"])
+@pytest.mark.parametrize("dtype", ["FP32", "all", "large"])
 def test_the_closed_loops_request_is_what_tritonclient_sends(recorder, dtype):
+    """Through the closed loop's own HTTP/2 frames (serving/lean_h2.py) to a real grpc
+    server: the same message and metadata as tritonclient's call, the reply's bytes back;
+    "large" (1.6 MB) is past the server's flow-control windows, sent as they open."""
     endpoint = Endpoint(recorder.url, "my model", "grpc", headers={"X-Team": "bench"})
-    names = list(ARRAYS) if dtype == "all" else [dtype]
+    names = list(ARRAYS) if dtype == "all" else ["FP32"]
     arrays = {f"in_{n}": ARRAYS[n] for n in names}
+    if dtype == "large":
+        arrays = {"in_FP32": np.random.default_rng(0).random((400, 1000), np.float32)}
     call = endpoint.blocking_fn(arrays)
-    assert isinstance(call, BlockingGrpcCall) and endpoint.closed_loop_client() == "lean-grpc"
-    assert call() == REPLY                      # the reply, as bytes
+    assert isinstance(call, BlockingH2Call) and endpoint.closed_loop_client() == "lean-grpc"
+    call.connect(2)                             # two connections opened and warmed
+    assert len(recorder.seen) == 2
+    for _ in range(3):
+        assert call() == REPLY                  # the reply, as bytes
     call.close()
-    lean, lean_meta = recorder.seen[-1]
+    lean = [seen for seen in recorder.seen]
     ref, ref_meta = _tritonclient_sends(recorder, endpoint, arrays)
-    assert lean == ref and lean_meta["x-team"] == ref_meta["x-team"] == "bench"
+    for request, meta in lean:
+        assert request == ref and meta["x-team"] == ref_meta["x-team"] == "bench"
 
 
-def test_the_closed_loops_client_fails_only_the_query_a_server_spoils(recorder):
-    call = Endpoint(recorder.url, "m", "grpc", timeout=0.3).blocking_fn(
-        {"x": np.ones((1, 4), np.float32)})
+@pytest.mark.parametrize("client", [BlockingH2Call, BlockingGrpcCall])
+def test_the_closed_loops_client_fails_only_the_query_a_server_spoils(recorder, client):
+    """Each failure raises its own error, the next call goes on; the same for grpcio's call,
+    the client where hpack is missing."""
+    endpoint = Endpoint(recorder.url, "m", "grpc", timeout=0.3)
+    request = endpoint.prepared_request({"x": np.ones((1, 4), np.float32)})
+    call = BlockingH2Call(recorder.url, METHOD, request, 0.3) if client is BlockingH2Call \
+        else BlockingGrpcCall(recorder.url, request, 0.3)
     modes = ["ok", "error", "stall", "ok"]
     recorder.mode = lambda k: modes[(k - 1) % len(modes)]
     outcomes = []
     t0 = time.monotonic()
     for _ in range(2 * len(modes)):
         try:
-            call()
+            assert call() == REPLY
             outcomes.append("ok")
         except ServerError as exc:
             assert str(exc) == "gRPC INTERNAL: injected failure: model crashed"

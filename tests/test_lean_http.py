@@ -277,3 +277,36 @@ def test_each_closed_loop_thread_keeps_its_own_connection(recorder):
         t.join()
     call.close()
     assert len(recorder.seen) == 15 and len(set(recorder.ports)) == 3   # kept alive
+
+
+class _Closing(_Recorder):
+    timeout = 0.3               # the server closes a kept-alive connection idle this long
+
+
+def test_connections_the_server_closed_while_idle_are_never_written_to():
+    """uvicorn closes kept-alive connections idle for 5 s: in a paired cell a side waits
+    that long between its sub-slices. The open loop's warm connections, closed by the server
+    before the first query, are passed over; every query succeeds on a new one (a write to
+    a closed one failed queries with EBADF)."""
+    server = _Server(("127.0.0.1", 0), _Closing)
+    server.seen, server.ports, server.mode = [], [], (lambda n: "ok")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = Endpoint(f"127.0.0.1:{server.server_address[1]}", "m", "http",
+                            tensor_format="json")
+        endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}
+        sut = endpoint.async_sut({"x": np.ones((1, 4), np.float32)})
+        done: dict = {}
+        issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, error))
+        time.sleep(0.8)                 # every warm connection closed by the server
+        for i in range(12):
+            issue(i)
+            time.sleep(0.01)
+        deadline = time.monotonic() + 5
+        while len(done) < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sut.stop()
+        assert done == {i: None for i in range(12)}
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -149,6 +149,7 @@ def _measure_served(cell, cache, endpoint, progress) -> Result:
     inputs, check = served_inputs(cell, cache, endpoint)
     fn = endpoint.blocking_fn(inputs)
     warm_errors, overhead = _warm(fn, endpoint, inputs, cell.settings.warmup)
+    fn.connect(getattr(cell.workload, "concurrency", None) or 1)  # each client its own
     settings = cell.settings.model_copy(update={"warmup": 0})
     # the server's counters bracket the measured queries only: an open-loop client opens the
     # window after its own warm-up requests (and closes it at stop; a search's steps add up),

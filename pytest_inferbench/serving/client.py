@@ -16,8 +16,10 @@ import numpy as np
 from ..core.signature import InputSignature
 from .async_sut import AsyncClientSUT
 from .inputs import signature_from_metadata
+from .lean_grpc import METHOD as GRPC_METHOD
 from .lean_grpc import BlockingGrpcCall, LeanGrpcSUT
 from .lean_grpc import build_request as build_grpc_request
+from .lean_h2 import BlockingH2Call
 from .lean_http import BlockingHttpCall, LeanHttpSUT, build_request
 from .statistics import StatisticsUnavailable, StatisticsWindow
 
@@ -193,6 +195,9 @@ class Endpoint:
         once; without httptools (HTTP), one tritonclient client per thread."""
         client = self.closed_loop_client()
         if client == "lean-grpc":
+            return BlockingH2Call(self.url, GRPC_METHOD, self.prepared_request(arrays),
+                                  self.timeout, metadata=self._metadata())
+        if client == "grpcio":
             return BlockingGrpcCall(self.url, self.prepared_request(arrays), self.timeout,
                                     metadata=self._metadata())
         if client == "lean-http":
@@ -342,8 +347,13 @@ class Endpoint:
         return f"lean-{self.protocol}" if self._lean() else f"tritonclient-aio-{self.protocol}"
 
     def closed_loop_client(self) -> str:
-        """Which client sends a closed loop's queries (the lean one, blocking)."""
-        return f"lean-{self.protocol}" if self._lean() else f"tritonclient-{self.protocol}"
+        """Which client sends a closed loop's queries: the lean one, blocking (gRPC: HTTP/2
+        frames of its own, serving/lean_h2.py, or grpcio's call without hpack)."""
+        if not self._lean():
+            return f"tritonclient-{self.protocol}"
+        if self.protocol == "grpc" and importlib.util.find_spec("hpack") is None:
+            return "grpcio"
+        return f"lean-{self.protocol}"
 
     def prepared_request(self, arrays: dict[str, np.ndarray]) -> bytes:
         """One inference request as the bytes tritonclient's own client would send: the HTTP
@@ -388,6 +398,9 @@ class _TritonclientCall:
         if prepared is None:
             prepared = self._local.prepared = (ep._client(), ep._inputs(ep.sync, self.arrays))
         return prepared[0].infer(ep.model, prepared[1], **self.kw)
+
+    def connect(self, n: int) -> None:
+        """Each thread makes its own client at its first query."""
 
     def close(self) -> None:
         """Each thread's client closes with its thread."""

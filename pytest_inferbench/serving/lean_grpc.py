@@ -136,10 +136,9 @@ class LeanGrpcSUT:
 
 
 class BlockingGrpcCall:
-    """The closed loop's lean gRPC client: a zero-argument call per query that sends the
-    prepared request on its client thread's own channel and waits for the answer (a closed
-    loop's client waits anyway: no hand-off, no callback). One channel per thread, as
-    perf_analyzer keeps one context per concurrency slot. A status other than OK raises
+    """The closed loop's gRPC client where hpack is missing (serving/lean_h2.py is the lean
+    one): a zero-argument call per query that sends the prepared request through grpcio on
+    its client thread's own channel and waits for the answer. A status other than OK raises
     ServerError with the server's message; DEADLINE_EXCEEDED raises TimeoutError."""
 
     def __init__(self, url: str, request: bytes, timeout: float, metadata=None):
@@ -164,6 +163,9 @@ class BlockingGrpcCall:
                 raise TimeoutError(f"no answer in {self.timeout:g}s") from None
             details = " ".join(str(exc.details() or "").split())
             raise ServerError(f"gRPC {code.name}: {details}") from None
+
+    def connect(self, n: int) -> None:
+        """Each thread opens its channel at its first query."""
 
     def close(self) -> None:
         for channel in self._channels:

@@ -20,12 +20,11 @@ next query's).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from urllib.parse import quote, urlsplit
 
 from .async_sut import with_write_time
-from .lean_pool import Connection, ConnectionPool
+from .lean_pool import Connection, ConnectionPool, PerThread
 
 _WARM_CONNECTIONS = 8
 _ERROR_BODY = 300
@@ -56,6 +55,18 @@ def build_request(url: str, model: str, body: bytes, json_size: int | None,
     lines = [f"POST /v2/models/{quote(model)}/infer HTTP/1.1"]
     lines += [f"{k}: {v}" for k, v in head.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def round_trip(conn, request: bytes, query: int) -> None:
+    """Write the request on conn and read its whole answer, blocking (the warm-up, and the
+    closed loop's queries)."""
+    conn.begin(query, 0)
+    conn.sock.sendall(request)
+    while not conn.done:
+        data = conn.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        conn.parser.feed_data(data)
 
 
 class _Connection(Connection):
@@ -132,13 +143,7 @@ class LeanHttpSUT(ConnectionPool):
                 self._drop(conn, None)
 
     def _round_trip(self, conn: _Connection) -> None:
-        conn.begin(-1, 0)
-        conn.sock.sendall(self.request)
-        while not conn.done:
-            data = conn.sock.recv(65536)
-            if not data:
-                raise ConnectionError("the server closed the connection during warm-up")
-            conn.parser.feed_data(data)
+        round_trip(conn, self.request, -1)
 
     def issue(self, i: int) -> None:
         """The issuer's thread: take an idle connection (or open one), stamp, write."""
@@ -173,46 +178,25 @@ class LeanHttpSUT(ConnectionPool):
         self._close()
 
 
-class BlockingHttpCall:
-    """The closed loop's lean HTTP client: a zero-argument call per query that writes the
-    prepared request on its client thread's own kept-alive connection and reads the answer
-    there (a closed loop's client waits anyway: no receiving thread, no hand-off). An answer
-    other than 200 raises ServerError with the server's message; a closed connection or a
-    timeout raises OSError, and the next call opens a new connection."""
+class BlockingHttpCall(PerThread):
+    """The closed loop's lean HTTP client: the prepared request written on the client
+    thread's own kept-alive connection and the answer read there (a closed loop's client
+    waits anyway: no receiving thread, no hand-off). An answer other than 200 raises
+    ServerError with the server's message and drops the connection, as the open loop's
+    client does; a closed connection or a timeout raises OSError."""
 
     def __init__(self, url: str, request: bytes, timeout: float):
         self.address, self.request, self.timeout = host_port(url), request, timeout
-        self._local = threading.local()
-        self._conns: set[_Connection] = set()
+        self._setup()
 
-    def __call__(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = _Connection(self.address, self.timeout)
-            self._conns.add(conn)
-        conn.begin(0, 0)
-        try:
-            conn.sock.sendall(self.request)
-            while not conn.done:
-                data = conn.sock.recv(65536)
-                if not data:
-                    raise ConnectionError("the server closed the connection")
-                conn.parser.feed_data(data)
-        except BaseException:
-            self._drop(conn)
-            raise
+    def _open(self) -> _Connection:
+        return _Connection(self.address, self.timeout)
+
+    def _query(self, conn: _Connection) -> None:
+        round_trip(conn, self.request, 0)
         error = conn.error()
-        if error is not None or not conn.keep_alive:
-            self._drop(conn)
         if error is not None:
             raise error
 
-    def _drop(self, conn: _Connection) -> None:
-        self._local.conn = None
-        self._conns.discard(conn)
-        conn.close()
-
-    def close(self) -> None:
-        for conn in list(self._conns):
-            conn.close()
-        self._conns.clear()
+    def _keeps(self, conn: _Connection, exc: BaseException | None) -> bool:
+        return exc is None and conn.keep_alive

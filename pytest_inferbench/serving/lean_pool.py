@@ -6,7 +6,8 @@ A subclass makes its connections (`_new_connection`), says what to do with a who
 (`_finish`) and with a request whose connection failed (`_lost`). Here: opening and dropping
 connections, the receiving loop (each read stamped in `conn.now` before the parser sees it),
 and the expiry of requests unanswered after the timeout: their connection is dropped, so a
-late answer is never taken for the next request's.
+late answer is never taken for the next request's. For the closed loop (`PerThread`): a
+connection per client thread, written and read by that thread, opened before the window.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ class Connection:
         self.parser = httptools.HttpResponseParser(self)
         self.query: int | None = None
         self.sent_ns = self.deadline_ns = self.now = 0
-        self.done = self.keep_alive = False
+        self.done = self.keep_alive = self.closed = False
 
     def on_message_complete(self) -> None:
         self.done = True
         self.keep_alive = self.parser.should_keep_alive()   # valid inside the callback only
 
     def close(self) -> None:
+        self.closed = True
         try:
             self.sock.close()
         except OSError:
@@ -84,11 +86,17 @@ class ConnectionPool(abc.ABC):
         return conn
 
     def _take(self) -> Connection:
-        """An idle connection, or a new one (OSError when the server cannot be reached)."""
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return self._connect()
+        """An idle connection still open, or a new one (OSError when the server cannot be
+        reached). One the server closed while it was idle (uvicorn does after 5 s) was
+        dropped by the receiver: it is passed over, never written to (a write to it failed
+        its query with EBADF)."""
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                return self._connect()
+            if not conn.closed:
+                return conn
 
     def _drop(self, conn: Connection, exc: BaseException | None) -> None:
         """Close a connection; the request it carried, if any, fails with exc."""
@@ -142,3 +150,79 @@ class ConnectionPool(abc.ABC):
             conn.close()
         self._conns.clear()
         self._epoll.close()
+
+
+class PerThread(abc.ABC):
+    """What the closed loop's lean clients share: a zero-argument call per query that each
+    client thread makes on its own connection, held for the thread's life. `connect(n)`
+    opens and warms n connections before the window, so that no client thread's first
+    query pays for a connection; a thread without one opens its own. A connection is
+    dropped after a query that failed it (`_keeps` says which failures leave it usable)."""
+
+    timeout: float
+
+    @abc.abstractmethod
+    def _open(self):
+        """A new connection (OSError when the server cannot be reached)."""
+
+    @abc.abstractmethod
+    def _query(self, conn):
+        """One query on conn: its answer, or an exception."""
+
+    def _keeps(self, conn, exc: BaseException | None) -> bool:
+        """Whether conn carries the next query after this one (exc: how it failed)."""
+        return exc is None
+
+    def _setup(self) -> None:
+        self._local = threading.local()
+        self._conns: set = set()
+        self._ready: collections.deque = collections.deque()
+
+    def connect(self, n: int) -> None:
+        """Open n connections and send each one query, before the window. A failure here
+        is left for the window to count."""
+        for _ in range(n):
+            try:
+                conn = self._open()
+                self._conns.add(conn)
+                self._run(conn)
+            except Exception:  # noqa: BLE001 - counted when the window meets it
+                return
+            self._ready.append(conn)
+
+    def __call__(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = self._ready.popleft()
+            except IndexError:
+                conn = self._open()
+                self._conns.add(conn)
+            self._local.conn = conn
+        return self._run(conn)
+
+    def _run(self, conn):
+        try:
+            answer = self._query(conn)
+        except TimeoutError:
+            self._drop(conn)
+            raise TimeoutError(f"no answer in {self.timeout:g}s") from None
+        except BaseException as exc:
+            if not self._keeps(conn, exc):
+                self._drop(conn)
+            raise
+        if not self._keeps(conn, None):
+            self._drop(conn)
+        return answer
+
+    def _drop(self, conn) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        self._conns.discard(conn)
+        conn.close()
+
+    def close(self) -> None:
+        for conn in list(self._conns):
+            conn.close()
+        self._conns.clear()
+        self._ready.clear()
