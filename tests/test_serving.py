@@ -44,6 +44,10 @@ def test_http_and_triton_cells_end_to_end(pytester):
     for r in doc["results"]:
         assert r["model"]["check"]["ok"], r["id"]          # same outputs as the source model
         assert r["latency_ms"]["n"] > 0
+        # sent by the lean clients (gRPC closed loop: serving/lean_h2.py's own frames), and
+        # Triton counted at least the queries measured
+        client = "open_loop_client" if "server" in r["id"] else "closed_loop_client"
+        assert r["serving"][client] == f"lean-{r['serving']['protocol']}", r["id"]
         if "triton" in r["id"]:
             b = r["serving"]["breakdown"]
             assert b["requests"] >= r["latency_ms"]["n"] and b["compute_infer_ms"] > 0
