@@ -78,7 +78,7 @@ class Work(torch.nn.Module):
             x = torch.tanh(x @ self.w)
         return x
 
-BASE = 20
+BASE = int(os.environ.get("GQ_BASE", "20"))    # layers: a slowdown is a whole layer's share
 def _make(factor):
     return Work(round(BASE * factor)), {"x": [256]}
 def current():
@@ -193,7 +193,7 @@ def stored_mode(work: Path, n_aa: int, per: int, repeats: int, log, processes: i
                 trials.append({"slowdown": slowdown, "verdict": e["verdict"],
                                "cell": _cell_of(e), "ratio": p50["ratio"],
                                "exit": doc["returncode"], "wall_s": round(wall, 1)})
-            log(f"stored: slowdown {slowdown:.0%} #{i + 1}: " + ", ".join(
+            log(f"stored: slowdown {100 * slowdown:g}% #{i + 1}: " + ", ".join(
                 f"{t['cell']} {t['verdict']} (p50 x{t['ratio']:.3f})" for t in trials[-2:]))
     return {"trials": trials, "seconds": time.perf_counter() - t0, "learnt": learnt}
 
@@ -295,7 +295,7 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_ev
         for i in range(per):
             doc = _session(work, 1.0 + slowdown, "--infer-baseline", "history",
                            "--infer-store", str(copy), *extra)
-            log(f"history: +{slowdown:.0%} #{i + 1}: {judge(doc, slowdown)}")
+            log(f"history: +{100 * slowdown:g}% #{i + 1}: {judge(doc, slowdown)}")
         db = ResultStore.open(f"sqlite:///{copy}")
         try:
             found = series(db.series())
@@ -310,7 +310,7 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_ev
                           "found": at, "false": [st.index for st in p50
                                                  if st.index < first_slow - 1],
                           "located": any(abs(a - first_slow) <= 1 for a in at)})
-            log(f"changes: +{slowdown:.0%} {steps[-1]['cell']}: p50 change points at "
+            log(f"changes: +{100 * slowdown:g}% {steps[-1]['cell']}: p50 change points at "
                 f"{[st.index for st in p50]} (step at {first_slow})")
     return {"trials": trials, "steps": steps, "seconds": time.perf_counter() - t0,
             "sessions": 1 + n_hist + n_aa + per * len(slowdowns)}
@@ -320,7 +320,7 @@ def _history_table(result: dict) -> None:
     rows = []
     for slowdown in sorted({t["slowdown"] for t in result["trials"]}):
         ts = [t for t in result["trials"] if t["slowdown"] == slowdown]
-        what = "A/A" if slowdown == 0 else f"+{slowdown:.0%}"
+        what = "A/A" if slowdown == 0 else f"+{100 * slowdown:g}%"
         row = [what, len(ts)]
         for mode in ("stored", "history"):
             reg = sum(1 for t in ts if t[mode] == "regression")
@@ -398,7 +398,7 @@ def paired_mode(work: Path, n_aa: int, per: int, rounds: int, max_rounds: int,
                                "valid": result.valid, "status": result.status,
                                "pairs": len(ab["pairs"] or []),
                                "wall_s": round(time.perf_counter() - started, 1)})
-            log(f"paired: slowdown {slowdown:.0%} #{i + 1}: " + ", ".join(
+            log(f"paired: slowdown {100 * slowdown:g}% #{i + 1}: " + ", ".join(
                 f"{t['cell']} {t['verdict']} (p50 x{t['ratio']:.3f}, {t['rounds']} rounds)"
                 for t in trials[-2:]))
     return {"trials": trials, "seconds": time.perf_counter() - t0}
@@ -413,7 +413,7 @@ def _rows(mode: str, result: dict) -> list:
             continue
         counts = {v: sum(1 for t in ts if t["verdict"] == v) for v in VERDICTS}
         ratios = [t["ratio"] for t in ts if t["ratio"]]
-        what = "A/A" if slowdown == 0 else f"+{slowdown:.0%}"
+        what = "A/A" if slowdown == 0 else f"+{100 * slowdown:g}%"
         if slowdown == 0:
             rate = f"FP {counts['regression']}/{len(ts)}, FI {counts['improvement']}"
         else:
@@ -499,11 +499,16 @@ def main(argv=None) -> int:
     ap.add_argument("--neighbour-every", type=int, default=0, metavar="K",
                     help="history mode: one of each K history-building and A/A sessions "
                          "beside a process keeping one core busy")
+    ap.add_argument("--base-reps", type=int, default=20,
+                    help="layers of the model (default 20): a slowdown is rounded to whole "
+                         "layers, so +12.5%% needs 40")
     ap.add_argument("--json", default=None, help="write every trial here")
     args = ap.parse_args(argv)
 
     def log(text):
         print(text, flush=True)
+
+    os.environ["GQ_BASE"] = str(args.base_reps)     # the sessions' models read it
 
     if args.mode == "history":
         with tempfile.TemporaryDirectory(prefix="gate-quality-") as tmp:

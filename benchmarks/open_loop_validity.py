@@ -81,12 +81,20 @@ def part1(seconds: float, servers: list[str]) -> None:
                       f"  [{time.perf_counter() - t0:.0f}s"
                       f"{', other procs ' + format(r.process.get('other_cpu_cores'), '.2f') + ' cores' if r.process.get('other_cpu_cores') is not None else ''}"
                       f"{', cpus ' + str((r.serving or {}).get('cpu_affinity')) if (r.serving or {}).get('cpu_affinity') else ''}"
-                      f"{', client ' + str((r.serving or {}).get('open_loop_client')) if (r.serving or {}).get('open_loop_client') else ''}"
+                      f"{', client ' + str(_field(r.serving, 'open_loop_client')) if _field(r.serving, 'open_loop_client') else ''}"
                       f"{client_cpu(r, load)}]",
                       flush=True)
         finally:
             if pool is not None:
                 pool.close()
+
+
+def _field(section, key):
+    """section[key], None where this version has no such field."""
+    try:
+        return (section or {}).get(key)
+    except KeyError:
+        return None
 
 
 def client_cpu(r, load) -> str:
