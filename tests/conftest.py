@@ -70,6 +70,19 @@ def xfail_if_client_lag(valid: bool, reasons: list[str]) -> None:
     pytest.xfail(f"INVALID for the client's own send lag (issue 27): {reasons[0]}")
 
 
+def xfail_if_send_lag(load: dict) -> None:
+    """The open loop's own send lag against a server a few ms fast: in a 1 s window of 60
+    queries p99 is the slowest send, and on a shared 2-core CI runner one late send (seen: the
+    gRPC lean client at p99 0.57 ms against Triton's 3.5 ms) crosses the 10% validity limit.
+    The rule applying is right; a cell INVALID for anything else fails. Issue 27 is the fix
+    (benchmarks/open_loop_validity.py measures it with nothing else running)."""
+    if load["valid"]:
+        return
+    reasons = load["invalid_reasons"]
+    assert reasons and all(m.startswith("send lag (p99") for m in reasons), reasons
+    pytest.xfail(f"INVALID for the client's own send lag (issue 27): {reasons[0]}")
+
+
 def assert_ttft_matches(ttft_ms: float, ref_ms: float, client_lag_p50_ms: float | None,
                         label="") -> None:
     """TTFT p50 timed from the scheduled send within 5% of a reference client's. Seen on this
