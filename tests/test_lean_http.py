@@ -154,21 +154,31 @@ def test_a_prepared_request_is_what_tritonclient_sends(recorder, tensor_format, 
         assert int(lean_headers["Inference-Header-Content-Length"]) < len(lean_body)
 
 
-def _run_queries(recorder, n, timeout=0.3, spacing=0.02):
+def _pause(sut, pump: bool, seconds: float) -> None:
+    """Wait as the open loop's issuer does: reading the answers itself (pump) or sleeping
+    while the receiving thread reads them."""
+    if pump:
+        sut.wait_until(time.perf_counter_ns() + int(seconds * 1e9))
+    else:
+        time.sleep(seconds)
+
+
+def _run_queries(recorder, n, pump, timeout=0.3, spacing=0.02):
     url = f"127.0.0.1:{recorder.server_address[1]}"
     endpoint = Endpoint(url, "m", "http", timeout=timeout, tensor_format="json")
     endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}
     sut = endpoint.async_sut({"x": np.ones((1, 4), np.float32)})
     done: dict = {}
-    issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, error))
+    issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, error),
+                      pump=pump)
     warm = len(recorder.seen)
     recorder.mode = lambda k: MODES[(k - warm - 1) % len(MODES)] if k > warm else "ok"
     t0 = time.monotonic()
     for i in range(n):
         issue(i)
-        time.sleep(spacing)
+        _pause(sut, pump, spacing)
     while len(done) < n and time.monotonic() - t0 < 10:
-        time.sleep(0.01)
+        _pause(sut, pump, 0.01)
     sut.stop()
     return done, time.monotonic() - t0
 
@@ -176,8 +186,9 @@ def _run_queries(recorder, n, timeout=0.3, spacing=0.02):
 MODES = ["ok", "500", "close", "stall", "ok"]
 
 
-def test_500s_closed_connections_and_stalls_are_counted_and_nothing_hangs(recorder):
-    done, took = _run_queries(recorder, 10)
+@pytest.mark.parametrize("pump", [False, True], ids=["receiving-thread", "issuer-reads"])
+def test_500s_closed_connections_and_stalls_are_counted_and_nothing_hangs(recorder, pump):
+    done, took = _run_queries(recorder, 10, pump)
     assert len(done) == 10, sorted(done)            # every query completed, one way or another
     assert took < 5
     kinds = [MODES[i % len(MODES)] for i in range(10)]
@@ -283,7 +294,8 @@ class _Closing(_Recorder):
     timeout = 0.3               # the server closes a kept-alive connection idle this long
 
 
-def test_connections_the_server_closed_while_idle_are_never_written_to():
+@pytest.mark.parametrize("pump", [False, True], ids=["receiving-thread", "issuer-reads"])
+def test_connections_the_server_closed_while_idle_are_never_written_to(pump):
     """uvicorn closes kept-alive connections idle for 5 s: in a paired cell a side waits
     that long between its sub-slices. The open loop's warm connections, closed by the server
     before the first query, are passed over; every query succeeds on a new one (a write to
@@ -297,16 +309,45 @@ def test_connections_the_server_closed_while_idle_are_never_written_to():
         endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}
         sut = endpoint.async_sut({"x": np.ones((1, 4), np.float32)})
         done: dict = {}
-        issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, error))
-        time.sleep(0.8)                 # every warm connection closed by the server
+        issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, error),
+                          pump=pump)
+        _pause(sut, pump, 0.8)          # every warm connection closed by the server
         for i in range(12):
             issue(i)
-            time.sleep(0.01)
+            _pause(sut, pump, 0.01)
         deadline = time.monotonic() + 5
         while len(done) < 12 and time.monotonic() < deadline:
-            time.sleep(0.01)
+            _pause(sut, pump, 0.01)
         sut.stop()
         assert done == {i: None for i in range(12)}
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_open_loop_reads_answers_on_the_issuers_own_thread(recorder):
+    """run_open_loop drives the lean HTTP client with pump=True: no receiving thread, every
+    answer read (and its completion reported) on the thread that sends, between sends."""
+    from pytest_inferbench.spec import Settings
+    from pytest_inferbench.workload import arrivals
+    from pytest_inferbench.workload.open_loop import run_open_loop
+    endpoint = Endpoint(f"127.0.0.1:{recorder.server_address[1]}", "m", "http",
+                        tensor_format="json")
+    endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}
+    sut = endpoint.async_sut({"x": np.ones((1, 4), np.float32)})
+    threads = set()
+    start = sut.start
+
+    def watched(complete, **kw):
+        def wrapped(i, error=None, sent_ns=None):
+            threads.add(threading.current_thread().name)
+            complete(i, error, sent_ns=sent_ns)
+        return start(wrapped, **kw)
+    sut.start = watched
+    settings = Settings(warmup=0, min_duration=0.4, max_duration=0.4, min_queries=1,
+                        ci_width=1e-12)
+    x = run_open_loop(sut, arrivals.schedule("constant", 100, 0.4), settings, 1.0).extra
+    assert x["issued"] >= 30 and x["completed"] == x["issued"], x
+    assert x["send_time"] == "write" and x["writes_reported"] == x["issued"]
+    assert threads == {threading.current_thread().name}, threads
+    assert not [t for t in threading.enumerate() if t.name == "inferbench-receiver"]

@@ -1,5 +1,6 @@
 """The open loop's lean KServe v2 HTTP client: the request built once before the window, written
-by the issuing thread itself, answers read by one receiving thread.
+by the issuing thread itself, answers read on that thread while it waits for the next send
+(or, for a driver that only sleeps, by one receiving thread).
 
 Why not tritonclient's asyncio client on the hot path: each query there is a hand-off to an
 event loop thread (a wake-up), a task, aiohttp's request machinery and per-query encoding;
@@ -108,11 +109,13 @@ class LeanHttpSUT(ConnectionPool):
         self.address, self.request, self.timeout = host_port(url), request, timeout
         self.window = window
 
-    def start(self, complete):
+    def start(self, complete, pump: bool = False):
+        """pump: the driver calls wait_until instead of sleeping, and answers are read there
+        (on the issuer's thread) rather than by a receiving thread."""
         self._report = with_write_time(complete)
         self._open()
         self._warm()
-        self._start_receiver()
+        self._start_receiver(pump)
         if self.window is not None:     # the server's counts from here: warm-up left out
             self.window.open()
         return self.issue
@@ -159,6 +162,11 @@ class LeanHttpSUT(ConnectionPool):
             conn.sock.sendall(self.request)
         except OSError as exc:
             self._drop(conn, exc)
+
+    def wait_until(self, until_ns: int) -> None:
+        """The open loop's wait between sends (started with pump=True): answers are read
+        until until_ns, on the issuer's own thread."""
+        self._pump(until_ns)
 
     def _finish(self, conn: _Connection) -> None:
         i, err = conn.query, conn.error()

@@ -30,7 +30,10 @@ error budget or a search's verdict stops at once, and says how far it fell from 
 The system under test is reached through `issue(i)`, which must return at once; it reports
 completion by calling `complete(i)`, or `complete(i, exc)` when the query failed (the
 exception is counted in the error log by kind; a timeout exception counts as a timeout), with
-`sent_ns=` its write time when it knows it. For an in-process runner, `InProcessSUT` puts queries
+`sent_ns=` its write time when it knows it. A SUT that can read its answers on the issuer's
+thread offers `wait_until(ns)`: it is then started with `start(complete, pump=True)` and the
+issuer calls it in place of each sleep (no second thread to hand the GIL to between a send
+and the answer before it). For an in-process runner, `InProcessSUT` puts queries
 on a FIFO served by `instances` worker threads (one model instance by default), so queueing
 under overload shows up in latency as it would in a server.
 """
@@ -68,8 +71,8 @@ def _set_timer_slack(ns: int | None) -> int | None:
         return before if before >= 0 else None
     except (OSError, AttributeError):
         return None
-# The issuer waits with time.sleep, never by spinning: sleeping releases the GIL, spinning
-# would starve the worker threads that run the queries.
+# The issuer waits with time.sleep (or in a SUT's wait_until, which blocks in select), never
+# by spinning: sleeping releases the GIL, spinning would starve the threads running queries.
 
 
 class NullSUT:
@@ -225,15 +228,14 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
     runs = _Completions(len(schedule_ns))
     rule = StoppingRule(settings, target, min_s, decide)
     sent = np.zeros(len(schedule_ns), dtype=np.int64)
-    issue = sut.start(runs.complete)
+    wait = getattr(sut, "wait_until", None)     # reads its answers in the issuer's waits
+    issue = sut.start(runs.complete, pump=True) if wait else sut.start(runs.complete)
     try:
         with _issuer_conditions():
             begin = time.perf_counter_ns() + 2_000_000
             issued, reason, stop_ns, limit_ns = _issue(issue, drawn, schedule_ns, sent, begin,
-                                                       rule, runs, progress)
-            deadline = time.perf_counter_ns() + int(timeout_s * 1e9)
-            while runs.count < issued and time.perf_counter_ns() < deadline:
-                time.sleep(0.001)
+                                                       rule, runs, progress, wait)
+            _drain(runs, issued, time.perf_counter_ns() + int(timeout_s * 1e9), wait)
     finally:
         sut.stop()
     end = time.perf_counter_ns()
@@ -245,9 +247,20 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
                     offered=offer)
 
 
-def _issue(issue, drawn, schedule_ns, sent, begin, rule, runs, progress):
-    """The issuer: sleep to each scheduled time, stamp the send, hand the query over; the
-    stopping rule between sends. Returns (issued, reason, stop offset ns, limit ns)."""
+def _drain(runs, issued: int, deadline_ns: int, wait) -> None:
+    """After the last send: until every issued query is answered or the timeout passes."""
+    clock = time.perf_counter_ns
+    while runs.count < issued and clock() < deadline_ns:
+        if wait is None:
+            time.sleep(0.001)
+        else:
+            wait(min(clock() + 1_000_000, deadline_ns))
+
+
+def _issue(issue, drawn, schedule_ns, sent, begin, rule, runs, progress, wait=None):
+    """The issuer: sleep to each scheduled time (or, with `wait`, let the SUT read its
+    answers until then), stamp the send, hand the query over; the stopping rule between
+    sends. Returns (issued, reason, stop offset ns, limit ns)."""
     clock, sleep = time.perf_counter_ns, time.sleep
     next_check = begin + CHECK_EVERY_NS
     # a converged stratified run stops at the end of its block: whole blocks, nominal count
@@ -261,7 +274,10 @@ def _issue(issue, drawn, schedule_ns, sent, begin, rule, runs, progress):
             return issued, pending or "max_duration", limit_ns, limit_ns
         now = clock()
         if due > now:
-            sleep((due - now) / 1e9)
+            if wait is None:
+                sleep((due - now) / 1e9)
+            else:
+                wait(due)
         sent[i] = clock()
         issue(i)
         issued = i + 1
