@@ -15,7 +15,9 @@ from pytest_inferbench.core.verdicts import Obs, decide, stored_judgement
 
 # A controlled system: each fresh process runs at a known speed, from a table by session
 # (OFFSET_SESSION) and process (INFERBENCH_PROCESS, "k/N", set by the harness in the child).
-OFFSETS = {"s1": [0.90, 1.10, 1.00], "s2": [1.12, 0.95, 1.03]}
+# s3: a session whose one process fell into a slow mode (the issue saw modes 35% apart); with
+# s2's +24% a fresh clone's CI once learnt in-process noise of ±4.6% and said "undetermined"
+OFFSETS = {"s1": [0.90, 1.10, 1.00], "s2": [1.12, 0.95, 1.03], "s3": [1.30, 1.0, 1.0]}
 MODEL = SPIN + f'''
 import sys
 
@@ -95,11 +97,11 @@ def test_processes_learn_the_process_effect_that_one_process_per_session_misses(
     assert _verdict(_last_run(pytester)) == "regression"
 
     # repeats inside one process: the baseline's noise is that process's luck alone, and a
-    # session whose one process fell 20% slower is judged a regression of unchanged code
+    # session whose one process fell 44% slower is judged a regression of unchanged code
     pytester.makefile(".yaml", bench_p=SPEC.replace(", PROCESSES", ""))
     _session(pytester, monkeypatch, "s1", "--infer-save", "inproc",
              "--infer-repeat", "3").assert_outcomes(passed=3)
-    misjudged = _session(pytester, monkeypatch, "s2", "--infer-baseline", "inproc")
+    misjudged = _session(pytester, monkeypatch, "s3", "--infer-baseline", "inproc")
     assert _verdict(_last_run(pytester)) == "regression", misjudged.stdout.str()
 
 
