@@ -216,7 +216,7 @@ def test_history_mode_gates_a_slowdown_and_keeps_other_machines_apart(pytester, 
                                "FAILED: 1 regression*against baseline history (sqlite:///*.db)",
                                "REGRESSION [[]history[]] bench_g.yaml::current*",
                                ("*p50: regression: p50 +*, beyond +10% at 95% confidence "
-                                "(noise learnt from [45] earlier runs*")])   # one set aside as an outlier on a busy day
+                                "(noise learnt from [45] earlier runs*")])  # 4: 1 outlier set aside
     assert "needs at least" not in slow.stdout.str()
     files = _run_files(pytester)
     assert len(files) == 6
