@@ -86,10 +86,10 @@ class ConnectionPool(abc.ABC):
 
     def _start_receiver(self, pump: bool = False) -> None:
         """A receiving thread, or with pump the caller's `wait_until` calls."""
-        self._next_expiry = 0
-        self._thread = None if pump else threading.Thread(
-            target=self._receive, name=self.thread_name, daemon=True)
-        if self._thread is not None:
+        self._next_expiry, self._thread = 0, None
+        if not pump:
+            self._thread = threading.Thread(target=self._receive, name=self.thread_name,
+                                            daemon=True)
             self._thread.start()
 
     def _connect(self) -> Connection:

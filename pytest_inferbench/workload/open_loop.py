@@ -32,8 +32,8 @@ completion by calling `complete(i)`, or `complete(i, exc)` when the query failed
 exception is counted in the error log by kind; a timeout exception counts as a timeout), with
 `sent_ns=` its write time when it knows it. A SUT that can read its answers on the issuer's
 thread offers `wait_until(ns)`: it is then started with `start(complete, pump=True)` and the
-issuer calls it in place of each sleep (no second thread to hand the GIL to between a send
-and the answer before it). For an in-process runner, `InProcessSUT` puts queries
+issuer calls it in place of each sleep (the lean HTTP client polls the last 100 us before
+a send, where a wake-up from a sleep comes tens of microseconds late). For an in-process runner, `InProcessSUT` puts queries
 on a FIFO served by `instances` worker threads (one model instance by default), so queueing
 under overload shows up in latency as it would in a server.
 """
@@ -71,8 +71,9 @@ def _set_timer_slack(ns: int | None) -> int | None:
         return before if before >= 0 else None
     except (OSError, AttributeError):
         return None
-# The issuer waits with time.sleep (or in a SUT's wait_until, which blocks in select), never
-# by spinning: sleeping releases the GIL, spinning would starve the threads running queries.
+# The issuer waits with time.sleep, never by spinning: sleeping releases the GIL, spinning
+# would starve the threads running queries. A SUT's wait_until may poll the last 100 us: it
+# reads its own answers while it does, so nothing waits on it.
 
 
 class NullSUT:
