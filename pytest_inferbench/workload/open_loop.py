@@ -34,8 +34,9 @@ exception is counted in the error log by kind; a timeout exception counts as a t
 thread offers `wait_until(ns)`: it is then started with `start(complete, pump=True)` and the
 issuer calls it in place of each sleep (the lean HTTP client polls the last 100 us before
 a send, where a wake-up from a sleep comes tens of microseconds late). For an in-process
-runner, `InProcessSUT` puts queries on a FIFO served by `instances` worker threads (one model instance by default), so queueing
-under overload shows up in latency as it would in a server.
+runner, `InProcessSUT` puts queries on a FIFO served by `instances` worker threads (one
+model instance by default), so queueing under overload shows up in latency as it would in a
+server.
 """
 
 from __future__ import annotations
