@@ -25,7 +25,9 @@ tc = pytest.importorskip("tritonclient.grpc", reason="tritonclient not installed
 from pytest_inferbench.serving.client import Endpoint  # noqa: E402
 from pytest_inferbench.serving.lean_grpc import (METHOD, BlockingGrpcCall,  # noqa: E402
                                                  LeanGrpcSUT, ServerError)
+from pytest_inferbench.serving import lean_h2_open  # noqa: E402
 from pytest_inferbench.serving.lean_h2 import BlockingH2Call  # noqa: E402
+from pytest_inferbench.serving.lean_h2_open import LeanH2SUT  # noqa: E402
 from pytest_inferbench.spec import Settings  # noqa: E402
 from pytest_inferbench.workload import arrivals  # noqa: E402
 from pytest_inferbench.workload.open_loop import run_open_loop  # noqa: E402
@@ -36,13 +38,19 @@ WARM = 16                       # the client's warm-up calls: two rounds of eigh
 
 class Recorder:
     """A KServe v2 gRPC server's ModelInfer, raw: records (request bytes, metadata) of each
-    call and answers by mode(n), n counting calls from 1: ok, error (INTERNAL), stall."""
+    call and answers by mode(n), n counting calls from 1: ok, error (INTERNAL), stall (1 s),
+    slow (0.2 s)."""
 
     def __init__(self):
         self.seen: list[tuple[bytes, dict]] = []
+        self.peers: list[str] = []
         self.mode = lambda n: "ok"
         self._lock = threading.Lock()
-        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8),
+                                  options=[("grpc.max_receive_message_length", -1),
+                                           # no window raised by BDP probes: a large
+                                           # request waits for WINDOW_UPDATEs
+                                           ("grpc.http2.bdp_probe", 0)])
         handler = grpc.unary_unary_rpc_method_handler(self.infer)   # no (de)serializers
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "inference.GRPCInferenceService", {"ModelInfer": handler}),))
@@ -52,11 +60,11 @@ class Recorder:
     def infer(self, request: bytes, context):
         with self._lock:
             self.seen.append((request, dict(context.invocation_metadata())))
+            self.peers.append(context.peer())       # the client's address: its connection
             mode = self.mode(len(self.seen))
         if mode == "error":
             context.abort(grpc.StatusCode.INTERNAL, "injected failure:  model  crashed")
-        if mode == "stall":
-            time.sleep(1.0)
+        time.sleep({"stall": 1.0, "slow": 0.2}.get(mode, 0))
         return REPLY
 
 
@@ -88,17 +96,16 @@ def _tritonclient_sends(recorder, endpoint, arrays) -> tuple[bytes, dict]:
     return recorder.seen[-1]
 
 
-def _lean_sends(recorder, endpoint, arrays) -> tuple[LeanGrpcSUT, bytes, dict]:
+def _lean_sends(recorder, endpoint, arrays) -> tuple[LeanH2SUT, bytes, dict]:
     sut = endpoint.async_sut(arrays)
-    assert isinstance(sut, LeanGrpcSUT) and endpoint.open_loop_client() == "lean-grpc"
+    assert isinstance(sut, LeanH2SUT) and endpoint.open_loop_client() == "lean-grpc"
     done = []
-    issue = sut.start(lambda i, error=None, sent_ns=None: done.append((i, error, sent_ns)))
+    issue = sut.start(lambda i, error=None, sent_ns=None: done.append((i, error, sent_ns)),
+                      pump=True)
     try:
         assert len(recorder.seen) == WARM         # warmed before the window
         issue(0)
-        deadline = time.monotonic() + 5
-        while not done and time.monotonic() < deadline:
-            time.sleep(0.001)
+        _pause(sut, True, 5, until=lambda: done)
     finally:
         sut.stop()
     assert done and done[0][0] == 0 and done[0][1] is None and done[0][2] > 0, done
@@ -122,28 +129,51 @@ def test_a_prepared_request_is_what_tritonclient_sends(recorder, dtype, batch):
     assert len(sent.raw_input_contents) == len(names)
 
 
-def _issue_by_mode(recorder, modes, n, timeout=0.3, spacing=0.03):
-    """n queries through the lean client, the server answering the k-th by modes[k]."""
-    sut = Endpoint(recorder.url, "m", "grpc", timeout=timeout).async_sut(
-        {"x": np.ones((1, 4), np.float32)})
+# The open loop's clients: HTTP/2 frames of its own, read by the issuer (as run_open_loop
+# drives it) or by a receiving thread (paired mode's slices), and grpcio's call (no hpack).
+CLIENTS = ["h2-issuer-reads", "h2-receiving-thread", "grpcio"]
+
+
+def _sut(client, url, request, timeout):
+    if client == "grpcio":
+        return LeanGrpcSUT(url, request, timeout)
+    return LeanH2SUT(url, METHOD, request, timeout)
+
+
+def _pause(sut, pump: bool, seconds: float, until=lambda: False) -> None:
+    """Wait as the open loop's issuer does: reading the answers itself (pump) or sleeping."""
+    end = time.perf_counter_ns() + int(seconds * 1e9)
+    while time.perf_counter_ns() < end and not until():
+        if pump:
+            sut.wait_until(min(end, time.perf_counter_ns() + 2_000_000))
+        else:
+            time.sleep(0.002)
+
+
+def _issue_by_mode(recorder, client, modes, n, timeout=0.3, spacing=0.03, arrays=None):
+    """n queries through an open loop's client, the server answering the k-th by modes[k]."""
+    request = Endpoint(recorder.url, "m", "grpc").prepared_request(
+        arrays or {"x": np.ones((1, 4), np.float32)})
+    sut, pump = _sut(client, recorder.url, request, timeout), client == "h2-issuer-reads"
     done: dict = {}
-    issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, (error, sent_ns)))
+    issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, (error, sent_ns)),
+                      **({"pump": True} if pump else {}))
     warm = len(recorder.seen)
     recorder.mode = lambda k: modes[(k - warm - 1) % len(modes)] if k > warm else "ok"
     t0 = time.monotonic()
     for i in range(n):
         issue(i)
-        time.sleep(spacing)
-    while len(done) < n and time.monotonic() - t0 < 10:
-        time.sleep(0.01)
+        _pause(sut, pump, spacing)
+    _pause(sut, pump, 10, until=lambda: len(done) >= n)
     took = time.monotonic() - t0
     sut.stop()
-    return done, took
+    return done, took, sut
 
 
-def test_error_statuses_and_stalls_fail_only_their_query_and_nothing_hangs(recorder):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_error_statuses_and_stalls_fail_only_their_query_and_nothing_hangs(recorder, client):
     modes = ["ok", "error", "stall", "ok"]
-    done, took = _issue_by_mode(recorder, modes, 8)
+    done, took, _ = _issue_by_mode(recorder, client, modes, 8)
     assert sorted(done) == list(range(8))       # every query completed, one way or another
     assert took < 5
     for i, (err, sent_ns) in done.items():
@@ -158,15 +188,61 @@ def test_error_statuses_and_stalls_fail_only_their_query_and_nothing_hangs(recor
             assert isinstance(err, TimeoutError), (i, err)
 
 
-def test_stop_returns_at_once_with_calls_open(recorder):
-    sut = Endpoint(recorder.url, "m", "grpc", timeout=5.0).async_sut(
+@pytest.mark.parametrize("client", CLIENTS[:2])
+def test_requests_past_the_flow_control_windows_and_many_calls_at_once(recorder, client,
+                                                                        monkeypatch):
+    """5.2 MB requests, five at once: each sent as the server's windows open (its 4 MiB
+    stream window too), on a connection of its own meanwhile; then 12 calls in flight at
+    once, at most 4 on a connection. The server gets each request whole, every call is
+    answered."""
+    big = {"in_FP32": np.random.default_rng(0).random((1300, 1000), np.float32)}
+    done, _, sut = _issue_by_mode(recorder, client, ["ok"], 5, timeout=5, spacing=0,
+                                  arrays=big)
+    assert sorted(done) == list(range(5)) and all(e is None for e, _ in done.values()), done
+    assert {r for r, _ in recorder.seen} == {sut.request} and len(sut.request) > 5_200_000
+    monkeypatch.setattr(lean_h2_open, "_PER_CONNECTION", 4)
+    recorder.seen.clear()
+    done, _, sut = _issue_by_mode(recorder, client, ["slow"], 12, timeout=5, spacing=0)
+    assert sorted(done) == list(range(12)) and all(e is None for e, _ in done.values())
+    assert len(set(recorder.peers[-12:])) == 3      # connections: 4, 4 and 4 calls
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_server_gone_mid_run_fails_the_calls_it_held_and_nothing_hangs(recorder, client):
+    """The server stops with calls in flight: those fail, later calls fail to connect; each
+    query is counted once and the run ends."""
+    request = Endpoint(recorder.url, "m", "grpc").prepared_request(
         {"x": np.ones((1, 4), np.float32)})
-    done = []
-    issue = sut.start(lambda i, error=None, sent_ns=None: done.append(i))
+    sut, pump = _sut(client, recorder.url, request, 2.0), client == "h2-issuer-reads"
+    done: dict = {}
+    issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, (error, sent_ns)),
+                      **({"pump": True} if pump else {}))
     recorder.mode = lambda k: "stall"
     for i in range(3):
         issue(i)
-    time.sleep(0.1)
+    _pause(sut, pump, 0.1)
+    recorder.server.stop(grace=None)
+    for i in range(3, 6):
+        issue(i)
+        _pause(sut, pump, 0.05)
+    _pause(sut, pump, 5, until=lambda: len(done) >= 6)
+    sut.stop()
+    assert sorted(done) == list(range(6)), done
+    assert all(isinstance(e, Exception) for e, _ in done.values()), done
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_stop_returns_at_once_with_calls_open(recorder, client):
+    request = Endpoint(recorder.url, "m", "grpc").prepared_request(
+        {"x": np.ones((1, 4), np.float32)})
+    sut, pump = _sut(client, recorder.url, request, 5.0), client == "h2-issuer-reads"
+    done = []
+    issue = sut.start(lambda i, error=None, sent_ns=None: done.append(i),
+                      **({"pump": True} if pump else {}))
+    recorder.mode = lambda k: "stall"
+    for i in range(3):
+        issue(i)
+    _pause(sut, pump, 0.1)
     t0 = time.monotonic()
     sut.stop()
     assert time.monotonic() - t0 < 0.5
@@ -175,13 +251,19 @@ def test_stop_returns_at_once_with_calls_open(recorder):
 
 
 def test_an_open_loop_through_the_lean_client(recorder):
+    """run_open_loop reads the answers on its issuing thread: no other thread reports."""
     sut = Endpoint(recorder.url, "m", "grpc").async_sut({"x": np.ones((2, 3), np.float32)})
     settings = Settings(warmup=0, min_duration=0.5, max_duration=0.5, min_queries=1,
                         ci_width=1e-12)
+    reporters = set()
+    start = sut.start
+    sut.start = lambda complete, **kw: start(
+        lambda i, *a, **k: (reporters.add(threading.get_ident()), complete(i, *a, **k)), **kw)
     x = run_open_loop(sut, arrivals.schedule("constant", 100, 0.5), settings, 1.0).extra
     assert x["issued"] >= 40 and x["completed"] == x["issued"], x
     assert x["errors"] == x["timeouts"] == 0
     assert x["send_time"] == "write" and x["writes_reported"] == x["issued"]
+    assert reporters == {threading.get_ident()} and sut._thread is None
     queries = recorder.seen[WARM:]
     assert len(queries) == x["issued"] and {r for r, _ in queries} == {sut.request}
 

@@ -20,6 +20,7 @@ from .lean_grpc import METHOD as GRPC_METHOD
 from .lean_grpc import BlockingGrpcCall, LeanGrpcSUT
 from .lean_grpc import build_request as build_grpc_request
 from .lean_h2 import BlockingH2Call
+from .lean_h2_open import LeanH2SUT
 from .lean_http import BlockingHttpCall, LeanHttpSUT, build_request
 from .statistics import StatisticsUnavailable, StatisticsWindow
 
@@ -343,14 +344,17 @@ class Endpoint:
 
     def open_loop_client(self) -> str:
         """Which client sends an open loop's queries (serving/lean_http.py and
-        serving/lean_grpc.py say why)."""
-        return f"lean-{self.protocol}" if self._lean() else f"tritonclient-aio-{self.protocol}"
+        serving/lean_h2_open.py say why; grpcio's call where hpack is missing)."""
+        return self._lean_client() or f"tritonclient-aio-{self.protocol}"
 
     def closed_loop_client(self) -> str:
         """Which client sends a closed loop's queries: the lean one, blocking (gRPC: HTTP/2
         frames of its own, serving/lean_h2.py, or grpcio's call without hpack)."""
+        return self._lean_client() or f"tritonclient-{self.protocol}"
+
+    def _lean_client(self) -> str | None:
         if not self._lean():
-            return f"tritonclient-{self.protocol}"
+            return None
         if self.protocol == "grpc" and importlib.util.find_spec("hpack") is None:
             return "grpcio"
         return f"lean-{self.protocol}"
@@ -377,6 +381,9 @@ class Endpoint:
         asyncio client."""
         client = self.open_loop_client()
         if client == "lean-grpc":
+            return LeanH2SUT(self.url, GRPC_METHOD, self.prepared_request(arrays),
+                             self.timeout, window, metadata=self._metadata())
+        if client == "grpcio":
             return LeanGrpcSUT(self.url, self.prepared_request(arrays), self.timeout, window,
                                metadata=self._metadata())
         if client == "lean-http":

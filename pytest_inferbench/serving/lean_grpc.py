@@ -1,5 +1,6 @@
-"""The open loop's lean KServe v2 gRPC client: the ModelInferRequest built and serialized once
-before the window, each call started by the issuing thread itself.
+"""The lean KServe v2 gRPC clients over grpcio, where hpack is missing (serving/lean_h2.py and
+serving/lean_h2_open.py write their own HTTP/2 frames otherwise): the ModelInferRequest built
+and serialized once before the window, each call started by the issuing thread itself.
 
 Why not tritonclient's asyncio client on the hot path: each query there is a hand-off to an
 event loop thread (a wake-up), a task, grpc.aio's call machinery and a protobuf serialization;

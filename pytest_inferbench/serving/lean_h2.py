@@ -31,7 +31,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = \
     0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x8, 0x9
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
-INITIAL_WINDOW = 0x4          # a SETTINGS identifier
+MAX_STREAMS, INITIAL_WINDOW = 0x3, 0x4      # SETTINGS identifiers
 MAX_WINDOW = 2**31 - 1
 _TOP_UP = 2**30                 # receive window consumed before it is topped up
 _HEAD = struct.Struct(">I")     # a frame starts with a 24-bit length: read as 32 bits
@@ -72,7 +72,8 @@ class Template:
         headers = [(":method", "POST"), (":scheme", "http"), (":path", path),
                    (":authority", authority), ("content-type", "application/grpc"),
                    ("te", "trailers"), ("user-agent", "pytest-inferbench"),
-                   ("grpc-timeout", grpc_timeout(timeout)), *metadata]
+                   ("grpc-timeout", grpc_timeout(timeout)),
+                   *((k.lower(), v) for k, v in metadata)]    # HTTP/2 names are lower case
         block = Encoder().encode([NeverIndexedHeaderTuple(k, v) for k, v in headers])
         body = b"\x00" + struct.pack(">I", len(message)) + message
         parts = [frame(HEADERS, END_HEADERS, 0, block)]
@@ -111,6 +112,7 @@ class Connection:
         self.pending: list = []         # frames of a call read while its request was sent
         self.next_stream = 1
         self.send_window = self.stream_window = 65535     # the server's, until it says
+        self.max_streams = MAX_WINDOW     # concurrent calls: no limit until the server sets one
         self.consumed = 0
         self.goaway: int | None = None
         self.broken = False
@@ -137,20 +139,26 @@ class Connection:
         """The next frame: (type, flags, stream, payload)."""
         if self.pending:
             return self.pending.pop(0)
-        buf = self.buf
-        while True:
-            if len(buf) >= 9:
-                length = _HEAD.unpack_from(buf, 0)[0] >> 8
-                if len(buf) >= 9 + length:
-                    kind, flags = buf[3], buf[4]
-                    stream = _HEAD.unpack_from(buf, 5)[0] & 0x7FFFFFFF
-                    payload = bytes(buf[9:9 + length])
-                    del buf[:9 + length]
-                    return kind, flags, stream, memoryview(payload)
+        while (whole := self._next_frame()) is None:
             data = self.sock.recv(262144)
             if not data:
                 raise ConnectionError("the server closed the connection")
-            buf += data
+            self.buf += data
+        return whole
+
+    def _next_frame(self) -> tuple[int, int, int, memoryview] | None:
+        """The next whole frame in what was read, taken out of it; None if there is none."""
+        buf = self.buf
+        if len(buf) < 9:
+            return None
+        length = _HEAD.unpack_from(buf, 0)[0] >> 8
+        if len(buf) < 9 + length:
+            return None
+        kind, flags = buf[3], buf[4]
+        stream = _HEAD.unpack_from(buf, 5)[0] & 0x7FFFFFFF
+        payload = bytes(buf[9:9 + length])
+        del buf[:9 + length]
+        return kind, flags, stream, memoryview(payload)
 
     def _control(self, kind: int, flags: int, stream: int, payload) -> None:
         """Frames that are not the call's own."""
@@ -159,6 +167,8 @@ class Connection:
                 key, value = struct.unpack_from(">HI", payload, i)
                 if key == INITIAL_WINDOW:
                     self.stream_window = value
+                elif key == MAX_STREAMS:
+                    self.max_streams = value
             self.sock.sendall(frame(SETTINGS, ACK, 0, b""))
         elif kind == PING and not flags & ACK:
             self.sock.sendall(frame(PING, ACK, 0, bytes(payload)))
@@ -240,25 +250,41 @@ class Connection:
                 body.append(payload[1:len(payload) - payload[0]] if flags & PADDED
                             else payload)
             elif kind == HEADERS:
-                for key, value in self._header_block(flags, payload):
-                    if key == "grpc-status":
-                        status = int(value)
-                    elif key == "grpc-message":
-                        message = unquote(value)
-                    elif key == ":status" and value != "200":
-                        message = message or f"HTTP status {value}"
-                        status = 2 if status is None else status
+                status, message = read_status(self._header_block(flags, payload), status,
+                                              message)
             elif kind == RST_STREAM:
                 code = _HEAD.unpack_from(payload, 0)[0]
                 raise ProtocolError(f"the server reset the call (HTTP/2 error {code})")
             if flags & END_STREAM and kind in (DATA, HEADERS):
                 break
-        if status == 4:                 # DEADLINE_EXCEEDED: the server kept grpc-timeout
-            raise TimeoutError("the server's deadline passed")
-        if status != 0:
-            name = STATUS[status] if status is not None and status < len(STATUS) else status
-            raise ServerError(f"gRPC {name}: {' '.join(message.split())}")
+        error = call_error(status, message)
+        if error is not None:
+            raise error
         return b"".join(body)[5:]
+
+
+def read_status(headers, status: int | None, message: str) -> tuple[int | None, str]:
+    """(grpc status, message) after one decoded header block of a call's answer."""
+    for key, value in headers:
+        if key == "grpc-status":
+            status = int(value)
+        elif key == "grpc-message":
+            message = unquote(value)
+        elif key == ":status" and value != "200":
+            message = message or f"HTTP status {value}"
+            status = 2 if status is None else status
+    return status, message
+
+
+def call_error(status: int | None, message: str) -> Exception | None:
+    """A finished call's failure, None for OK: DEADLINE_EXCEEDED (the server kept the
+    grpc-timeout) is a TimeoutError, any other status a ServerError with its message."""
+    if status == 0:
+        return None
+    if status == 4:
+        return TimeoutError("the server's deadline passed")
+    name = STATUS[status] if status is not None and status < len(STATUS) else status
+    return ServerError(f"gRPC {name}: {' '.join(message.split())}")
 
 
 def split_url(url: str) -> tuple[tuple[str, int], str]:

@@ -59,7 +59,39 @@ class Connection:
             pass
 
 
-class ConnectionPool(abc.ABC):
+class Pumped:
+    """Reading answers in place of a sleep, what the open loop's lean clients share: needs
+    `_conns` (fd -> connection), `_read(fd)` (what arrived on fd) and `_expire(now)`."""
+
+    _next_expiry = 0
+
+    def _pump(self, until_ns: int, spin_ns: int = _SPIN_NS) -> None:
+        """Read answers on the caller's thread until `until_ns` (perf_counter_ns): the
+        issuer's wait in place of a sleep, for a pool started with pump=True. select's
+        timeout is in microseconds (epoll's in milliseconds); a read in progress when the
+        time comes delays the caller by that one read."""
+        clock, wait = time.perf_counter_ns, select.select
+        while True:
+            now = clock()
+            if now >= self._next_expiry:
+                self._expire(now)
+                self._next_expiry = now + int(_POLL_S * 1e9)
+            left = until_ns - now
+            if left <= 0:
+                return
+            # the last spin_ns are polled (timeout 0), not slept through
+            timeout = (left - spin_ns) / 1e9 if left > spin_ns else 0.0
+            for fd in wait(list(self._conns), (), (), timeout)[0]:
+                self._read(fd)
+
+    def _read(self, fd: int) -> None:
+        raise NotImplementedError
+
+    def _expire(self, now: int) -> None:
+        raise NotImplementedError
+
+
+class ConnectionPool(Pumped, abc.ABC):
     """The connections of one open loop and the thread that reads them."""
 
     thread_name = "inferbench-receiver"
@@ -86,7 +118,7 @@ class ConnectionPool(abc.ABC):
 
     def _start_receiver(self, pump: bool = False) -> None:
         """A receiving thread, or with pump the caller's `wait_until` calls."""
-        self._next_expiry, self._thread = 0, None
+        self._thread = None
         if not pump:
             self._thread = threading.Thread(target=self._receive, name=self.thread_name,
                                             daemon=True)
@@ -131,25 +163,6 @@ class ConnectionPool(abc.ABC):
             for fd, _ in self._epoll.poll(_POLL_S):
                 self._read(fd)
             self._expire(clock())
-
-    def _pump(self, until_ns: int) -> None:
-        """Read answers on the caller's thread until `until_ns` (perf_counter_ns): the
-        issuer's wait in place of a sleep, for a pool started with pump=True. select's
-        timeout is in microseconds (epoll's in milliseconds); a read in progress when the
-        time comes delays the caller by that one read."""
-        clock, wait = time.perf_counter_ns, select.select
-        while True:
-            now = clock()
-            if now >= self._next_expiry:
-                self._expire(now)
-                self._next_expiry = now + int(_POLL_S * 1e9)
-            left = until_ns - now
-            if left <= 0:
-                return
-            # the last _SPIN_NS are polled (timeout 0), not slept through
-            timeout = (left - _SPIN_NS) / 1e9 if left > _SPIN_NS else 0.0
-            for fd in wait(self._conns.keys(), (), (), timeout)[0]:
-                self._read(fd)
 
     def _read(self, fd: int) -> None:
         """What arrived on fd: stamped, parsed, the answer finished when whole."""
