@@ -347,3 +347,20 @@ def test_the_closed_loops_client_fails_only_the_query_a_server_spoils(recorder, 
             outcomes.append("stall")
     call.close()
     assert outcomes == modes * 2 and time.monotonic() - t0 < 5
+
+
+def test_a_remembered_header_block_is_forgotten_when_hpacks_table_changes():
+    """The same bytes mean other headers once a block has added to HPACK's dynamic table:
+    a decoded block is reused only until then."""
+    from hpack import Decoder, Encoder
+    from pytest_inferbench.serving.lean_h2 import Connection
+    conn = object.__new__(Connection)           # the decoding part only: no socket
+    conn.decoder, conn.decoded = Decoder(), {}
+    enc = Encoder()
+    answer = [(":status", "200"), ("content-type", "application/grpc")]
+    assert conn.decode(enc.encode(answer)) == answer        # literals: the table grows
+    indexed = enc.encode(answer)
+    assert all(b & 0x80 for b in indexed)                   # one-byte indexed fields only
+    assert conn.decode(indexed) == conn.decode(indexed) == answer
+    conn.decode(enc.encode([("grpc-message", "x")]))        # a new entry: indices shift
+    assert conn.decode(indexed) == [(":status", "200"), ("grpc-message", "x")]

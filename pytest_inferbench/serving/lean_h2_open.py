@@ -141,7 +141,7 @@ class MuxConnection(Connection):
 
     def _headers(self, stream: int, end_stream: int, block: bytes, ended: list) -> None:
         """Every header block is decoded, a cancelled call's too: HPACK's table is shared."""
-        headers = self.decoder.decode(block)
+        headers = self.decode(block)
         call = self.calls.get(stream)
         if call is not None:
             call.status, call.message = read_status(headers, call.status, call.message)
