@@ -4,6 +4,7 @@ its tokens carry the server's known timings, and a server that closes a stream, 
 answers 500 fails only those requests, with nothing left hanging."""
 
 import json
+import threading
 import time
 
 import pytest
@@ -98,3 +99,21 @@ def test_a_stream_that_breaks_fails_only_its_request(mock_server, tmp_path, fail
     assert all(len(q["chunks_ms"]) == 6 for q in good)
     if "close_every" in failure:        # what arrived before the close is kept
         assert all(len(q["chunks_ms"]) == 2 for q in failed), failed[:2]
+
+
+def test_the_open_loop_reads_the_streams_on_the_issuers_own_thread(mock_server, tmp_path,
+                                                                   monkeypatch):
+    """run_open_loop starts the lean client with pump=True: every read, and so every token's
+    stamp, happens in the issuer's waits, on the thread that runs the cell (no receiver)."""
+    from pytest_inferbench.serving.lean_stream import LeanStreamSUT
+    readers = set()
+    read = LeanStreamSUT._read
+    monkeypatch.setattr(LeanStreamSUT, "_read", lambda self, fd: (
+        readers.add(threading.get_ident()), read(self, fd))[1])
+    url = mock_server(ttft=0.002, itl=0.001)
+    c = cell(tmp_path, url, "{scenario: server, rate: 20, timeout: 5s, "
+             "prompts: {input_tokens: 8, output_tokens: 4}}", FAST)
+    r = run_cell(c, None)
+    assert r.status == "passed", r.reason
+    assert r.load.open_loop_client == "lean-stream" and r.latency.n > 0
+    assert readers == {threading.get_ident()}

@@ -1,12 +1,14 @@
 """The generative open loop's lean streaming client: each request built before the window,
-written by the issuing thread itself, streamed answers read by one receiving thread that only
-stamps what arrives; the server-sent events are parsed after the window.
+written by the issuing thread itself, streamed answers read on that thread while it waits for
+the next send (or by one receiving thread, for a driver that only sleeps), each read only
+stamped; the server-sent events are parsed after the window.
 
 Why not aiohttp on the hot path: each request there is a hand-off to an event loop (a
 wake-up), a task, aiohttp's request machinery, and then per chunk a StreamReader wake-up and a
 JSON parse on the same loop that must make the next send on time. Here a request is one
 `sendall` of prepared bytes on an idle keep-alive connection, stamped right before it, from
-the issuer's thread (no wake-up on the critical path); the receiving thread reads whatever
+the issuer's thread (no wake-up on the critical path); the reader (the issuer in its waits,
+polling the last 100 us before a send, as serving/lean_pool.py says) reads whatever
 arrived, stamps it, and hands it to httptools (llhttp, C) to undo the chunked encoding. A
 token's time is the arrival of the read that completed its `data:` line, as the aiohttp
 client times it (serving/openai_client.py's StreamParser does the parsing for both).
@@ -60,7 +62,7 @@ class _Connection(Connection):
     def begin(self, query: int, record: RequestRecord, deadline_ns: int) -> None:
         self.query, self.record, self.deadline_ns, self.done = query, record, deadline_ns, False
 
-    # httptools callback (the receiving thread, inside feed_data): stamp, keep, nothing else
+    # httptools callback (the reader, inside feed_data): stamp, keep, nothing else
     def on_body(self, data: bytes) -> None:
         if self.record is not None:
             self.record.arrivals.append((self.now, data))
@@ -85,7 +87,9 @@ class LeanStreamSUT(ConnectionPool):
         self.dispatched = np.zeros(n, dtype=np.int64)
         self.good: list[int] = []
 
-    def start(self, complete):
+    def start(self, complete, pump: bool = False):
+        """pump: the driver calls wait_until instead of sleeping (the open loop does), and
+        what arrives is read and stamped there, on the issuer's thread."""
         self._complete = complete
         self._open()
         for _ in range(self.connections):
@@ -93,8 +97,12 @@ class LeanStreamSUT(ConnectionPool):
                 self._idle.append(self._connect())
             except OSError:
                 break                     # the run will count what cannot connect
-        self._start_receiver()
+        self._start_receiver(pump)
         return self.issue
+
+    def wait_until(self, until_ns: int) -> None:
+        """The open loop's wait between sends (started with pump=True)."""
+        self._pump(until_ns)
 
     def _new_connection(self) -> _Connection:
         return _Connection(self.address, self.timeout)
