@@ -22,6 +22,7 @@ reported (the open loop counts them).
 
 from __future__ import annotations
 
+import select
 import struct
 import threading
 import time
@@ -187,6 +188,7 @@ class LeanH2SUT(Pumped):
 
     def start(self, complete, pump: bool = False):
         self._conns: dict[int, MuxConnection] = {}
+        self._epoll = select.epoll()
         self._lock = threading.Lock()       # a connection's frames and calls: one writer
         self._stop = threading.Event()
         self._thread = None
@@ -236,6 +238,7 @@ class LeanH2SUT(Pumped):
                 return conn
         conn = MuxConnection(self.address, self.timeout, self.template)
         self._conns[conn.sock.fileno()] = conn
+        self._epoll.register(conn.sock.fileno(), select.EPOLLIN)
         return conn
 
     def wait_until(self, until_ns: int) -> None:
@@ -281,7 +284,8 @@ class LeanH2SUT(Pumped):
     def _lose(self, conn: MuxConnection, exc: BaseException | None) -> None:
         """Drop a connection; the calls it carried fail with exc."""
         with self._lock:
-            self._conns.pop(conn.sock.fileno(), None)
+            if self._conns.pop(conn.sock.fileno(), None) is not None:
+                self._epoll.unregister(conn.sock.fileno())
             ended = conn.fail_all(exc) if exc is not None else []
             conn.close()
         self._tell(ended)
@@ -296,3 +300,4 @@ class LeanH2SUT(Pumped):
             for conn in self._conns.values():
                 conn.close()
             self._conns.clear()
+            self._epoll.close()

@@ -61,16 +61,19 @@ class Connection:
 
 class Pumped:
     """Reading answers in place of a sleep, what the open loop's lean clients share: needs
-    `_conns` (fd -> connection), `_read(fd)` (what arrived on fd) and `_expire(now)`."""
+    `_epoll` (every connection's socket registered for reading), `_conns` (fd ->
+    connection), `_read(fd)` (what arrived on fd) and `_expire(now)`."""
 
     _next_expiry = 0
 
     def _pump(self, until_ns: int, spin_ns: int = _SPIN_NS) -> None:
         """Read answers on the caller's thread until `until_ns` (perf_counter_ns): the
-        issuer's wait in place of a sleep, for a pool started with pump=True. select's
-        timeout is in microseconds (epoll's in milliseconds); a read in progress when the
-        time comes delays the caller by that one read."""
-        clock, wait = time.perf_counter_ns, select.select
+        issuer's wait in place of a sleep, for a pool started with pump=True. epoll's
+        timeout is in whole milliseconds, so the wait is a select() on the epoll descriptor
+        (microseconds, woken by any connection; its cost does not grow with their number);
+        a read in progress when the time comes delays the caller by that one read."""
+        clock, wait, epoll = time.perf_counter_ns, select.select, self._epoll
+        ready = [epoll.fileno()]
         while True:
             now = clock()
             if now >= self._next_expiry:
@@ -79,9 +82,9 @@ class Pumped:
             left = until_ns - now
             if left <= 0:
                 return
-            # the last spin_ns are polled (timeout 0), not slept through
-            timeout = (left - spin_ns) / 1e9 if left > spin_ns else 0.0
-            for fd in wait(list(self._conns), (), (), timeout)[0]:
+            if left > spin_ns:          # the last spin_ns are polled, not slept through
+                wait(ready, (), (), (left - spin_ns) / 1e9)
+            for fd, _ in epoll.poll(0):
                 self._read(fd)
 
     def _read(self, fd: int) -> None:
