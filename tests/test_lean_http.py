@@ -9,6 +9,9 @@ test says: a controlled system under test."""
 import asyncio
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -351,3 +354,100 @@ def test_the_open_loop_reads_answers_on_the_issuers_own_thread(recorder):
     assert x["send_time"] == "write" and x["writes_reported"] == x["issued"]
     assert threads == {threading.current_thread().name}, threads
     assert not [t for t in threading.enumerate() if t.name == "inferbench-receiver"]
+
+
+# a server in a process of its own: stopping the client's process must not stop it too
+SERVER = """import http.server
+REPLY = b'{"model_name": "m", "outputs": [{"name": "y", "datatype": "FP32", "shape": [1], '
+REPLY += b'"data": [1.0]}]}'
+class Answer(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(REPLY)))
+        self.end_headers()
+        self.wfile.write(REPLY)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+STOPPER = """import os, signal, sys, time
+pid = int(sys.argv[1])
+time.sleep(0.3)
+for _ in range(3):
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(0.03)
+    os.kill(pid, signal.SIGCONT)
+    time.sleep(0.15)
+"""
+
+
+@pytest.fixture
+def answering():
+    """The port of an HTTP server that answers every POST at once, in its own process."""
+    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        yield int(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _open_loop_1s(port, slow_every=None, on_start=lambda: None):
+    """One second at 200/s through the lean client, run_open_loop driving it; slow_every:
+    the client spends 7 ms of its own CPU after every n-th write; on_start: called once
+    the client is warm, right before the window."""
+    from pytest_inferbench.spec import Settings
+    from pytest_inferbench.workload import arrivals
+    from pytest_inferbench.workload.open_loop import run_open_loop
+    endpoint = Endpoint(f"127.0.0.1:{port}", "m", "http", tensor_format="json")
+    endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}
+    sut = endpoint.async_sut({"x": np.ones((1, 4), np.float32)})
+    start = sut.start
+
+    def slow_start(complete, **kw):
+        issue = start(complete, **kw)
+        on_start()
+        if not slow_every:
+            return issue
+
+        def slow(i):
+            issue(i)
+            if i % slow_every == slow_every // 2:
+                end = time.perf_counter_ns() + 7_000_000
+                while time.perf_counter_ns() < end:
+                    pass
+        return slow
+    sut.start = slow_start
+    settings = Settings(warmup=0, min_duration=1.0, max_duration=1.0, min_queries=1,
+                        ci_width=1e-12)
+    return run_open_loop(sut, arrivals.schedule("constant", 200, 1.0), settings, 1.0).extra
+
+
+def test_sends_a_stalled_host_made_late_are_told_from_the_clients_own_work(answering):
+    """This process is stopped three times for 30 ms (SIGSTOP from another process: a host
+    that does not run the issuer; the server runs on): the late sends fall in the stalls
+    the issuer saw while it polled, and what a verdict on them would say is to re-run on a
+    quieter host. A client whose own work (7 ms of CPU after every 10th write) makes its
+    sends late is told so instead. (Neither run need be invalid: the stopped process reads
+    its answers late too, and the spin follows the write whose answer it delays.)"""
+    from pytest_inferbench.workload.open_loop import _stall_cause
+    stopper = []
+    try:
+        x = _open_loop_1s(answering, on_start=lambda: stopper.append(subprocess.Popen(
+            [sys.executable, "-c", STOPPER, str(os.getpid())])))
+    finally:
+        stopper[0].wait(timeout=10)
+    held = x["issuer_stalls"]
+    assert held["count"] >= 3 and held["max_ms"] >= 20, held
+    assert held["late_sends"] >= 6 and 2 * held["late_in_stalls"] >= held["late_sends"], held
+    assert _stall_cause(held).endswith("re-run on a quieter host")
+
+    x = _open_loop_1s(answering, slow_every=10)
+    held = x["issuer_stalls"]
+    assert held["late_sends"] >= 15 and 4 * held["late_in_stalls"] <= held["late_sends"], held
+    assert "were made late by the client's own work" in _stall_cause(held)

@@ -99,10 +99,10 @@ def test_validity_is_judged_by_the_effect_of_the_lag():
     sched = np.arange(1000, dtype=np.int64) * 10 * ms               # 100/s for 10 s
     ok = np.ones(1000, dtype=bool)
 
-    def judge(lag_ns, service_ns):
+    def judge(lag_ns, service_ns, stalls=None):
         sent = sched + lag_ns
         return _samples(sched, sent, sent + service_ns, ok, 0, sched[-1] + ms, "schedule_end",
-                        99, ErrorLog(), 0.001, 0.95).extra
+                        99, ErrorLog(), 0.001, 0.95, stalls=stalls).extra
     # 3% of sends 2 ms late, against 100 ms latencies: late sends counted, the run is valid
     lag = np.where(np.arange(1000) % 33 == 0, 2 * ms, 50_000)
     e = judge(lag, np.full(1000, 100 * ms))
@@ -111,6 +111,17 @@ def test_validity_is_judged_by_the_effect_of_the_lag():
     # the same lag against 5 ms latencies moves p99 from 5 to 7 ms: invalid, and says why
     e = judge(lag, np.full(1000, 5 * ms))
     assert not e["valid"] and "moved latency p99 from 5 to 7 ms (+40.0%" in e["invalid_reasons"][0]
+    # ... where the issuer saw itself stalled over each late send's due time: the host
+    late = sched[np.arange(1000) % 33 == 0]
+    e = judge(lag, np.full(1000, 5 * ms), stalls=[(t - ms // 10, t + 19 * ms // 10) for t in late])
+    assert e["issuer_stalls"]["late_in_stalls"] == e["issuer_stalls"]["late_sends"] == 31
+    assert e["invalid_reasons"][0].endswith("(stalls up to 2 ms: the host, or a thread holding "
+                                            "the GIL); re-run on a quieter host")
+    # ... stalls elsewhere (each ended before the send it precedes was due): its own work
+    e = judge(lag, np.full(1000, 5 * ms), stalls=[(t - 3 * ms, t - ms) for t in late])
+    assert e["issuer_stalls"]["late_in_stalls"] == 0
+    assert "31 of the 31 sends over 0.25 ms late were made late by the client's own work " \
+        "(0 by stalls of the host)" in e["invalid_reasons"][0]
     # a generator that drifts behind its schedule (5% slower): invalid for the rate
     e = judge((np.arange(1000) * 0.5 * ms).astype(np.int64), np.full(1000, 9000 * ms))
     assert not e["valid"] and "against a schedule of 100.0/s" in e["invalid_reasons"][-1]

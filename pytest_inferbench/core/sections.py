@@ -200,6 +200,17 @@ class Bracket(Section):
     failure_confirmed: bool | None = None
 
 
+class Stalls(Section):
+    """Where the open loop's issuer was not run while it only polled (workload/open_loop.py's
+    issuer_stalls): the host, or a thread holding the GIL, not the client's work."""
+    count: int = 0
+    max_ms: float = 0.0
+    total_ms: float = 0.0
+    late_sends: int = 0                  # sends over late_ms late
+    late_in_stalls: int = 0              # of those, due while a stall held the issuer
+    late_ms: float = 0.25
+
+
 class Load(Section):
     """Open loop, concurrency, ramp and capacity (workload/open_loop.py, concurrency.py,
     search.py; generative serving's in workload/generative.py). Rates in queries/s."""
@@ -221,6 +232,7 @@ class Load(Section):
     writes_reported: int | None = None
     send_lag_issuer_ms: Lag | None = None
     client_lag_ms: Lag | None = None
+    issuer_stalls: Stalls | None = None
     late_sends: int | None = None
     late_fraction: float | None = None
     send_lag_bound_ms: float | None = None

@@ -194,7 +194,9 @@ class LeanH2SUT(Pumped):
         self._thread = None
         self._warm()
         self._report = with_write_time(complete)
-        if not pump:
+        if pump:
+            self._watch_stalls()
+        else:
             self._thread = threading.Thread(target=self._receive, name=self.thread_name,
                                             daemon=True)
             self._thread.start()

@@ -30,6 +30,9 @@ _POLL_S = 0.005             # the receiver's longest sleep: timeouts are found t
 # A wake-up from a sleep (or select) comes late on these VMs: p50 45 us, p99 130 us with a
 # real-time priority and 1 us timer slack; polling the last 100 us: p50 0.3 us, p99 26 us.
 _SPIN_NS = 100_000
+# A poll (one syscall, ~1 us) that took this long, or a wake-up this late, on the issuer (a
+# real-time thread with its own core where the host allows): the host did not run it.
+STALL_NS = 250_000
 
 
 class Connection:
@@ -62,9 +65,17 @@ class Connection:
 class Pumped:
     """Reading answers in place of a sleep, what the open loop's lean clients share: needs
     `_epoll` (every connection's socket registered for reading), `_conns` (fd ->
-    connection), `_read(fd)` (what arrived on fd) and `_expire(now)`."""
+    connection), `_read(fd)` (what arrived on fd) and `_expire(now)`.
+
+    `stalls`: the (start, end) perf_counter_ns of each stretch the pumping thread was not
+    run (a poll or a wake-up over STALL_NS late), since `_watch_stalls()`; the open loop
+    tells the sends they made late from those the client's own work did."""
 
     _next_expiry = 0
+    stalls: list | None = None
+
+    def _watch_stalls(self) -> None:
+        self.stalls = []
 
     def _pump(self, until_ns: int, spin_ns: int = _SPIN_NS) -> None:
         """Read answers on the caller's thread until `until_ns` (perf_counter_ns): the
@@ -83,9 +94,20 @@ class Pumped:
             if left <= 0:
                 return
             if left > spin_ns:          # the last spin_ns are polled, not slept through
-                wait(ready, (), (), (left - spin_ns) / 1e9)
-            for fd, _ in epoll.poll(0):
+                wake = until_ns - spin_ns
+                wait(ready, (), (), (wake - now) / 1e9)
+                now = clock()
+                if now - wake > STALL_NS:
+                    self._stalled(wake, now)
+            events = epoll.poll(0)
+            if clock() - now > STALL_NS:
+                self._stalled(now, clock())
+            for fd, _ in events:
                 self._read(fd)
+
+    def _stalled(self, start: int, end: int) -> None:
+        if self.stalls is not None:
+            self.stalls.append((start, end))
 
     def _read(self, fd: int) -> None:
         raise NotImplementedError
@@ -122,7 +144,9 @@ class ConnectionPool(Pumped, abc.ABC):
     def _start_receiver(self, pump: bool = False) -> None:
         """A receiving thread, or with pump the caller's `wait_until` calls."""
         self._thread = None
-        if not pump:
+        if pump:
+            self._watch_stalls()
+        else:
             self._thread = threading.Thread(target=self._receive, name=self.thread_name,
                                             daemon=True)
             self._thread.start()

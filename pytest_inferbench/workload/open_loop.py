@@ -58,6 +58,7 @@ from .samples import Samples, SystemUnderTest
 from .stopping import CHECK_EVERY_NS, StoppingRule, show_progress
 
 _PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30
+_LATE_NS = 250_000          # a send this late is looked for in the issuer's stalls
 
 
 def _set_timer_slack(ns: int | None) -> int | None:
@@ -241,12 +242,13 @@ def run_open_loop(sut, schedule_ns: np.ndarray, settings, timeout_s: float,
     finally:
         sut.stop()
     end = time.perf_counter_ns()
+    stalls = getattr(sut, "stalls", None)   # where the issuer was not run while it polled
     done, ok, wrote = runs.frozen(issued)
     offer = arrivals.offered(drawn, issued, offered_window_s(drawn, schedule_ns, issued, stop_ns,
                                                       limit_ns))
     return _samples(schedule_ns[:issued] + begin, sent[:issued], done, ok, begin, end, reason,
                     target, runs.errors, send_lag_bound_s, settings.confidence, wrote=wrote,
-                    offered=offer)
+                    offered=offer, stalls=stalls)
 
 
 def _drain(runs, issued: int, deadline_ns: int, wait) -> None:
@@ -328,9 +330,10 @@ def _check(rule, issued, ok, done, begin, schedule_ns, now, errors, progress) ->
 
 
 def _samples(sched, sent, done, ok, begin, end, reason, target, errors,
-             send_lag_bound_s, confidence, wrote=None, offered=None) -> Samples:
+             send_lag_bound_s, confidence, wrote=None, offered=None, stalls=None) -> Samples:
     """wrote: the SUT's write time per query (0 where it reported none); sends are judged
-    on it where present, on the hand-off `sent` elsewhere."""
+    on it where present, on the hand-off `sent` elsewhere. stalls: the SUT's (start, end)
+    stretches where its issuer was not run (None where it cannot tell)."""
     issued = len(sched)
     finished = done > 0
     good = finished & ok
@@ -356,8 +359,9 @@ def _samples(sched, sent, done, ok, begin, end, reason, target, errors,
     achieved_rate = (issued - 1) / (span / 1e9) if span > 0 else None
     lag_p99 = float(np.percentile(lag, 99)) / 1e6 if issued else None
     samples.sent_ns = sent[good]
+    held = issuer_stalls(stalls, sched, sent) if stalls is not None and issued else None
     effect, problems = lag_validity(lat, done[good] - sent[good], target, lag_p99,
-                                    scheduled_rate, achieved_rate)
+                                    scheduled_rate, achieved_rate, _stall_cause(held))
     if not issued:
         problems.append("no query was sent")
     samples.extra = {
@@ -378,6 +382,7 @@ def _samples(sched, sent, done, ok, begin, end, reason, target, errors,
         "client_lag_ms": _lag_ms((sent - handoff)[has_write]) if has_write.any() else None,
         "offered_rate": offered["offered_rate"] if offered else None,
         "offered": offered,
+        "issuer_stalls": held,
         "late_sends": late,
         "late_fraction": late / issued if issued else 0.0,
         "send_lag_bound_ms": send_lag_bound_s * 1e3,
@@ -395,13 +400,44 @@ def _lag_ms(lag_ns: np.ndarray) -> dict:
             "p99": float(np.percentile(lag_ns, 99)) / 1e6, "max": float(lag_ns.max()) / 1e6}
 
 
+def issuer_stalls(stalls, sched_ns: np.ndarray, sent_ns: np.ndarray) -> dict:
+    """The stretches the issuer was not run while it only polled, inside the run, and how
+    many of the sends over _LATE_NS late one of them overlapped: lag that the host (or a
+    thread holding the GIL) made, not the client's own work."""
+    s = np.asarray(stalls, dtype=np.int64).reshape(-1, 2)
+    s = s[(s[:, 1] >= sched_ns.min()) & (s[:, 0] <= sent_ns.max())]
+    late = (sent_ns - sched_ns) > _LATE_NS
+    due, at = sched_ns[late], sent_ns[late]
+    last = np.searchsorted(s[:, 0], at, side="right") - 1     # the last stall begun by then
+    held = (last >= 0) & (s[np.clip(last, 0, None), 1] >= due) if len(s) else \
+        np.zeros(len(due), dtype=bool)
+    length = (s[:, 1] - s[:, 0]) / 1e6
+    return {"count": len(s), "max_ms": float(length.max()) if len(s) else 0.0,
+            "total_ms": float(length.sum()), "late_sends": int(len(due)),
+            "late_in_stalls": int(np.count_nonzero(held)), "late_ms": _LATE_NS / 1e6}
+
+
+def _stall_cause(held: dict | None) -> str | None:
+    """What made the late sends late, for the send-lag verdict."""
+    if not held or not held["late_sends"]:
+        return None
+    n, m = held["late_sends"], held["late_in_stalls"]
+    if 2 * m >= n:
+        return (f"{m} of the {n} sends over {held['late_ms']:g} ms late were due while the "
+                f"issuer was not run as it polled (stalls up to {held['max_ms']:.3g} ms: the "
+                f"host, or a thread holding the GIL); re-run on a quieter host")
+    return (f"{n - m} of the {n} sends over {held['late_ms']:g} ms late were made late by "
+            f"the client's own work ({m} by stalls of the host)")
+
+
 def lag_validity(from_sched_ns: np.ndarray, from_sent_ns: np.ndarray, target: float,
                  lag_p99_ms: float | None, scheduled_rate: float | None,
-                 achieved_rate: float | None) -> tuple[float | None, list[str]]:
+                 achieved_rate: float | None,
+                 cause: str | None = None) -> tuple[float | None, list[str]]:
     """(lag effect, problems): did the generator shape what the run reports? The target
     percentile timed from the scheduled sends against the same percentile timed from the
     actual sends (what the system alone would show), and the rate sent against the rate the
-    schedule asked for."""
+    schedule asked for. cause: what made the sends late, said with the verdict."""
     problems, effect = [], None
     if len(from_sched_ns):      # nearest rank, as every reported percentile
         from_sched = percentile(np.sort(from_sched_ns), target) / 1e6
@@ -411,7 +447,7 @@ def lag_validity(from_sched_ns: np.ndarray, from_sent_ns: np.ndarray, target: fl
             lag = f" (p99 {lag_p99_ms:.3g} ms)" if lag_p99_ms is not None else ""
             problems.append(f"send lag{lag} moved latency p{target:g} from "
                             f"{from_sent:.3g} to {from_sched:.3g} ms (+{100 * effect:.1f}%, "
-                            f"limit {100 * MAX_LAG_EFFECT:g}%)")
+                            f"limit {100 * MAX_LAG_EFFECT:g}%)" + (f"; {cause}" if cause else ""))
     if scheduled_rate and achieved_rate and \
             abs(achieved_rate / scheduled_rate - 1) > MAX_RATE_DEPARTURE:
         problems.append(f"sent {achieved_rate:,.1f}/s against a schedule of "
