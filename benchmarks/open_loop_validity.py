@@ -4,7 +4,8 @@ capacity search find a known capacity?
 Part 1: a small model (mlp-tiny, ONNX Runtime) behind the FastAPI server and behind Triton
 (PyTriton, over HTTP and over gRPC), launched by the harness, at 100, 300 and 1,000 queries/s (Poisson): the
 generator's send lag (p50, p99), the share of sends over 1 ms late, the latency it reports,
-whether the run is valid (with the reason when not), and the client's CPU per query.
+whether the run is valid (with the reason when not), the client's CPU per query, and how
+many of the sends over 0.25 ms late fell in stalls of the host that the issuer saw.
 
 Part 2: a system of known capacity (k worker threads, each query a fixed sleep), searched by
 the capacity scenario for the highest rate meeting p99 <= SLO, against what queueing theory
@@ -82,7 +83,7 @@ def part1(seconds: float, servers: list[str]) -> None:
                       f"{', other procs ' + format(r.process.get('other_cpu_cores'), '.2f') + ' cores' if r.process.get('other_cpu_cores') is not None else ''}"
                       f"{', cpus ' + str((r.serving or {}).get('cpu_affinity')) if (r.serving or {}).get('cpu_affinity') else ''}"
                       f"{', client ' + str(_field(r.serving, 'open_loop_client')) if _field(r.serving, 'open_loop_client') else ''}"
-                      f"{client_cpu(r, load)}]",
+                      f"{client_cpu(r, load)}{stalls(load)}]",
                       flush=True)
         finally:
             if pool is not None:
@@ -95,6 +96,16 @@ def _field(section, key):
         return (section or {}).get(key)
     except KeyError:
         return None
+
+
+def stalls(load) -> str:
+    """How many of the sends over 0.25 ms late fell in stretches where the issuer was not
+    run while it polled (the host's stalls), where this version records them."""
+    held = _field(load, "issuer_stalls")
+    if not held:
+        return ""
+    return (f", late sends in host stalls {held['late_in_stalls']}/{held['late_sends']}"
+            f" (stalls {held['count']}, max {held['max_ms']:.2f} ms)")
 
 
 def client_cpu(r, load) -> str:
