@@ -34,7 +34,7 @@ END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
 MAX_STREAMS, INITIAL_WINDOW = 0x3, 0x4      # SETTINGS identifiers
 MAX_WINDOW = 2**31 - 1
 _TOP_UP = 2**30                 # receive window consumed before it is topped up
-_HEAD = struct.Struct(">I")     # a frame starts with a 24-bit length: read as 32 bits
+U32 = struct.Struct(">I")      # a frame starts with a 24-bit length: read as 32 bits
 
 # grpc status codes by number (grpc's StatusCode names)
 STATUS = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -95,7 +95,7 @@ class Template:
 
     def for_stream(self, stream: int) -> bytearray:
         for offset in self.offsets:
-            _HEAD.pack_into(self.bytes, offset, stream)
+            U32.pack_into(self.bytes, offset, stream)
         return self.bytes
 
 
@@ -152,11 +152,11 @@ class Connection:
         buf = self.buf
         if len(buf) < 9:
             return None
-        length = _HEAD.unpack_from(buf, 0)[0] >> 8
+        length = U32.unpack_from(buf, 0)[0] >> 8
         if len(buf) < 9 + length:
             return None
         kind, flags = buf[3], buf[4]
-        stream = _HEAD.unpack_from(buf, 5)[0] & 0x7FFFFFFF
+        stream = U32.unpack_from(buf, 5)[0] & 0x7FFFFFFF
         payload = bytes(buf[9:9 + length])
         del buf[:9 + length]
         return kind, flags, stream, memoryview(payload)
@@ -174,9 +174,9 @@ class Connection:
         elif kind == PING and not flags & ACK:
             self.sock.sendall(frame(PING, ACK, 0, bytes(payload)))
         elif kind == WINDOW_UPDATE and stream == 0:
-            self.send_window += _HEAD.unpack_from(payload, 0)[0] & 0x7FFFFFFF
+            self.send_window += U32.unpack_from(payload, 0)[0] & 0x7FFFFFFF
         elif kind == GOAWAY:
-            self.goaway = _HEAD.unpack_from(payload, 0)[0] & 0x7FFFFFFF
+            self.goaway = U32.unpack_from(payload, 0)[0] & 0x7FFFFFFF
         elif kind == DATA:          # a stream of ours that ended before: count it
             self._consume(len(payload))
 
@@ -235,11 +235,11 @@ class Connection:
         self.sock.sendall(data[:template.headers_size])
         at = template.headers_size
         while at < len(data):
-            length = _HEAD.unpack_from(data, at)[0] >> 8
+            length = U32.unpack_from(data, at)[0] >> 8
             while length > min(window, self.send_window):
                 kind, flags, sid, payload = self._read()
                 if sid == stream and kind == WINDOW_UPDATE:
-                    window += _HEAD.unpack_from(payload, 0)[0] & 0x7FFFFFFF
+                    window += U32.unpack_from(payload, 0)[0] & 0x7FFFFFFF
                 elif sid == stream:
                     self.pending.append((kind, flags, sid, payload))
                     self.broken = True
@@ -268,7 +268,7 @@ class Connection:
                 status, message = read_status(self._header_block(flags, payload), status,
                                               message)
             elif kind == RST_STREAM:
-                code = _HEAD.unpack_from(payload, 0)[0]
+                code = U32.unpack_from(payload, 0)[0]
                 raise ProtocolError(f"the server reset the call (HTTP/2 error {code})")
             if flags & END_STREAM and kind in (DATA, HEADERS):
                 break

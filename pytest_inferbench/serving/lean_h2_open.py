@@ -29,9 +29,9 @@ import time
 
 from .async_sut import with_write_time
 from .lean_h2 import (CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, PADDED, PRIORITY,
-                      RST_STREAM, SETTINGS, WINDOW_UPDATE, _HEAD, Connection, ProtocolError,
+                      RST_STREAM, SETTINGS, WINDOW_UPDATE, U32, Connection, ProtocolError,
                       Template, call_error, frame, read_status, split_url)
-from .lean_pool import _POLL_S, Pumped
+from .lean_pool import POLL_S, Pumped
 
 _PER_CONNECTION = 128       # concurrent calls on one connection, at most (or the server's)
 _WARM_CALLS = 8             # concurrent calls per warm-up round (two rounds)
@@ -82,7 +82,7 @@ class MuxConnection(Connection):
         """Send the blocked request's DATA frames as far as the windows allow."""
         stream, data, at, window = self.blocked
         while at < len(data):
-            length = _HEAD.unpack_from(data, at)[0] >> 8
+            length = U32.unpack_from(data, at)[0] >> 8
             if length > min(window, self.send_window):
                 self.blocked[2:] = [at, window]
                 return
@@ -126,12 +126,12 @@ class MuxConnection(Connection):
             if flags & END_STREAM and stream in self.calls:
                 self._end(stream, ended)
         elif kind == RST_STREAM and stream in self.calls:
-            code = _HEAD.unpack_from(payload, 0)[0]
+            code = U32.unpack_from(payload, 0)[0]
             self._end(stream, ended, ProtocolError(f"the server reset the call (HTTP/2 error "
                                                    f"{code})"))
         elif kind == WINDOW_UPDATE and stream:
             if self.blocked is not None and self.blocked[0] == stream:
-                self.blocked[3] += _HEAD.unpack_from(payload, 0)[0] & 0x7FFFFFFF
+                self.blocked[3] += U32.unpack_from(payload, 0)[0] & 0x7FFFFFFF
                 self._flush()
         else:
             before = self.stream_window
@@ -250,7 +250,7 @@ class LeanH2SUT(Pumped):
 
     def _receive(self) -> None:
         while not self._stop.is_set():
-            self._pump(time.perf_counter_ns() + int(_POLL_S * 1e9), 0)
+            self._pump(time.perf_counter_ns() + int(POLL_S * 1e9), 0)
 
     def _read(self, fd: int) -> None:
         conn = self._conns.get(fd)

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 
-_POLL_S = 0.005             # the receiver's longest sleep: timeouts are found this promptly
+POLL_S = 0.005              # the receiver's longest sleep: timeouts are found this promptly
 # A wake-up from a sleep (or select) comes late on these VMs: p50 45 us, p99 130 us with a
 # real-time priority and 1 us timer slack; polling the last 100 us: p50 0.3 us, p99 26 us.
 _SPIN_NS = 100_000
@@ -89,7 +89,7 @@ class Pumped:
             now = clock()
             if now >= self._next_expiry:
                 self._expire(now)
-                self._next_expiry = now + int(_POLL_S * 1e9)
+                self._next_expiry = now + int(POLL_S * 1e9)
             left = until_ns - now
             if left <= 0:
                 return
@@ -187,7 +187,7 @@ class ConnectionPool(Pumped, abc.ABC):
     def _receive(self) -> None:
         clock = time.perf_counter_ns
         while not self._stop.is_set():
-            for fd, _ in self._epoll.poll(_POLL_S):
+            for fd, _ in self._epoll.poll(POLL_S):
                 self._read(fd)
             self._expire(clock())
 
