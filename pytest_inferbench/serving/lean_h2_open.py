@@ -178,7 +178,6 @@ class LeanH2SUT(Pumped):
     statistics window, when given, opens after the warm-up calls and closes at stop."""
 
     write_hook = "socket write (prepared HTTP/2 frames, issuer thread)"
-    thread_name = "inferbench-receiver"
 
     def __init__(self, url: str, method: str, request: bytes, timeout: float, window=None,
                  metadata=()):
@@ -191,15 +190,9 @@ class LeanH2SUT(Pumped):
         self._epoll = select.epoll()
         self._lock = threading.Lock()       # a connection's frames and calls: one writer
         self._stop = threading.Event()
-        self._thread = None
         self._warm()
         self._report = with_write_time(complete)
-        if pump:
-            self._watch_stalls()
-        else:
-            self._thread = threading.Thread(target=self._receive, name=self.thread_name,
-                                            daemon=True)
-            self._thread.start()
+        self._start_receiver(pump)
         if self.window is not None:     # the server's counts from here: warm-up left out
             self.window.open()
         return self.issue

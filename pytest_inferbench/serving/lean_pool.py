@@ -68,14 +68,23 @@ class Pumped:
     connection), `_read(fd)` (what arrived on fd) and `_expire(now)`.
 
     `stalls`: the (start, end) perf_counter_ns of each stretch the pumping thread was not
-    run (a poll or a wake-up over STALL_NS late), since `_watch_stalls()`; the open loop
+    run (a poll or a wake-up over STALL_NS late), in pump mode; the open loop
     tells the sends they made late from those the client's own work did."""
 
     _next_expiry = 0
     stalls: list | None = None
+    thread_name = "inferbench-receiver"
 
-    def _watch_stalls(self) -> None:
-        self.stalls = []
+    def _start_receiver(self, pump: bool = False) -> None:
+        """With pump, the caller's `wait_until` calls read (and the stalls are watched);
+        else a receiving thread (`_receive`)."""
+        self._thread = None
+        if pump:
+            self.stalls = []
+        else:
+            self._thread = threading.Thread(target=self._receive, name=self.thread_name,
+                                            daemon=True)
+            self._thread.start()
 
     def _pump(self, until_ns: int, spin_ns: int = _SPIN_NS) -> None:
         """Read answers on the caller's thread until `until_ns` (perf_counter_ns): the
@@ -109,6 +118,9 @@ class Pumped:
         if self.stalls is not None:
             self.stalls.append((start, end))
 
+    def _receive(self) -> None:
+        raise NotImplementedError
+
     def _read(self, fd: int) -> None:
         raise NotImplementedError
 
@@ -119,7 +131,6 @@ class Pumped:
 class ConnectionPool(Pumped, abc.ABC):
     """The connections of one open loop and the thread that reads them."""
 
-    thread_name = "inferbench-receiver"
     timeout: float
 
     @abc.abstractmethod
@@ -140,16 +151,6 @@ class ConnectionPool(Pumped, abc.ABC):
         self._idle: collections.deque = collections.deque()
         self._stop = threading.Event()
         self._lock = threading.Lock()     # a failed write (issuer) and a read (receiver)
-
-    def _start_receiver(self, pump: bool = False) -> None:
-        """A receiving thread, or with pump the caller's `wait_until` calls."""
-        self._thread = None
-        if pump:
-            self._watch_stalls()
-        else:
-            self._thread = threading.Thread(target=self._receive, name=self.thread_name,
-                                            daemon=True)
-            self._thread.start()
 
     def _connect(self) -> Connection:
         conn = self._new_connection()
