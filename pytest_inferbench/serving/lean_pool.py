@@ -62,7 +62,7 @@ class Connection:
             pass
 
 
-class Pumped:
+class Pumped(abc.ABC):
     """Reading answers in place of a sleep, what the open loop's lean clients share: needs
     `_epoll` (every connection's socket registered for reading), `_conns` (fd ->
     connection), `_read(fd)` (what arrived on fd) and `_expire(now)`.
@@ -118,17 +118,20 @@ class Pumped:
         if self.stalls is not None:
             self.stalls.append((start, end))
 
+    @abc.abstractmethod
     def _receive(self) -> None:
-        raise NotImplementedError
+        """The receiving thread's loop, until stopped."""
 
+    @abc.abstractmethod
     def _read(self, fd: int) -> None:
-        raise NotImplementedError
+        """What arrived on fd: read, stamped, answers finished."""
 
+    @abc.abstractmethod
     def _expire(self, now: int) -> None:
-        raise NotImplementedError
+        """Fail the queries unanswered past their deadline."""
 
 
-class ConnectionPool(Pumped, abc.ABC):
+class ConnectionPool(Pumped):
     """The connections of one open loop and the thread that reads them."""
 
     timeout: float
