@@ -377,12 +377,12 @@ server.serve_forever()
 
 STOPPER = """import os, signal, sys, time
 pid = int(sys.argv[1])
-time.sleep(0.3)
+time.sleep(0.1)
 for _ in range(3):
     os.kill(pid, signal.SIGSTOP)
     time.sleep(0.03)
     os.kill(pid, signal.SIGCONT)
-    time.sleep(0.15)
+    time.sleep(0.12)
 """
 
 
@@ -397,10 +397,11 @@ def answering():
         proc.wait()
 
 
-def _open_loop_1s(port, slow_every=None, on_start=lambda: None):
+def _open_loop_1s(port, slow_every=None, on_start=lambda: None, blocked_at=()):
     """One second at 200/s through the lean client, run_open_loop driving it; slow_every:
-    the client spends 7 ms of its own CPU after every n-th write; on_start: called once
-    the client is warm, right before the window."""
+    the client spends 7 ms of its own CPU after every n-th write; blocked_at: writes after
+    which the issuer's thread blocks 30 ms (not run, as when the GIL is held elsewhere);
+    on_start: called once the client is warm, right before the window."""
     from pytest_inferbench.spec import Settings
     from pytest_inferbench.workload import arrivals
     from pytest_inferbench.workload.open_loop import run_open_loop
@@ -412,11 +413,15 @@ def _open_loop_1s(port, slow_every=None, on_start=lambda: None):
     def slow_start(complete, **kw):
         issue = start(complete, **kw)
         on_start()
-        if not slow_every:
+        if not slow_every and not blocked_at:
             return issue
 
         def slow(i):
             issue(i)
+            if i in blocked_at:
+                time.sleep(0.03)
+            if not slow_every:
+                return
             if i % slow_every == slow_every // 2:
                 end = time.perf_counter_ns() + 7_000_000
                 while time.perf_counter_ns() < end:
@@ -451,3 +456,14 @@ def test_sends_a_stalled_host_made_late_are_told_from_the_clients_own_work(answe
     held = x["issuer_stalls"]
     assert held["late_sends"] >= 15 and 4 * held["late_in_stalls"] <= held["late_sends"], held
     assert "were made late by the client's own work" in _stall_cause(held)
+
+
+def test_a_stretch_the_issuer_was_not_run_outside_its_polls_is_a_stall_too(answering):
+    """Not run between two waits (blocked 30 ms after a write, three times: as when stopped
+    or kept off the GIL mid-send) is told from the client's own CPU work by the thread's CPU
+    time: the stalls are seen, and the sends they made late fall in them."""
+    from pytest_inferbench.workload.open_loop import _stall_cause
+    held = _open_loop_1s(answering, blocked_at={40, 90, 140})["issuer_stalls"]
+    assert held["count"] >= 3 and held["max_ms"] >= 25, held
+    assert held["late_sends"] >= 9 and held["late_in_stalls"] >= held["late_sends"] - 1, held
+    assert _stall_cause(held).endswith("re-run on a quieter host")

@@ -115,8 +115,9 @@ def test_validity_is_judged_by_the_effect_of_the_lag():
     late = sched[np.arange(1000) % 33 == 0]
     e = judge(lag, np.full(1000, 5 * ms), stalls=[(t - ms // 10, t + 19 * ms // 10) for t in late])
     assert e["issuer_stalls"]["late_in_stalls"] == e["issuer_stalls"]["late_sends"] == 31
-    assert e["invalid_reasons"][0].endswith("(stalls up to 2 ms: the host, or a thread holding "
-                                            "the GIL); re-run on a quieter host")
+    assert e["invalid_reasons"][0].endswith("(stalls up to 2 ms: the host, a thread holding the "
+                                            "GIL, or a write the socket blocked); re-run on a "
+                                            "quieter host")
     # ... stalls elsewhere (each ended before the send it precedes was due): its own work
     e = judge(lag, np.full(1000, 5 * ms), stalls=[(t - 3 * ms, t - ms) for t in late])
     assert e["issuer_stalls"]["late_in_stalls"] == 0

@@ -201,8 +201,9 @@ class Bracket(Section):
 
 
 class Stalls(Section):
-    """Where the open loop's issuer was not run while it only polled (workload/open_loop.py's
-    issuer_stalls): the host, or a thread holding the GIL, not the client's work."""
+    """Where the open loop's issuer was not run (workload/open_loop.py's issuer_stalls): its
+    polls and wake-ups came late, or its own stretches took more wall than CPU time (the
+    host, or a thread holding the GIL), not the client's work."""
     count: int = 0
     max_ms: float = 0.0
     total_ms: float = 0.0

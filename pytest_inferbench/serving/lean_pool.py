@@ -68,10 +68,13 @@ class Pumped(abc.ABC):
     connection), `_read(fd)` (what arrived on fd) and `_expire(now)`.
 
     `stalls`: the (start, end) perf_counter_ns of each stretch the pumping thread was not
-    run (a poll or a wake-up over STALL_NS late), in pump mode; the open loop
-    tells the sends they made late from those the client's own work did."""
+    run, in pump mode: a poll or a wake-up over STALL_NS late, or a stretch of its own work
+    (reading answers, or the issuer's between two waits) whose wall time exceeds the
+    thread's CPU time by over STALL_NS; the open loop tells the sends they made late from
+    those the client's own work did."""
 
     _next_expiry = 0
+    _worked_from: tuple[int, int] | None = None   # (wall, thread CPU) ns as the last wait ended
     stalls: list | None = None
     thread_name = "inferbench-receiver"
 
@@ -80,7 +83,7 @@ class Pumped(abc.ABC):
         else a receiving thread (`_receive`)."""
         self._thread = None
         if pump:
-            self.stalls = []
+            self.stalls, self._worked_from = [], None
         else:
             self._thread = threading.Thread(target=self._receive, name=self.thread_name,
                                             daemon=True)
@@ -94,6 +97,7 @@ class Pumped(abc.ABC):
         a read in progress when the time comes delays the caller by that one read."""
         clock, wait, epoll = time.perf_counter_ns, select.select, self._epoll
         ready = [epoll.fileno()]
+        self._not_run_since(self._worked_from)
         while True:
             now = clock()
             if now >= self._next_expiry:
@@ -101,6 +105,7 @@ class Pumped(abc.ABC):
                 self._next_expiry = now + int(POLL_S * 1e9)
             left = until_ns - now
             if left <= 0:
+                self._worked_from = (clock(), time.thread_time_ns())
                 return
             if left > spin_ns:          # the last spin_ns are polled, not slept through
                 wake = until_ns - spin_ns
@@ -111,8 +116,21 @@ class Pumped(abc.ABC):
             events = epoll.poll(0)
             if clock() - now > STALL_NS:
                 self._stalled(now, clock())
-            for fd, _ in events:
-                self._read(fd)
+            if events:
+                reading = (clock(), time.thread_time_ns())
+                for fd, _ in events:
+                    self._read(fd)
+                self._not_run_since(reading)
+
+    def _not_run_since(self, mark: tuple[int, int] | None) -> None:
+        """A stretch of this thread's own work since mark (wall, thread CPU) that took over
+        STALL_NS more wall time than CPU time: it was stopped, or waited for the GIL."""
+        if mark is None or self.stalls is None:
+            return
+        now = time.perf_counter_ns()
+        if now - mark[0] > STALL_NS and (now - mark[0]) - (time.thread_time_ns() - mark[1]) \
+                > STALL_NS:
+            self._stalled(mark[0], now)
 
     def _stalled(self, start: int, end: int) -> None:
         if self.stalls is not None:

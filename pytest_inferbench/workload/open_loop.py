@@ -401,8 +401,8 @@ def _lag_ms(lag_ns: np.ndarray) -> dict:
 
 
 def issuer_stalls(stalls, sched_ns: np.ndarray, sent_ns: np.ndarray) -> dict:
-    """The stretches the issuer was not run while it only polled, inside the run, and how
-    many of the sends over _LATE_NS late one of them overlapped: lag that the host (or a
+    """The stretches the issuer was not run (lean_pool.Pumped.stalls) inside the run, and
+    how many of the sends over _LATE_NS late one of them overlapped: lag that the host (or a
     thread holding the GIL) made, not the client's own work."""
     s = np.asarray(stalls, dtype=np.int64).reshape(-1, 2)
     s = s[(s[:, 1] >= sched_ns.min()) & (s[:, 0] <= sent_ns.max())]
@@ -424,8 +424,8 @@ def _stall_cause(held: dict | None) -> str | None:
     n, m = held["late_sends"], held["late_in_stalls"]
     if 2 * m >= n:
         return (f"{m} of the {n} sends over {held['late_ms']:g} ms late were due while the "
-                f"issuer was not run as it polled (stalls up to {held['max_ms']:.3g} ms: the "
-                f"host, or a thread holding the GIL); re-run on a quieter host")
+                f"issuer was not run (stalls up to {held['max_ms']:.3g} ms: the host, a thread "
+                f"holding the GIL, or a write the socket blocked); re-run on a quieter host")
     return (f"{n - m} of the {n} sends over {held['late_ms']:g} ms late were made late by "
             f"the client's own work ({m} by stalls of the host)")
 
