@@ -16,8 +16,10 @@ from pytest_inferbench.core.verdicts import Obs, decide, stored_judgement
 # A controlled system: each fresh process runs at a known speed, from a table by session
 # (OFFSET_SESSION) and process (INFERBENCH_PROCESS, "k/N", set by the harness in the child).
 # s3: a session whose one process fell into a slow mode (the issue saw modes 35% apart); with
-# s2's +24% a fresh clone's CI once learnt in-process noise of ±4.6% and said "undetermined"
-OFFSETS = {"s1": [0.90, 1.10, 1.00], "s2": [1.12, 0.95, 1.03], "s3": [1.30, 1.0, 1.0]}
+# s2's +24% a fresh clone's CI once learnt in-process noise of ±4.6% and said "undetermined".
+# s1's spread (log sd 0.164) is well above the machine's own process-to-process noise: at
+# 0.90/1.10 (0.100) a fresh clone's CI once recovered 0.122, past the 20% the test allows.
+OFFSETS = {"s1": [0.85, 1.18, 1.00], "s2": [1.12, 0.95, 1.03], "s3": [1.30, 1.0, 1.0]}
 MODEL = SPIN + f'''
 import sys
 
@@ -89,9 +91,10 @@ def test_processes_learn_the_process_effect_that_one_process_per_session_misses(
     aa = _session(pytester, monkeypatch, "s2", "--infer-baseline", "procs")
     assert aa.ret == 0, aa.stdout.str()
     assert _verdict(_last_run(pytester)) != "regression"
-    # a real slowdown is still caught, from two processes (--infer-processes over the spec)
+    # a real slowdown is still caught, from two processes (--infer-processes over the spec;
+    # 3x: at s1's spread, 2x from two processes sits within ~6% of what the gate resolves)
     slow = _session(pytester, monkeypatch, "s2", "--infer-baseline", "procs",
-                    "--infer-processes", "2", factor=2.0)
+                    "--infer-processes", "2", factor=3.0)
     assert slow.ret == 1, slow.stdout.str()
     slow.assert_outcomes(passed=2, failed=1)
     assert _verdict(_last_run(pytester)) == "regression"
