@@ -105,7 +105,7 @@ class Pumped(abc.ABC):
                 self._next_expiry = now + int(POLL_S * 1e9)
             left = until_ns - now
             if left <= 0:
-                self._worked_from = (clock(), time.thread_time_ns())
+                self._worked_from = (now, time.thread_time_ns())
                 return
             if left > spin_ns:          # the last spin_ns are polled, not slept through
                 wake = until_ns - spin_ns
@@ -123,14 +123,18 @@ class Pumped(abc.ABC):
                 self._not_run_since(reading)
 
     def _not_run_since(self, mark: tuple[int, int] | None) -> None:
-        """A stretch of this thread's own work since mark (wall, thread CPU) that took over
-        STALL_NS more wall time than CPU time: it was stopped, or waited for the GIL."""
+        """A stretch of this thread's own work since mark (wall, thread CPU) that was mostly
+        not run (over STALL_NS, and more than the CPU it used): it was stopped, or waited for
+        the GIL. A stretch mostly of its own CPU work is the client's, whatever else it
+        waited (a 7 ms spin that lost the GIL for 1 ms is not a stall)."""
         if mark is None or self.stalls is None:
             return
         now = time.perf_counter_ns()
-        if now - mark[0] > STALL_NS and (now - mark[0]) - (time.thread_time_ns() - mark[1]) \
-                > STALL_NS:
-            self._stalled(mark[0], now)
+        if now - mark[0] > STALL_NS:
+            cpu = time.thread_time_ns() - mark[1]
+            idle = now - mark[0] - cpu
+            if idle > STALL_NS and idle > cpu:
+                self._stalled(mark[0], now)
 
     def _stalled(self, start: int, end: int) -> None:
         if self.stalls is not None:
