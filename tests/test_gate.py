@@ -274,7 +274,7 @@ name: g
 defaults: {warmup: 3, min_duration: 0.1s, max_duration: 0.3s, min_queries: 20}
 benchmarks:
   - model: "spinmods:current"
-    runtime: torch
+    runtime: python
     gate: {p50: "+10%"}
 """
 

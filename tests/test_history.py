@@ -171,7 +171,7 @@ name: g
 defaults: {warmup: 3, min_duration: 0.1s, max_duration: 0.3s, min_queries: 20}
 benchmarks:
   - model: "spinmods:current"
-    runtime: torch
+    runtime: python
     gate: {p50: "+10%"}
 """
 
@@ -238,7 +238,7 @@ def test_history_mode_gates_a_slowdown_and_keeps_other_machines_apart(pytester, 
     # the history command: the newest run is a regression against the five before it
     hist = _cli(pytester, "history", "--json", "series.json")
     assert hist.returncode == 1, hist.stdout + hist.stderr
-    assert "bench_g.yaml::current[torch-cpu-fp32-bs1-offline]" in hist.stdout
+    assert "bench_g.yaml::current[python-cpu-fp32-bs1-offline]" in hist.stdout
     assert ": 6 runs, " in hist.stdout
     assert "newest run: p50 REGRESSION" in hist.stdout
     assert "1 cell: the newest run starts a regression" in hist.stdout

@@ -56,7 +56,7 @@ benchmarks:
 
 PAIRS = """
   - model: "offsetmods:{model}"
-    runtime: torch
+    runtime: python
     gate: {{p50: "+5%"}}
     processes: 3
     ab: {{rounds: 3, slice: 0.05s, max_processes: 3, baseline: {{model: "offsetmods:base"}}}}
@@ -69,7 +69,7 @@ def test_pairs_of_processes_judge_the_process_effect_that_one_pair_calls_a_chang
     # processes' speeds differ by 12%, and rounds inside one pair cannot see that
     (once,) = _run(pytester, "once", f"""
   - model: "offsetmods:cand"
-    runtime: torch
+    runtime: python
     gate: {{p50: "+5%"}}
     ab: {{rounds: 4, max_rounds: 4, slice: 0.05s,
          baseline: {{model: "offsetmods:base", python: {sys.executable}}}}}

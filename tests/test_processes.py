@@ -41,7 +41,7 @@ name: p
 defaults: {warmup: 3, min_duration: 0.2s, max_duration: 0.5s, min_queries: 50, PROCESSES}
 benchmarks:
   - model: "offsetmods:model"
-    runtime: torch
+    runtime: python
     gate: {p50: "+5%"}
 """
 

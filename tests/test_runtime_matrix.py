@@ -27,13 +27,27 @@ SCENARIOS = """
 """
 
 
-@pytest.mark.parametrize("runtime", ["torch", "torchscript", "torch_compile", "onnxruntime"])
+# runtime python runs a factory's callable: a two-layer NumPy MLP
+NUMPY_MLP = """
+import numpy as np
+
+def mlp():
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.standard_normal((16, 32), np.float32), rng.standard_normal((32, 4), np.float32)
+    return (lambda x: np.maximum(x @ w1, 0) @ w2), {"x": [16]}
+"""
+
+
+@pytest.mark.parametrize("runtime", ["torch", "torchscript", "torch_compile", "onnxruntime",
+                                     "python"])
 def test_every_runtime_in_every_scenario(pytester, runtime):
+    pytester.makepyfile(numpy_mlp=NUMPY_MLP)
+    model = '"numpy_mlp:mlp"' if runtime == "python" else "mlp-tiny"
     (pytester.path / "bench_matrix.yaml").write_text(f"""\
 name: matrix
 defaults: {{warmup: 5, min_duration: 0.2s, max_duration: 30s, min_queries: 20, ci_width: 0.5}}
 benchmarks:
-  - model: mlp-tiny
+  - model: {model}
     runtime: {runtime}
     batch_size: 2
     workload:{SCENARIOS.rstrip()}

@@ -31,9 +31,9 @@ name: g
 defaults: {warmup: 3, min_duration: 0.1s, max_duration: 0.3s, min_queries: 20}
 benchmarks:
   - model: "spinmods:current"
-    runtime: torch
+    runtime: python
   - model: "spinmods:other"
-    runtime: torch
+    runtime: python
 """
 
 SESSION_ARGS = ["-p", "no:cacheprovider", "--infer-no-html", "--infer-no-progress"]

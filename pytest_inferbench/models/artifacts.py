@@ -20,11 +20,13 @@ import types
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from ..core.errors import RuntimeUnavailable
 from ..core.signature import InputSignature
 from ..spec.inputs import InputsProblem, declared_signature, onnx_file_signature
 from .cache import file_hash
-from .calling import adapt
+from .calling import adapt, flatten_outputs
 from .families import build as build_family
 
 EXPORT_OPSET = 17
@@ -37,6 +39,22 @@ def _seeded(seed: int):
     rng.__enter__()
     torch.manual_seed(seed)
     return rng
+
+
+class _SeededNumpy:
+    """NumPy's and `random`'s global generators seeded for a plain callable's factory, and
+    given back as they were (no torch imported for it)."""
+
+    def __init__(self, seed: int):
+        import random
+        self.random = random
+        self.saved = (np.random.get_state(), random.getstate())
+        np.random.seed(seed)
+        random.seed(seed)
+
+    def __exit__(self, *exc):
+        np.random.set_state(self.saved[0])
+        self.random.setstate(self.saved[1])
 
 
 def torch_module(spec, context):
@@ -89,7 +107,30 @@ def factory_raised(name: str, factory, module, exc: BaseException) -> str:
             f"{': ' + text if text else ''}{where}")
 
 
-def _from_factory(spec):
+def python_callable(spec, context):
+    """(callable, InputSignature) of a factory, for runtime python; records its digest (the
+    factory's and the callable's project sources, its name and the signature)."""
+    if getattr(spec, "kind", "generated") != "factory":
+        raise RuntimeUnavailable("runtime python runs the callable a factory returns "
+                                 "('pkg.mod:fn' returning (fn, inputs)); a generated model or "
+                                 "a model file runs on torch or onnxruntime")
+    fn, signature, factory_module = _from_factory(spec, seeded=_SeededNumpy)
+    if not callable(fn):
+        raise ValueError(f"model factory '{spec.factory}' returned a {type(fn).__name__}, "
+                         f"which runtime python cannot call")
+    # called once, as a torch module is: what it returns must be arrays (named in the result)
+    outputs = flatten_outputs(fn(*signature.generate(PROBE_BATCH, seed=0).values()))
+    context.model_info["outputs"] = [name for name, _ in outputs]
+    defined_in = sys.modules.get(getattr(fn, "__module__", None) or type(fn).__module__)
+    name = getattr(fn, "__qualname__", type(fn).__qualname__)
+    origin = {"sources": project_sources(factory_module, defined_in), "callable": name}
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((sorted(origin.items()), _export_key(signature))).encode())
+    context.model_info.update(digest=h.hexdigest(), call={"by": "position", "callable": name})
+    return fn, signature
+
+
+def _from_factory(spec, seeded=_seeded):
     mod_name, _, attr = spec.factory.partition(":")
     try:
         obj = importlib.import_module(mod_name)
@@ -103,7 +144,7 @@ def _from_factory(spec):
             obj = getattr(obj, part)
         except AttributeError:
             raise ValueError(f"model factory '{spec.factory}': {mod_name} has no '{attr}'") from None
-    rng = _seeded(0)   # a factory that draws random weights gives the same model every call
+    rng = seeded(0)   # a factory that draws random weights gives the same model every call
     try:
         made = obj()
     except Exception as exc:  # noqa: BLE001 - said once, with its type and where it was raised

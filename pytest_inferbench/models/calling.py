@@ -14,6 +14,9 @@ A module whose call is already plain (positional tensors in, tensors out) is lef
 from __future__ import annotations
 
 import inspect
+import sys
+
+import numpy as np
 
 # Keyword parameters set when the module has them and the inputs do not name them.
 EXTRAS = {"use_cache": False}
@@ -23,11 +26,17 @@ class OutputError(TypeError):
     """A model output that is not made of tensors (with the path to it)."""
 
 
+def _is_tensor(out) -> bool:
+    """A torch tensor or a NumPy array (runtime python's callables), without importing torch."""
+    torch = sys.modules.get("torch")
+    return isinstance(out, np.ndarray) or (torch is not None and isinstance(out, torch.Tensor))
+
+
 def flatten_outputs(out, prefix: str = "") -> list[tuple[str, object]]:
-    """(name, tensor) for every tensor in any nesting of tuples, lists, dicts and
-    ModelOutput-like objects; None entries are skipped (ModelOutput leaves unset fields None)."""
-    import torch
-    if isinstance(out, torch.Tensor):
+    """(name, tensor) for every tensor (or NumPy array) in any nesting of tuples, lists, dicts
+    and ModelOutput-like objects; None entries are skipped (ModelOutput leaves unset fields
+    None)."""
+    if _is_tensor(out):
         return [(prefix or "output", out)]
     if out is None:
         return []
@@ -39,7 +48,8 @@ def flatten_outputs(out, prefix: str = "") -> list[tuple[str, object]]:
         where = f" at '{prefix}'" if prefix else ""
         hint = (" (a cache: pass use_cache=False, or return only tensors from the factory's "
                 "module)" if "cache" in type(out).__name__.lower() else "")
-        raise OutputError(f"the model returned a {type(out).__name__}{where}, not tensors{hint}")
+        raise OutputError(f"the model returned a {type(out).__name__}{where}, not tensors or "
+                          f"arrays{hint}")
     flat = []
     for key, value in items:
         flat += flatten_outputs(value, f"{prefix}.{key}" if prefix else key)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..spec import FileModel
-from .artifacts import torch_module
+from .artifacts import python_callable, torch_module
 from .cache import content_hash, file_hash
 from .calling import flatten_outputs
 from .inputs import model_inputs
@@ -46,13 +46,20 @@ def _onnx_file(model) -> bool:
 
 
 def _is_reference(cell) -> bool:
+    if cell.runtime == "python":    # a plain callable: nothing else runs the same model
+        return True
     onnx_file = _onnx_file(cell.model)
     ref_runtime = "onnxruntime" if onnx_file else "torch"
     return (cell.runtime == ref_runtime and cell.precision == "fp32" and cell.device == "cpu"
             and not cell.runtime_options)
 
 
-def reference_outputs(model, inputs: dict, context) -> list[np.ndarray]:
+def reference_outputs(model, inputs: dict, context, runtime: str = "torch") -> list[np.ndarray]:
+    """The source model's outputs in fp32 on the CPU: ONNX Runtime for an ONNX file, the
+    callable itself for runtime python, else torch eager."""
+    if runtime == "python":
+        fn, _ = python_callable(model, context)
+        return [np.asarray(o, dtype=np.float32) for _, o in flatten_outputs(fn(*inputs.values()))]
     if getattr(model, "kind", None) == "file" and model.format == "onnx":
         import onnxruntime as ort
         session = ort.InferenceSession(model.path, providers=["CPUExecutionProvider"])

@@ -119,8 +119,8 @@ def served_inputs(cell, cache, endpoint) -> tuple[dict[str, np.ndarray], dict]:
         check_in = signature.generate(min(cell.batch_size, 16), seed=seed)
         ref_in = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
                   for k, v in check_in.items()}
-        check = compare(endpoint.infer(check_in), reference_outputs(cell.model, ref_in, context),
-                        tolerance_for(cell))
+        want = reference_outputs(cell.model, ref_in, context, cell.runtime)
+        check = compare(endpoint.infer(check_in), want, tolerance_for(cell))
         check["reference"] = "source model fp32 cpu, through the server"
         if not check["ok"]:
             raise OutputMismatch(f"server outputs disagree with the source model: max relative "

@@ -13,6 +13,7 @@ RUNTIMES: dict[str, str] = {
     "torchscript": "pytest_inferbench.runtimes.torchscript:TorchScriptRunner",
     "torch_compile": "pytest_inferbench.runtimes.torch_compile:TorchCompileRunner",
     "onnxruntime": "pytest_inferbench.runtimes.onnxruntime_runner:OnnxRuntimeRunner",
+    "python": "pytest_inferbench.runtimes.python_callable:PythonRunner",
 }
 
 
@@ -22,6 +23,7 @@ RUNTIME_OPTIONS = {
     "torchscript": ("include_copies", "cuda_graphs"),
     "torch_compile": ("include_copies", "mode"),
     "onnxruntime": ("include_copies", "graph_optimization", "provider", "quantization"),
+    "python": (),
 }
 _OPTION_ALIASES = {"graph_optimization": "opt", "provider": "ep", "mode": "mode",
                    "include_copies": "copies", "cuda_graphs": "graphs", "quantization": "quant"}
