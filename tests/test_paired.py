@@ -53,7 +53,7 @@ name: ab
 defaults: {{{FAST_AB}}}
 benchmarks:
   - model: "spinmods:base"
-    runtime: torch
+    runtime: python
     gate: {{p50: "+5%", throughput: "-5%"}}
     ab: {{rounds: 4, max_rounds: 8, slice: 0.04s}}
 """)
@@ -76,12 +76,12 @@ def test_paired_mode_catches_a_10_percent_slowdown_and_passes_an_identical_pair(
         defaults: {{{FAST_AB}}}
         benchmarks:
           - model: "spinmods:slow10"
-            runtime: torch
+            runtime: python
             gate: {{p50: "+5%", throughput: "-5%"}}
             ab: {{rounds: 6, slice: 0.05s, baseline: {{model: "spinmods:base"}}}}
           - model: "spinmods:base"
             name: identical
-            runtime: torch
+            runtime: python
             gate: {{p50: "+5%", throughput: "-5%"}}
             ab: {{rounds: 6, slice: 0.05s}}
         """)
@@ -97,7 +97,7 @@ def test_paired_mode_catches_a_10_percent_slowdown_and_passes_an_identical_pair(
         "REGRESSION [[]paired[]] bench_ab.yaml::slow10*"])
     doc = json.loads((pytester.path / "run.json").read_text())
     by = {r["cell"]["id"]: r for r in doc["results"]}
-    slow, same = by["slow10[torch-cpu-fp32-bs1-offline]"], by["identical[torch-cpu-fp32-bs1-offline]"]
+    slow, same = by["slow10[python-cpu-fp32-bs1-offline]"], by["identical[python-cpu-fp32-bs1-offline]"]
     assert slow["status"] == "failed" and slow["ab"]["verdict"] == "regression"
     p50 = next(m for m in slow["ab"]["metrics"] if m["metric"] == "p50")
     assert 1.05 < p50["lo"] <= p50["ratio"] <= p50["hi"] < 1.2     # the injected +10%
@@ -121,12 +121,12 @@ def test_the_baseline_may_be_a_git_revision_or_another_interpreter(pytester):
         benchmarks:
           - model: "spinmods:base"
             name: vs-git
-            runtime: torch
+            runtime: python
             gate: {{p50: "+5%"}}
             ab: {{rounds: 4, max_rounds: 8, slice: 0.05s, switch: 0.025s, baseline: {{git: HEAD}}}}
           - model: "spinmods:base"
             name: vs-python
-            runtime: torch
+            runtime: python
             gate: {{p50: "+5%"}}
             ab: {{rounds: 4, max_rounds: 4, slice: 0.05s, switch: 0.025s,
                   baseline: {{python: {sys.executable}}}}}
@@ -142,10 +142,10 @@ def test_the_baseline_may_be_a_git_revision_or_another_interpreter(pytester):
     assert result.ret == 0, result.stdout.str()    # --infer-no-gate: reported, not failed
     doc = json.loads((pytester.path / "run.json").read_text())
     by = {r["cell"]["id"]: r for r in doc["results"]}
-    vs_git = by["vs-git[torch-cpu-fp32-bs1-offline]"]["ab"]
+    vs_git = by["vs-git[python-cpu-fp32-bs1-offline]"]["ab"]
     assert vs_git["verdict"] == "regression" and vs_git["baseline"]["changes"] == "git HEAD"
     assert vs_git["metrics"][0]["ratio"] > 1.3
-    vs_python = by["vs-python[torch-cpu-fp32-bs1-offline]"]["ab"]
+    vs_python = by["vs-python[python-cpu-fp32-bs1-offline]"]["ab"]
     assert sys.executable in vs_python["baseline"]["process"]
     assert vs_python["rounds"] == 4 and 0.7 < vs_python["metrics"][0]["ratio"] < 1.4   # A/A
     result.stdout.fnmatch_lines(["*--infer-no-gate: regressions are reported, not failed*"])
@@ -174,13 +174,13 @@ def test_paired_mode_over_launched_servers_and_serving_configurations(pytester):
         benchmarks:
           - model: "spinmods:slow10"
             name: served-slow
-            runtime: torch
+            runtime: python
             serving: http
             gate: {{p50: "+5%"}}
             ab: {{rounds: 6, slice: 0.1s, baseline: {{model: "spinmods:base"}}}}
           - model: "spinmods:base"
             name: http-vs-inprocess
-            runtime: torch
+            runtime: python
             serving: http
             gate: {{p50: "+5%"}}
             ab: {{rounds: 6, slice: 0.1s, baseline: {{serving: inprocess}}}}
@@ -208,19 +208,19 @@ def test_paired_mode_in_the_open_loop_server_scenario(pytester):
         benchmarks:
           - model: "spinmods:slow10"
             name: open-slow
-            runtime: torch
+            runtime: python
             workload: {{scenario: server, rate: 200}}
             gate: {{p50: "+5%"}}
             ab: {{rounds: 5, slice: 0.2s, switch: 0.1s, baseline: {{model: "spinmods:base"}}}}
           - model: "spinmods:base"
             name: open-same
-            runtime: torch
+            runtime: python
             workload: {{scenario: server, rate: 200}}
             gate: {{p50: "+5%"}}
             ab: {{rounds: 5, max_rounds: 10, slice: 0.2s, switch: 0.1s}}
           - model: "spinmods:slow10"
             name: open-served
-            runtime: torch
+            runtime: python
             serving: http
             workload: {{scenario: server, rate: 200}}
             gate: {{p50: "+5%"}}
