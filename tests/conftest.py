@@ -4,6 +4,8 @@ import pytest
 
 # under CI=true a skip other than a missing GPU fails the session (tests/ci_skips.py)
 from ci_skips import pytest_configure  # noqa: F401
+# under -n 2 the tests that judge timing against a neighbour run last, alone
+from xdist_alone import pytest_xdist_make_scheduler  # noqa: F401
 
 # pytester's in-process runs drop the modules they import when they end; extension modules
 # (numpy, torch, onnxruntime) cannot be imported twice in one process, so import them here first.

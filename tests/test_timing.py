@@ -40,7 +40,9 @@ def test_median_matches_known_service_time(service_ms, scenario):
 
 def test_stop_rules_are_recorded():
     fast = busy_wait(0.0001)
-    capped = measure_callable(fast, Settings(warmup=0, min_duration=0.05, max_duration=5,
+    # max_queries stops before min_duration: with min_duration 0.05 s a loaded machine's
+    # stall once let the interval rule stop at 263 queries first
+    capped = measure_callable(fast, Settings(warmup=0, min_duration=5, max_duration=10,
                                              min_queries=1, max_queries=300), "offline")
     assert capped.latency.n == 300 and capped.stop.reason == "max_queries"
     import random
