@@ -286,6 +286,18 @@ def test_followers_and_placement_errors_point_at_the_line(tmp_path):
     (cell,) = load_spec(spec)
     assert cell.placement.colocate and cell.placement.labels == {"gpu": "h200"}
     assert cell.id == "mlp-tiny[onnxruntime-cpu-fp32-bs1-offline]"    # id unchanged
+    # in `defaults`: every entry's, unless the entry says its own (whole, not merged)
+    spec.write_text("name: p\ndefaults:\n  placement: {colocate: true}\nbenchmarks:\n"
+                    "  - {model: mlp-tiny}\n  - {model: mlp-small, placement: {labels: "
+                    "{gpu: h200}}}\n")
+    tiny, small = load_spec(spec)
+    assert tiny.placement.colocate and tiny.placement.labels == {}
+    assert not small.placement.colocate and small.placement.labels == {"gpu": "h200"}
+    spec.write_text("name: p\ndefaults:\n  placement:\n    colocate: maybe\nbenchmarks:\n"
+                    "  - model: mlp-tiny\n")
+    with pytest.raises(SpecError) as exc:
+        load_spec(spec)
+    assert exc.value.line == 4 and "defaults.placement.colocate" in exc.value.render()
     f = tmp_path / "followers.yaml"
     f.write_text("followers:\n  - {host: g1, via: ssh, address: u@g1, python: /v/bin/python, "
                  "chdir: /srv, devices: [cpu, 'cuda:1']}\n  - {host: s, via: socket, "

@@ -80,7 +80,9 @@ class SpecContext:
 def check_defaults(doc: Document, defaults, path) -> dict:
     if defaults is None:
         return {}
-    check_keys(doc, defaults, SETTINGS_FIELDS + AXES[1:], path, "defaults")
+    check_keys(doc, defaults, SETTINGS_FIELDS + AXES[1:] + ("placement",), path, "defaults")
+    if defaults.get("placement") is not None:     # checked here: its errors point at defaults
+        parse_placement(defaults["placement"], doc.path, doc.lines, path + ("placement",))
     settings = {k: v for k, v in defaults.items() if k in SETTINGS_FIELDS}
     # Validate field by field so each error points at its own line; the min/max order is
     # checked per cell, after every level has been merged.
@@ -195,12 +197,22 @@ def _entry_sections(ctx: SpecContext, entry, path) -> dict:
     name = check_name(doc, entry.get("name"), path + ("name",))
     gate = gate_section(doc, entry["gate"], path + ("gate",), ctx.gate) if "gate" in entry else ctx.gate
     ab = ab_section(ctx, entry["ab"], path + ("ab",)) if entry.get("ab") is not None else None
-    placement = (parse_placement(entry["placement"], doc.path, doc.lines, path + ("placement",))
-                 if entry.get("placement") is not None else None)
+    placement = _placement(ctx, entry, path)
     check = (doc.validate(CheckSpec, entry["check"], path + ("check",))
              if entry.get("check") is not None else None)
     return {"name": name, "marks": marks, "gate": gate, "ab": ab, "placement": placement,
             "check": check}
+
+
+def _placement(ctx: SpecContext, entry, path):
+    """The entry's `placement`, else the spec's `defaults.placement` (whole, not merged)."""
+    if entry.get("placement") is not None:
+        return parse_placement(entry["placement"], ctx.doc.path, ctx.doc.lines,
+                               path + ("placement",))
+    if ctx.defaults.get("placement") is not None:
+        return parse_placement(ctx.defaults["placement"], ctx.doc.path, ctx.doc.lines,
+                               ("defaults", "placement"))
+    return None
 
 
 def _cell(ctx: SpecContext, entry, index: int, combo: dict, entry_settings: dict,
