@@ -287,19 +287,22 @@ def test_cells_run_on_an_ssh_and_a_socket_follower_in_other_namespaces(fleet, tm
     assert doc["followers"][ssh]["inventory"]["via"] == "ssh"
 
 
-def _held(path: Path) -> bool:
-    """Is the lease file locked by a worker (a cell measuring there) right now?"""
+def _holder(path: Path) -> str | None:
+    """The cell holding the lease file right now (its `who`), or None when it is free."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)                  # closing drops a lock we got
-    return False
+        return None
+    with os.fdopen(fd) as f:                  # closing drops a lock we got
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            pass
+        try:                                  # written just after the lock was taken
+            return json.loads(f.read())["who"] or None
+        except (ValueError, KeyError):
+            return None
 
 
 def test_a_follower_killed_mid_cell_loses_nothing_measured(fleet, tmp_path):
@@ -313,16 +316,21 @@ def test_a_follower_killed_mid_cell_loses_nothing_measured(fleet, tmp_path):
     proc = _leader(leader)
     lease = fleet.lease_dir / f"{fleet.host['sock']}__cpu.lock"
     # wait for the socket follower's second cell (one measured there already), then kill
-    # the server process, which is the worker's process too
-    seen, deadline, victim = [], time.monotonic() + 90, None
+    # the server process, which is the worker's process too. The cell holding the lease is
+    # the one its file names: a worker may release it and take it for its next cell between
+    # two polls (seen: four cells back to back, never seen free); a name counts once read
+    # twice in a row (just after a lock is taken, the file still names the cell before)
+    seen, deadline, victim, last = set(), time.monotonic() + 90, None, None
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        held = _held(lease)
-        if not seen or seen[-1] != held:
-            seen.append(held)
-        if seen.count(True) == 2 and held:
-            time.sleep(0.1)                  # inside the measured window, not at its edge
-            victim = json.loads(lease.read_text())["who"]
-            os.kill(server.pid, signal.SIGKILL)
+        holder = _holder(lease)
+        if holder is not None and holder == last:
+            seen.add(holder)
+            if len(seen) >= 2:
+                time.sleep(0.1)              # inside the measured window, not at its edge
+                if _holder(lease) == holder:
+                    victim = holder
+                    os.kill(server.pid, signal.SIGKILL)
+        last = holder
         time.sleep(0.02)
     rc, out, doc = _finish(proc, leader)
     assert victim is not None, f"the socket follower never ran a second cell:\n{out[-3000:]}"
