@@ -4,7 +4,7 @@ import pytest
 
 # under CI=true a skip other than a missing GPU fails the session (tests/ci_skips.py)
 from ci_skips import pytest_configure  # noqa: F401
-# under -n 2 the tests that judge timing against a neighbour run last, alone
+# under -n the tests that judge timing against a neighbour run last, alone
 from xdist_alone import pytest_xdist_make_scheduler  # noqa: F401
 
 # pytester's in-process runs drop the modules they import when they end; extension modules
@@ -39,8 +39,13 @@ def _import_lazy_modules():
 
 _import_lazy_modules()
 
-# Settings that keep a measured cell to a fraction of a second in the plugin's own tests.
-FAST = "warmup: 3, min_duration: 0.05s, max_duration: 0.25s, min_queries: 20"
+# Defaults that keep a measured cell to a fraction of a second in the plugin's own tests.
+# No test judges such a cell's figures, so it may share the CPU with other cells that say
+# `colocate: true` (those of another xdist worker's test), never with a cell measured for its
+# figures, which holds its CPU lease alone: SHARE is that placement, on its own for specs
+# whose settings are their own.
+SHARE = "placement: {colocate: true}"
+FAST = f"warmup: 3, min_duration: 0.05s, max_duration: 0.25s, min_queries: 20, {SHARE}"
 
 
 def measured_enough(result: dict, min_queries: int = 20) -> bool:

@@ -7,6 +7,8 @@ import textwrap
 import time
 
 import pytest
+
+from conftest import SHARE
 import search_surface
 import yaml
 from test_report import _browse, _chromium
@@ -212,7 +214,7 @@ def test_a_capacity_search_session_keeps_every_trial_prunes_and_excludes(pyteste
     pytester.makepyfile(sleepers=SLEEPERS)
     pytester.makefile(".yaml", job=f"""
         name: cap
-        defaults: {{warmup: 20, max_duration: 40}}
+        defaults: {{warmup: 20, max_duration: 40, {SHARE}}}
         benchmarks:
           - model: [{{factory: "sleepers:slow"}}, {{factory: "sleepers:fast"}}]
             runtime: torch

@@ -9,10 +9,11 @@ import pytest
 
 from pytest_inferbench.analysis import load_results
 
+from conftest import SHARE
 from test_report import _browse, _chromium
 
 SPEC = """name: gen
-defaults: {warmup: 2, min_duration: 1s, max_duration: 1.5s, min_queries: 5}
+defaults: {warmup: 2, min_duration: 1s, max_duration: 1.5s, min_queries: 5, SHARE}
 benchmarks:
   - model: {family: decoder, layers: 1, hidden: 64, heads: 2, vocab: 500, max_seq: 256}
     serving: {system: openai, max_batch_size: 4}
@@ -27,7 +28,7 @@ def test_a_generative_run_in_the_frame_and_the_report(pytester, tmp_path):
                         "pip install 'pytest-inferbench[serve]'")
     pytest.importorskip("aiohttp", reason="aiohttp not installed: "
                         "pip install 'pytest-inferbench[serve]'")
-    pytester.makefile(".yaml", bench_gen=SPEC)
+    pytester.makefile(".yaml", bench_gen=SPEC.replace("SHARE", SHARE))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--infer-json", "run.json",
                                            "--infer-html", "gen.html")
     result.assert_outcomes(passed=2)

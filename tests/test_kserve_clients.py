@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARE
+
 pytest.importorskip("tritonclient", reason="tritonclient not installed: "
                     "pip install 'pytest-inferbench[serve]'")
 
@@ -24,7 +26,7 @@ from pytest_inferbench.serving.statistics import breakdown  # noqa: E402
 from pytest_inferbench.serving.launcher import LaunchedServer  # noqa: E402
 from pytest_inferbench.spec import load_spec  # noqa: E402
 
-SETTINGS = "warmup: 3, min_duration: 0.3s, max_duration: 1s, min_queries: 20"
+SETTINGS = f"warmup: 3, min_duration: 0.3s, max_duration: 1s, min_queries: 20, {SHARE}"
 # a model with a large output: 32768 floats per sample
 BIG = "{family: mlp, layers: 1, hidden: 16, features: 8, classes: 32768}"
 MLSERVER = Path(__file__).resolve().parents[1] / ".venv-mlserver" / "bin" / "mlserver"

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import SHARE
 from spin_models import SPIN
 
 from pytest_inferbench.core.noise import comparison_half_width, split
@@ -111,8 +112,9 @@ def test_processes_learn_the_process_effect_that_one_process_per_session_misses(
 def test_a_crashed_or_hung_process_fails_naming_it_and_the_others_are_kept(
         pytester, monkeypatch):
     pytester.makepyfile(offsetmods=MODEL)
-    pytester.makefile(".yaml", bench_p=SPEC.replace("PROCESSES",
-                                                    "processes: 3, process_timeout: 8s"))
+    # no figure judged here: its cells may share the CPU (SHARE)
+    pytester.makefile(".yaml", bench_p=SPEC.replace(
+        "PROCESSES", f"processes: 3, process_timeout: 8s, {SHARE}"))
     monkeypatch.setenv("CRASH_IN", "2")
     monkeypatch.setenv("HANG_IN", "3")
     result = _session(pytester, monkeypatch, "s1", "-v")

@@ -9,6 +9,8 @@ import shutil
 
 import pytest
 
+from conftest import SHARE
+
 # TorchInductor compiles C++ on the CPU: where a compiler is found, torch.compile cells must
 # run; only without one may they skip, and then with the runtime's own reason
 CXX = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")
@@ -45,7 +47,8 @@ def test_every_runtime_in_every_scenario(pytester, runtime):
     model = '"numpy_mlp:mlp"' if runtime == "python" else "mlp-tiny"
     (pytester.path / "bench_matrix.yaml").write_text(f"""\
 name: matrix
-defaults: {{warmup: 5, min_duration: 0.2s, max_duration: 30s, min_queries: 20, ci_width: 0.5}}
+defaults: {{warmup: 5, min_duration: 0.2s, max_duration: 30s, min_queries: 20, ci_width: 0.5,
+           {SHARE}}}
 benchmarks:
   - model: {model}
     runtime: {runtime}

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from conftest import SHARE
+
 pytest.importorskip("tritonclient", reason="tritonclient not installed: "
                     "pip install 'pytest-inferbench[serve]'")
 
@@ -17,7 +19,7 @@ from pytest_inferbench.models.cache import ArtifactCache  # noqa: E402
 from pytest_inferbench.serving.launcher import LaunchedServer, ServerError  # noqa: E402
 from pytest_inferbench.spec import load_spec  # noqa: E402
 
-SETTINGS = "warmup: 3, min_duration: 0.3s, max_duration: 1s, min_queries: 20"
+SETTINGS = f"warmup: 3, min_duration: 0.3s, max_duration: 1s, min_queries: 20, {SHARE}"
 
 
 def cells(tmp_path, text, name="bench_s.yaml"):

@@ -9,6 +9,8 @@ import re
 import numpy as np
 import pytest
 
+from conftest import SHARE
+
 TINY = "warmup: 3, min_duration: 0.2s, max_duration: 0.3s, min_queries: 20"
 
 # every query of mlp-tiny takes far more than 1 us: the SLO fails, whatever the machine
@@ -106,7 +108,8 @@ def test_fail_on_rejects_an_unknown_kind(pytester):
 
 # ----------------------------------------------------------------------------- the gate
 
-PLAIN = f"name: g\ndefaults: {{{TINY}}}\nbenchmarks:\n  - model: mlp-tiny\n    runtime: torch\n"
+PLAIN = (f"name: g\ndefaults: {{{TINY}, {SHARE}}}\nbenchmarks:\n  - model: mlp-tiny\n"
+         f"    runtime: torch\n")
 
 
 def _faster(doc: dict, factor: float) -> dict:
