@@ -218,6 +218,36 @@ benchmarks:
     assert sched.retry(crashed) is False                          # a second crash fails it
 
 
+def test_a_crash_after_the_other_workers_finished_starts_one_again(tmp_path):
+    """A worker crashes (its follower gone, so no replacement starts there) after the other
+    follower's worker finished: its cells are started again on that follower, not failed
+    with "no follower left" (seen when a follower was killed during the last cell)."""
+    from pytest_inferbench.schedule.xdist_scheduler import TwoTierScheduling
+    (tmp_path / "bench_x.yaml").write_text(f"""
+name: x
+defaults: {{{FAST}}}
+benchmarks:
+  - {{model: mlp-tiny, runtime: onnxruntime, batch_size: [1, 2]}}
+""")
+    ids = [f"bench_x.yaml::{c.id}" for c in load_spec(tmp_path / "bench_x.yaml",
+                                                        rootdir=tmp_path)]
+    sched = TwoTierScheduling(FakeConfig(tmp_path))
+    a, b = FakeNode("gw0"), FakeNode("gw1")
+    for node in (a, b):
+        sched.add_node(node)
+        sched.add_node_collection(node, ids)
+    sched.schedule()
+    busy, idle = (a, b) if a.sent else (b, a)
+    assert sched.remove_node(idle) is None           # finished: shut down with nothing to do
+    crashed = sched.remove_node(busy)
+    assert sched.retry(crashed) is True and len(sched.queue) == 2
+    started = []
+    sched._clone = started.append
+    sched.gone["elsewhere"] = "ConnectionRefusedError"
+    sched._fail_unrunnable()          # what a failed replacement of the crashed worker calls
+    assert started == [idle] and len(sched.queue) == 2   # both cells wait for it, none failed
+
+
 # ----------------------------------------------------------------------------- leases
 
 def _hold(directory, res, seconds, started, out):

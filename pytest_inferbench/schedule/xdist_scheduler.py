@@ -141,6 +141,7 @@ class TwoTierScheduling:
         self.slots_seen: dict = {}
         self.declared: dict = {}           # slot id -> the slot as the inventory declares it
         self.gone: dict = {}               # host -> why its replacement worker did not start
+        self.finished: dict = {}           # slot id -> its node, shut down with nothing to do
         self._wrap_clone_node(config)
 
     # -- the interface DSession uses
@@ -230,6 +231,7 @@ class TwoTierScheduling:
         slot = self.node2slot.pop(node)
         self.policy.remove_slot(slot.id)
         if not pending:
+            self.finished[slot.id] = node
             self._dispatch()
             self._restart_if_needed(node, slot)
             return None
@@ -362,18 +364,40 @@ class TwoTierScheduling:
             return
         if any(able(t, slot) for t in self.queue):
             self.log("restarting a worker on", slot.host, "for re-queued items")
+            self.finished.pop(slot.id, None)
             clone(node)
 
     def _fail_unrunnable(self) -> None:
-        """Queued items no live slot can run (their followers are gone): failed, with why."""
-        slots = list(self.policy.slots.values())
+        """Queued items no live slot can run: a worker started again on a follower that is
+        still there but whose workers had finished (a crash on the last cell), else failed,
+        with why (their followers are gone)."""
+        restarted: list = []
         for task in list(self.queue):
-            if not any(able(task, s) for s in slots):
-                self.queue.remove(task)
-                gone = "; ".join(f"{h}: {w}" for h, w in sorted(self.gone.items()))
-                self.report(task.key, "failed", f"no follower left that can run it (gone: "
-                                                f"{gone})")
+            slots = list(self.policy.slots.values()) + restarted
+            if task.key not in self.queue or any(able(task, s) for s in slots):
+                continue
+            slot = self._restart_finished(task)
+            if slot is not None:
+                restarted.append(slot)
+                continue
+            self.queue.remove(task)
+            gone = "; ".join(f"{h}: {w}" for h, w in sorted(self.gone.items()))
+            self.report(task.key, "failed", f"no follower left that can run it (gone: "
+                                            f"{gone})")
         self._dispatch()
+
+    def _restart_finished(self, task):
+        """Start a worker again on a finished slot, of a follower not gone, that can run
+        `task`; that slot, or None."""
+        for sid, node in list(self.finished.items()):
+            slot = self.slots_seen[sid]
+            if slot.host in self.gone or not able(task, slot):
+                continue
+            del self.finished[sid]
+            self.log("restarting a worker on", slot.host, "for a crashed cell")
+            self._clone(node)
+            return slot
+        return None
 
     def _dispatch(self) -> None:
         if self.collection is None:
