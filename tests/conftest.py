@@ -6,6 +6,8 @@ import pytest
 from ci_skips import pytest_configure  # noqa: F401
 # under -n the tests that judge timing against a neighbour run last, alone
 from xdist_alone import pytest_xdist_make_scheduler  # noqa: F401
+# ... and, on three workers, the tests that judge figures run at a higher CPU priority
+from worker_priority import pytest_runtest_setup  # noqa: F401
 
 # pytester's in-process runs drop the modules they import when they end; extension modules
 # (numpy, torch, onnxruntime) cannot be imported twice in one process, so import them here first.

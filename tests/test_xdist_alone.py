@@ -1,7 +1,10 @@
 """The suite's xdist scheduler (tests/xdist_alone.py): the tests it holds back run after all
-the others, on one worker, with nothing beside them; the others use both workers."""
+the others, on one worker, with nothing beside them; the others use both workers. Under xdist
+as root, the tests that judge figures run at normal CPU priority, the others at nice 19
+(tests/worker_priority.py)."""
 
 import json
+import os
 from pathlib import Path
 
 TESTS = Path(__file__).parent
@@ -10,6 +13,10 @@ CONFTEST = f"""
 import sys
 sys.path.insert(0, {str(TESTS)!r})
 from xdist_alone import AloneLastScheduling
+import worker_priority
+from worker_priority import pytest_runtest_setup
+
+worker_priority.JUDGE_FIGURES = ("test_suite.py::test_one[alone",)
 
 def pytest_xdist_make_scheduler(config, log):
     return AloneLastScheduling(config, log, alone=lambda nodeid: "alone" in nodeid)
@@ -26,7 +33,8 @@ def _record(name):
     time.sleep(0.3)
     with open("ran.jsonl", "a") as out:
         out.write(json.dumps({"name": name, "start": start, "end": time.time(),
-                              "worker": os.environ["PYTEST_XDIST_WORKER"]}) + "\\n")
+                              "worker": os.environ["PYTEST_XDIST_WORKER"],
+                              "nice": os.getpriority(os.PRIO_PROCESS, 0)}) + "\\n")
 
 NAMES = [f"alone{i}" if i % 5 == 2 else f"plain{i}" for i in range(15)]
 
@@ -51,6 +59,14 @@ def test_held_tests_run_last_alone_on_one_worker_and_the_rest_on_both(pytester):
         "a held test ran beside an ordinary one", held, last_plain)
     assert len({r["worker"] for r in held}) == 1
     assert all(a["end"] <= b["start"] for a, b in zip(held, held[1:]))
+    if os.geteuid() == 0:          # only root may lower a nice value again
+        assert {r["nice"] for r in plain} == {19} and {r["nice"] for r in held} == {0}, ran
+
+
+def test_every_file_that_judges_figures_exists():
+    from worker_priority import JUDGE_FIGURES
+    for prefix in JUDGE_FIGURES:
+        assert (TESTS.parent / prefix.partition("::")[0]).is_file(), f"{prefix}: no such file"
 
 
 def test_every_test_held_back_exists():
