@@ -19,7 +19,9 @@ import os
 from xdist_alone import RUN_ALONE
 
 # Test files (node-id prefixes) whose tests judge figures measured live: verdicts, ratios,
-# capacities, send lag, CPU shares, stopping rules. They run at normal priority.
+# capacities, send lag, CPU shares, stopping rules, or cells that must keep up with an
+# offered rate (the runtime matrix's ramps and capacity searches at 1,000-2,000/s: at nice 19
+# beside two busy workers one ramp saw "saturated" at 1,000/s). They run at normal priority.
 JUDGE_FIGURES = RUN_ALONE + (
     "tests/test_config_search.py",
     "tests/test_gate.py",
@@ -34,6 +36,7 @@ JUDGE_FIGURES = RUN_ALONE + (
     "tests/test_paired_processes.py",
     "tests/test_processes.py",
     "tests/test_rate_search.py",
+    "tests/test_runtime_matrix.py",
     "tests/test_scenarios.py",
     "tests/test_timing.py",
     "tests/test_workload.py",
