@@ -336,7 +336,9 @@ def run_ramp(sut, settings, workload, target, progress=None):
         tp = row["completed_per_s"]
         offered = row["achieved_rate"] or rate
         if tp < SATURATED * offered:
-            why = "saturated"       # completions no longer follow the offered load
+            # completions no longer follow the offered load
+            why = (f"saturated at {rate:g}/s: {tp:,.0f}/s completed of {offered:,.0f}/s sent, "
+                   f"under {SATURATED:.0%}")
             break
         if last_tp is not None and tp < last_tp * 1.05:
             why = "throughput_flat"
