@@ -328,6 +328,42 @@ def test_connections_the_server_closed_while_idle_are_never_written_to(pump):
         server.server_close()
 
 
+def test_a_connection_the_server_closed_unseen_carries_no_request():
+    """The server closed a kept-alive connection while nothing read it (a closed-loop
+    thread between its warm-up and its window, or an issuer the host did not run, for longer
+    than the server's keep-alive): it is found closed before the next request, which goes
+    on a new connection (it failed with 'the server closed the connection': seen against
+    MLServer under a starved CI worker)."""
+    from pytest_inferbench.serving.lean_pool import IDLE_CHECK_NS
+    server = _Server(("127.0.0.1", 0), _Closing)
+    server.seen, server.ports, server.mode = [], [], (lambda n: "ok")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    idle = IDLE_CHECK_NS / 1e9 + 0.3
+    try:
+        endpoint = Endpoint(f"127.0.0.1:{server.server_address[1]}", "m", "http",
+                            tensor_format="json")
+        endpoint.metadata = lambda: {"outputs": [{"name": "y"}]}
+        call = endpoint.blocking_fn({"x": np.ones((1, 4), np.float32)})
+        call()
+        time.sleep(idle)
+        call()                          # raised ConnectionError
+        call.close()
+        assert len(set(server.ports)) == 2
+        sut = endpoint.async_sut({"x": np.ones((1, 4), np.float32)})
+        done: dict = {}
+        issue = sut.start(lambda i, error=None, sent_ns=None: done.setdefault(i, error),
+                          pump=True)
+        time.sleep(idle)                # not pumped: the server's closes are unread
+        for i in range(3):
+            issue(i)
+            _pause(sut, True, 0.05)
+        sut.stop()
+        assert done == {0: None, 1: None, 2: None}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_the_open_loop_reads_answers_on_the_issuers_own_thread(recorder):
     """run_open_loop drives the lean HTTP client with pump=True: no receiving thread, every
     answer read (and its completion reported) on the thread that sends, between sends."""

@@ -68,6 +68,7 @@ def round_trip(conn, request: bytes, query: int) -> None:
         if not data:
             raise ConnectionError("the server closed the connection")
         conn.parser.feed_data(data)
+    conn.now = time.perf_counter_ns()
 
 
 class _Connection(Connection):

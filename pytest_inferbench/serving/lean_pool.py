@@ -33,6 +33,11 @@ _SPIN_NS = 100_000
 # A poll (one syscall, ~1 us) that took this long, or a wake-up this late, on the issuer (a
 # real-time thread with its own core where the host allows): the host did not run it.
 STALL_NS = 250_000
+# Servers close idle keep-alive connections (uvicorn after 5 s, gunicorn 2 s): one idle this
+# long is checked before it carries a request (a request written on a connection the server
+# has closed is lost, a new connection costs only the connect); busier ones are not (a check
+# is a syscall on the issuer's path).
+IDLE_CHECK_NS = 1_000_000_000
 
 
 class Connection:
@@ -53,6 +58,18 @@ class Connection:
     def on_message_complete(self) -> None:
         self.done = True
         self.keep_alive = self.parser.should_keep_alive()   # valid inside the callback only
+
+    def closed_by_server(self) -> bool:
+        """Idle since its last answer for over IDLE_CHECK_NS and readable with no answer
+        due: the server closed it (or sent what no request asked for). As urllib3 checks a
+        pooled connection before it reuses one. A connection that never carried a request
+        is not checked."""
+        if not self.now or time.perf_counter_ns() - self.now < IDLE_CHECK_NS:
+            return False
+        try:
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def close(self) -> None:
         self.closed = True
@@ -185,16 +202,19 @@ class ConnectionPool(Pumped):
 
     def _take(self) -> Connection:
         """An idle connection still open, or a new one (OSError when the server cannot be
-        reached). One the server closed while it was idle (uvicorn does after 5 s) was
-        dropped by the receiver: it is passed over, never written to (a write to it failed
-        its query with EBADF)."""
+        reached). One the server closed while it was idle (uvicorn does after 5 s) is passed
+        over, never written to: dropped by the receiver (a write to it failed its query with
+        EBADF), or found closed here when the receiver has not run since."""
         while True:
             try:
                 conn = self._idle.pop()
             except IndexError:
                 return self._connect()
-            if not conn.closed:
+            if conn.closed:
+                continue
+            if not conn.closed_by_server():
                 return conn
+            self._drop(conn, None)
 
     def _drop(self, conn: Connection, exc: BaseException | None) -> None:
         """Close a connection; the request it carried, if any, fails with exc."""
@@ -295,7 +315,9 @@ class PerThread(abc.ABC):
 
     def __call__(self):
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        while conn is None or getattr(conn, "closed_by_server", bool)():
+            if conn is not None:
+                self._drop(conn)        # the server closed it while it was idle
             try:
                 conn = self._ready.popleft()
             except IndexError:
