@@ -30,7 +30,6 @@ nothing and is not worth building. Nothing else may run on the machine meanwhile
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import random
@@ -79,15 +78,8 @@ def _calls(model_py: str) -> dict:
 
 
 def _slice_median(call, seconds: float) -> float:
-    clock = time.perf_counter_ns
-    times, end = [], clock() + int(seconds * 1e9)
-    while True:
-        t0 = clock()
-        call()
-        t1 = clock()
-        times.append(t1 - t0)
-        if t1 >= end:
-            return float(np.median(times))
+    from session_effect import time_queries     # back to back, the garbage collector off
+    return float(np.median(time_queries(call, seconds)))
 
 
 def child(cfg: dict) -> None:
@@ -99,11 +91,9 @@ def child(cfg: dict) -> None:
     with torch.inference_mode():
         for name in names:                      # warm-up, each in turn
             _slice_median(calls[name], cfg["warmup_s"])
-        gc.disable()
         for _ in range(cfg["rounds"]):
             order.shuffle(names)
             rounds.append({n: _slice_median(calls[n], cfg["slice_s"]) for n in names})
-        gc.enable()
     print(json.dumps({"rounds": rounds, "threads": torch.get_num_threads()}), flush=True)
 
 

@@ -187,13 +187,15 @@ class FakeConfig:
         return getattr(self.option, name)
 
 
-def test_xdist_scheduler_keeps_one_next_item_and_requeues_a_crash_once(tmp_path):
+def _two_node_scheduler(tmp_path, batch_sizes: str):
+    """The two-tier scheduler with two local workers and one spec's CPU cells, scheduled;
+    (scheduler, worker a, worker b, the cells' node ids)."""
     from pytest_inferbench.schedule.xdist_scheduler import TwoTierScheduling
     (tmp_path / "bench_x.yaml").write_text(f"""
 name: x
 defaults: {{{FAST}}}
 benchmarks:
-  - {{model: mlp-tiny, runtime: onnxruntime, batch_size: [1, 2, 4]}}
+  - {{model: mlp-tiny, runtime: onnxruntime, batch_size: {batch_sizes}}}
 """)
     ids = [f"bench_x.yaml::{c.id}" for c in load_spec(tmp_path / "bench_x.yaml",
                                                         rootdir=tmp_path)]
@@ -203,6 +205,11 @@ benchmarks:
         sched.add_node(node)
         sched.add_node_collection(node, ids)
     sched.schedule()
+    return sched, a, b, ids
+
+
+def test_xdist_scheduler_keeps_one_next_item_and_requeues_a_crash_once(tmp_path):
+    sched, a, b, ids = _two_node_scheduler(tmp_path, "[1, 2, 4]")
     assert all(t.device == "cpu" for t in sched.tasks)
     # CPU cells on one host: one node gets the running cell and its next, the other nothing
     assert sorted(len(n.sent) for n in (a, b)) == [0, 2]
@@ -222,21 +229,7 @@ def test_a_crash_after_the_other_workers_finished_starts_one_again(tmp_path):
     """A worker crashes (its follower gone, so no replacement starts there) after the other
     follower's worker finished: its cells are started again on that follower, not failed
     with "no follower left" (seen when a follower was killed during the last cell)."""
-    from pytest_inferbench.schedule.xdist_scheduler import TwoTierScheduling
-    (tmp_path / "bench_x.yaml").write_text(f"""
-name: x
-defaults: {{{FAST}}}
-benchmarks:
-  - {{model: mlp-tiny, runtime: onnxruntime, batch_size: [1, 2]}}
-""")
-    ids = [f"bench_x.yaml::{c.id}" for c in load_spec(tmp_path / "bench_x.yaml",
-                                                        rootdir=tmp_path)]
-    sched = TwoTierScheduling(FakeConfig(tmp_path))
-    a, b = FakeNode("gw0"), FakeNode("gw1")
-    for node in (a, b):
-        sched.add_node(node)
-        sched.add_node_collection(node, ids)
-    sched.schedule()
+    sched, a, b, _ = _two_node_scheduler(tmp_path, "[1, 2]")
     busy, idle = (a, b) if a.sent else (b, a)
     assert sched.remove_node(idle) is None           # finished: shut down with nothing to do
     crashed = sched.remove_node(busy)
