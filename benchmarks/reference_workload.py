@@ -5,9 +5,9 @@ value? (issue 26, item 6: build it where this shows it helps, and only then)
     python benchmarks/reference_workload.py --sessions 40 --neighbour-every 0
 
 Each session is a fresh process, as each pytest session is. It builds gate_quality.py's
-model (20 x (256x256 matmul + tanh), torch, its default threads), warms everything up, then
-runs --rounds rounds; each round times, in a fresh random order, a --slice of single queries
-back to back of each of:
+model (20 x (256x256 matmul + tanh), torch, its default threads or --threads), warms
+everything up, then runs --rounds rounds; each round times, in a fresh random order, a
+--slice of single queries back to back of each of:
   bs1     the model at batch 1 (the single-stream cell)
   bs8     the model at batch 8 (the offline cell)
   spin    a pure-Python loop: the interpreter and the core's clock
@@ -84,6 +84,8 @@ def _slice_median(call, seconds: float) -> float:
 
 def child(cfg: dict) -> None:
     import torch
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
     calls = _calls(cfg["model_py"])
     order = random.Random(cfg["seed"])
     names = list(calls)
@@ -169,7 +171,8 @@ def run(args) -> list[dict]:
         busy = bool(args.neighbour_every) and i % args.neighbour_every == \
             args.neighbour_every - 1
         cfg = {"model_py": str(work / "gq_models.py"), "rounds": args.rounds,
-               "slice_s": args.slice, "warmup_s": args.warmup, "seed": i}
+               "slice_s": args.slice, "warmup_s": args.warmup, "seed": i,
+               "threads": args.threads}
         neighbour = _neighbour() if busy else None
         t0 = time.monotonic()
         try:
@@ -200,6 +203,8 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=24)
     ap.add_argument("--neighbour-every", type=int, default=4, metavar="K")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (default: torch's own choice)")
     ap.add_argument("--slice", type=float, default=0.1, help="seconds per slice (0.1)")
     ap.add_argument("--warmup", type=float, default=0.5, help="seconds per call (0.5)")
     ap.add_argument("--out", help="write the sessions' rounds here (JSON lines)")
