@@ -531,7 +531,8 @@ class ABBaselineSide(Section):
 
 class AB(Section):
     """Paired mode (run/paired.py): the verdict, the baseline side, the interleaving."""
-    verdict: str | None = None
+    verdict: str | None = None           # None for a reference pair (judged by its history)
+    reference: bool | None = None        # the baseline is a reference measured alongside
     baseline: ABBaselineSide | None = None
     rounds: int | None = None
     looks: int | None = None

@@ -119,11 +119,15 @@ def compare_runs(base_doc: dict | None, new_doc: dict, gate: GateConfig | None =
     base_results = [r for r in typed_results(base_doc) if not in_search(r)]
     new_results = [r for r in typed_results(new_doc) if not in_search(r)]
     # paired cells judge themselves; the stored comparison covers the rest
-    paired = [r for r in new_results if r.ab is not None]
+    paired = [r for r in new_results if r.ab is not None and not r.ab.reference]
     base_groups = group_by_config(r for r in base_results if r.ab is None)
     new_groups = group_by_config(r for r in new_results if r.ab is None)
     entries, judged = [], []
-    only_new, not_measured = [], []
+    only_new = []
+    not_measured = [{"cell": display(r), "reason": (
+        f"a reference pair (ab.reference: {r.ab.baseline.changes if r.ab.baseline else '?'}): "
+        f"its ratio is judged against its own earlier runs (--infer-baseline history)")}
+        for r in new_results if r.ab is not None and r.ab.reference]
     for key, rows in new_groups.items():
         if key not in base_groups:
             if has_base:
@@ -276,9 +280,9 @@ def render_text(c: dict, width: int = 100) -> str:
     (counted), cells on one side only, and why the comparison does not gate."""
     lines = [headline(c)]
     for e in c["verdicts"]:
-        if e["verdict"] == NO_CHANGE:
-            continue
-        mode = e["mode"]
+        if e["verdict"] == NO_CHANGE and not e.get("reference"):
+            continue        # a reference pair's "no change" may hide a moved machine: shown
+        mode = e["mode"] + (", ratio to a reference" if e.get("reference") else "")
         lines.append(f"{_TAG[e['verdict']].upper() if e['verdict'] == REGRESSION else _TAG[e['verdict']]}"
                      f" [{mode}] {e['cell']}")
         for m in e["metrics"]:
@@ -290,7 +294,8 @@ def render_text(c: dict, width: int = 100) -> str:
             pairs = f"{e['pairs']} pairs of fresh processes, " if e.get("pairs") else ""
             lines.append(f"    ({pairs}{e.get('rounds')} interleaved rounds against "
                          f"{e.get('against')})")
-    unchanged = [e["cell"] for e in c["verdicts"] if e["verdict"] == NO_CHANGE]
+    unchanged = [e["cell"] for e in c["verdicts"]
+                 if e["verdict"] == NO_CHANGE and not e.get("reference")]
     if unchanged:
         lines.append(f"no change: {len(unchanged)} cell{'s' if len(unchanged) != 1 else ''}")
     if c["not_measured"]:

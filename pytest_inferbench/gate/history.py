@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 from ..core.fingerprint import describe, fingerprint, machine
 from ..core.result import Result
 from ..core.thresholds import GateConfig
@@ -32,17 +34,20 @@ from .compare import finish_comparison, gate_for, run_summary
 from .history_options import HistoryOptions
 
 
-def per_run(rows: list[dict], metric: str) -> tuple[list[dict], list[Obs], int]:
+def per_run(rows: list[dict], metric: str, against: str | None = None
+            ) -> tuple[list[dict], list[Obs], int]:
     """Store rows of one cell (oldest first) -> one observation per run: the geometric mean
     of its measured runs (processes or repeats), its sampling error that of the mean. A
     result whose host was busy (other processes took CPU: HOST BUSY) does not teach the
-    history its noise: it is left out, and a run with nothing else is set aside (counted)."""
+    history its noise: it is left out, and a run with nothing else is set aside (counted).
+    Only the cell measured alone, or with `against` (a reference's label) the cell's side of
+    its pairs with that reference: a side measured in sub-slices is a series of its own."""
     runs: dict[int, list] = {}
     info: dict[int, dict] = {}
     busy: set[int] = set()
     for row in rows:
         result = parse_result(row["result"])    # as stored, of any version
-        if not is_measured(result):
+        if not is_measured(result) or reference_of(result) != (against or ""):
             continue
         if result.process.host_contended:
             busy.add(row["run_id"])
@@ -64,10 +69,10 @@ def per_run(rows: list[dict], metric: str) -> tuple[list[dict], list[Obs], int]:
 # ----------------------------------------------------------------------------- one cell
 
 def metric_judgement(metric: str, limit: float, history: list[dict], measured: list[Result],
-                     options: HistoryOptions) -> Judgement:
+                     options: HistoryOptions, against: str | None = None) -> Judgement:
     """One metric of one cell: this run's measured repeats against the cell's earlier runs
     (store rows on this fingerprint, oldest first) since their last change point."""
-    info, obs, busy = per_run(history, metric)
+    info, obs, busy = per_run(history, metric, against)
     changes = change_points([o.value for o in obs])
     ref = reference(len(obs), changes, options.window, options.min_runs)
     where = ref.note if ref.indices else ""
@@ -107,6 +112,92 @@ def _cell_entry(rows: list[Result], history: list[dict], config: GateConfig,
             "repeats_base": None, "repeats_new": len(quiet)}, None
 
 
+# ----------------------------------------------------------------------------- a reference pair
+
+def ratio_obs(result: Result, metric: str) -> Obs | None:
+    """A reference pair's run: the geometric mean of its rounds' ratios (cell / reference)
+    of `metric`, its sampling error that of the mean log ratio."""
+    ratios = [r for r in ((result.ab.ratios or {}).get(metric) or []) if r and r > 0]
+    if len(ratios) < 2:
+        return None
+    logs = np.log(ratios)
+    return Obs(float(np.exp(logs.mean())), float(logs.std(ddof=1) / math.sqrt(len(logs))))
+
+
+def reference_of(result: Result) -> str | None:
+    """A result's reference: "" measured alone, the reference's label for a reference pair,
+    None for any other paired cell."""
+    ab = result.ab
+    if ab is None:
+        return ""
+    return (ab.baseline.changes or "") if ab.reference and ab.baseline is not None else None
+
+
+def ratio_history(rows: list[dict], label: str, metric: str) -> tuple[list[dict], list[Obs]]:
+    """Store rows of a cell (oldest first) -> one ratio observation per earlier run that
+    measured it against the same reference in a quiet host (HOST BUSY runs teach nothing)."""
+    runs: dict[int, list[Obs]] = {}
+    info: dict[int, dict] = {}
+    for row in rows:
+        result = parse_result(row["result"])
+        if (not is_measured(result) or reference_of(result) != label
+                or result.process.host_contended):
+            continue
+        obs = ratio_obs(result, metric)
+        if obs is not None:
+            runs.setdefault(row["run_id"], []).append(obs)
+            info.setdefault(row["run_id"], row)
+    out = []
+    for obs in runs.values():
+        logs = [math.log(o.value) for o in obs]
+        se = math.sqrt(sum(o.se_log ** 2 for o in obs)) / len(obs)
+        out.append(Obs(math.exp(sum(logs) / len(logs)), se))
+    return list(info.values()), out
+
+
+def reference_judgement(metric: str, limit: float, history: list[dict], result: Result,
+                        options: HistoryOptions) -> Judgement:
+    """One metric of a reference pair: this run's ratio to the reference against the ratios
+    of the earlier runs, and, in its noise line, what the cell alone did against its own
+    history (a change the reference shared is the machine's or the runtime's)."""
+    label = result.ab.baseline.changes
+    info, obs = ratio_history(history, label, metric)
+    ref = reference(len(obs), change_points([o.value for o in obs]), options.window,
+                    options.min_runs)
+    new = ratio_obs(result, metric)
+    where = f" (its ratio to the reference, {label}, measured alongside){ref.note}"
+    j = history_judgement(metric, limit, [obs[i] for i in ref.indices],
+                          [new] if new is not None else [], options.min_runs, where)
+    alone = metric_judgement(metric, limit, history, [result], options, label)
+    if not j.missing and not alone.missing and alone.detail.get("base_mean"):
+        raw = alone.detail["new"][0] / alone.detail["base_mean"]
+        j.noise += f"; the cell alone: {metric} x{raw:.3f} against its own history"
+        if abs(alone.worse) > j.L and abs(j.worse) <= j.L:
+            j.noise += (", and the reference moved with it: the machine or the runtime "
+                        "changed, which the ratio does not judge")
+        j.detail["alone"] = round(raw, 6)
+    j.detail["reference"] = label
+    return j
+
+
+def _reference_entry(result: Result, history: list[dict], config: GateConfig,
+                     options: HistoryOptions) -> tuple[dict | None, str | None]:
+    """A reference pair's verdict entry, judged on its ratio, or why it is not judged."""
+    if not is_measured(result):
+        return None, f"not measured in this run ({result.status})"
+    if result.process.host_contended:
+        return None, ("set aside: other processes kept the host busy during the pair "
+                      "(HOST BUSY); rerun on a quiet host")
+    js = [reference_judgement(metric, limit, history, result, options)
+          for metric, limit in config.thresholds.items()]
+    short = [j for j in js if j.missing and "history mode needs" in j.missing]
+    if short and len(short) == len(js):
+        return None, short[0].missing
+    return {"cell": display(result), "id": result.id, "mode": "history",
+            "reference": result.ab.baseline.changes, "gate": config.to_json(),
+            "judgements": js, "busy": [], "repeats_base": None, "repeats_new": 1}, None
+
+
 # ----------------------------------------------------------------------------- one run
 
 def judge_run(new_results: list[Result], here: str, this_machine: str, history: list[dict],
@@ -116,17 +207,19 @@ def judge_run(new_results: list[Result], here: str, this_machine: str, history: 
     of earlier runs with their results (any fingerprint: only `here` is used, the others
     are counted in a note). `this_machine` describes the fingerprint `here` for that note."""
     new_results = [r for r in new_results if not in_search(r)]
-    paired = [r for r in new_results if r.ab is not None]
-    groups = group_by_config(r for r in new_results if r.ab is None)
+    paired = [r for r in new_results if reference_of(r) is None]
+    groups = list(group_by_config(r for r in new_results if r.ab is None).values())
+    groups += [[r] for r in new_results if reference_of(r)]   # each pair on its own
     entries, judged, not_measured, elsewhere = [], [], [], {}
-    for rows in groups.values():
+    for rows in groups:
         mine = [h for h in history if h["cell_key"] == cell_key(rows[0])]
         same = [h for h in mine if h["fingerprint"] == here][-4 * options.window:]
         if len(same) < len(mine):
             elsewhere[display(rows[0])] = len({h["run_id"] for h in mine
                                                if h["fingerprint"] != here})
         config = gate_for(rows, gate, confidence)
-        entry, why = _cell_entry(rows, same, config, options)
+        entry, why = (_reference_entry(rows[0], same, config, options)
+                      if rows[0].ab is not None else _cell_entry(rows, same, config, options))
         if entry is None:
             not_measured.append({"cell": display(rows[0]), "reason": why})
             continue

@@ -172,6 +172,8 @@ class PairedPlan:
         self.processes = cell.settings.processes
         self.looks = (look_schedule(self.processes, self.ab.pair_cap(self.processes))
                       if self.processes else look_schedule(self.ab.rounds, self.ab.cap))
+        if self.ab.reference:       # nothing to decide in the session: its rounds, once
+            self.looks = [self.ab.rounds]
         self.sub = self.ab.switch
         self.k = max(1, round(self.ab.slice / self.sub))
 
@@ -254,6 +256,9 @@ def _rounds_until_decided(plan: PairedPlan, a_side, b_side, rounds: Rounds, prog
             n += 1
             if progress is not None:
                 progress(time.perf_counter() - t_start, len(rounds.lat["b"]), None)
+        if plan.ab.reference:           # judged against its history, not against 1
+            rounds.stopped = "reference"
+            return
         rounds.judgements = judge(rounds.ratios(plan.metrics), plan.gate, len(plan.looks),
                                   plan.cells)
         if all(j.verdict != UNDETERMINED for j in rounds.judgements):
@@ -298,7 +303,8 @@ def ab_figures(plan: PairedPlan, rounds: Rounds, a_info: dict, a_errors: ErrorLo
     lat_a = np.frombuffer(rounds.lat["a"], dtype=np.int64)
     base = _side_result(lat_a, rounds.busy["a"], baseline_cell(cell), cell.settings)
     return {
-        "verdict": cell_verdict(rounds.judgements),
+        "verdict": None if ab.reference else cell_verdict(rounds.judgements),
+        "reference": ab.reference or None,
         "baseline": {"changes": ab.baseline.label(), "model": a_info.get("model"),
                      "runtime": a_info.get("runtime"), "serving": a_info.get("serving"),
                      "process": a_info.get("process"),

@@ -56,6 +56,13 @@ def paired_processes(cell, forced: int | None) -> int | None:
     fits = cell.workload.scenario_def.closed_loop and all(s.system == "inprocess"
                                                           for s in sides)
     where = f"{cell.spec}:{cell.line or 1}: {cell.id}"
+    if cell.ab.reference:                   # both sides in one process, always
+        if cell.settings.processes is not None:
+            raise ValueError(f"{where}: `processes` on a reference pair (ab.reference) would "
+                             f"put the reference in another process than the cell, so it "
+                             f"could no longer cancel the process's speed: leave it out "
+                             f"(--infer-processes leaves such cells in the session)")
+        return None
     if cell.settings.processes is None:     # --infer-processes: the paired cells it fits
         if cell.ab.max_processes is not None and not forced:
             raise ValueError(f"{where}: ab.max_processes caps the pairs of fresh processes "

@@ -63,6 +63,9 @@ class ABSpec(BaseModel):
     # with `processes: P` (pairs of fresh processes, `rounds` rounds each): at most this many
     # pairs while undecided; default 4 P
     max_processes: int | None = Field(None, ge=2, le=10_000)
+    # the baseline is a fixed reference measured alongside in the cell's own process: its
+    # ratio is judged against its own earlier runs (history mode), never against 1
+    reference: bool = False
     baseline: ABBaseline = ABBaseline()
 
     def for_scenario(self, scenario: str) -> "ABSpec":
@@ -151,6 +154,12 @@ def check_ab_cell(doc: Document, cell: dict, path) -> None:
         raise doc.error("a baseline in another interpreter or git revision runs in-process "
                         f"and closed loop: combine python/git with an in-process "
                         f"{' or '.join(AB_CLOSED_LOOP)} cell", path)
+    if ab.reference and (ab.baseline.python or ab.baseline.git
+                         or any(s.system != "inprocess" for s in servings)):
+        raise doc.error("a reference (ab.reference) is measured in the cell's own process, "
+                        "which is what lets it cancel that process's and the machine's "
+                        "speed: both sides must be in-process (no python, git or server)",
+                        path)
     b = ab.baseline
     changed = [k for k in ("model", "runtime", "precision", "threads") if getattr(b, k)]
     if cell["model"] is None and changed and (b.model is None or b.serving is None):
