@@ -42,6 +42,10 @@ trial is one cell of one session. The same sessions are judged three ways:
       one run), and how many change points appear in the A/A part (false alarms).
 Targets: no false positive; every 2x caught; at least 90% of 20% slowdowns caught in history
 mode; each injected step found by change-point detection at the right run.
+--reference adds to each session, beside the two cells, the same two cells as reference pairs
+(`ab: {reference: true}`) against a fixed reference model of half the layers, measured
+alongside in the session's process; (b) is then given for them too, judged on their ratio's
+history, in a table of its own.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ def current():
     return _make(float(os.environ.get("GQ_FACTOR", "1")))
 def base():
     return _make(1.0)
+def ref():
+    return Work(BASE // 2), {"x": [256]}
 def slow5():
     return _make(1.05)
 def slow10():
@@ -103,11 +109,17 @@ HISTORY_SLOWDOWNS = (0.05, 0.10, 0.20, 1.00)
 VERDICTS = ("regression", "undetermined", "no change", "improvement")
 
 
-def stored_suite() -> str:
+REFERENCE_AB = ('ab: {reference: true, rounds: 10, slice: 0.1s, '
+                'baseline: {model: "gq_models:ref"}}')
+
+
+def stored_suite(reference: bool = False) -> str:
     lines = ["name: gq", f"defaults: {{{SETTINGS}}}", "benchmarks:"]
     for cell in CELLS:
         lines += ["  - model: \"gq_models:current\"", "    runtime: torch", "    threads: 1",
                   f"    batch_size: {cell[0]}", f"    workload: {cell[1]}", f"    gate: {GATE}"]
+        if reference:
+            lines += [*lines[-6:], f"    {REFERENCE_AB}"]     # the same cell, as a pair
     return "\n".join(lines) + "\n"
 
 
@@ -212,11 +224,13 @@ def _p50(entry: dict) -> dict:
 
 def _history_verdicts(doc: dict) -> dict:
     """(b) the plugin's own verdicts (--infer-baseline history); cells it could not judge
-    (too short a history) are 'not judged'."""
+    (too short a history) are 'not judged'. A reference pair's cell ends in /ref."""
     comparison = doc.get("comparison") or {}
-    out = {_cell_of(e): (e["verdict"], _p50(e)) for e in comparison.get("verdicts", [])}
+    out = {_cell_of(e) + ("/ref" if e.get("reference") else ""): (e["verdict"], _p50(e))
+           for e in comparison.get("verdicts", [])}
     for item in comparison.get("not_measured", []):
-        out[_cell_of(item)] = ("not judged", {"ratio": None, "reason": item["reason"]})
+        ref = "/ref" if "its ratio to the reference" in item["reason"] else ""
+        out[_cell_of(item) + ref] = ("not judged", {"ratio": None, "reason": item["reason"]})
     return out
 
 
@@ -237,7 +251,8 @@ def _stop(proc) -> None:
 
 
 def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_every: int = 0,
-                 slowdowns=HISTORY_SLOWDOWNS, processes: int = 0) -> dict:
+                 slowdowns=HISTORY_SLOWDOWNS, processes: int = 0,
+                 reference: bool = False) -> dict:
     """neighbour_every K > 0: one of each K history-building and A/A sessions runs beside a
     process keeping one core busy (flagged HOST BUSY by the harness itself). processes P > 0:
     every session measures each cell in P fresh processes (the session value is their mean),
@@ -246,7 +261,7 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_ev
 
     from pytest_inferbench.history.trends import series
     from pytest_inferbench.store.db import ResultStore
-    (work / "bench_gq.yaml").write_text(stored_suite())
+    (work / "bench_gq.yaml").write_text(stored_suite(reference))
     t0 = time.perf_counter()
     store = work / "aa.db"
     extra = ["--infer-processes", str(processes)] if processes else []
@@ -269,6 +284,8 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_ev
         stored = _stored_verdicts(baseline, doc)
         hist = _history_verdicts(doc)
         none = ("missing", {"ratio": None, "reason": None})
+        stored.update({c: ("n/a", {"ratio": None, "reason": None}) for c in hist
+                       if c.endswith("/ref")})
         for cell in sorted(stored):
             h = hist.get(cell, none)
             trials.append({"slowdown": slowdown, "cell": cell, "stored": stored[cell][0],
@@ -276,7 +293,8 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_ev
                            "history_p50": h[1], "wall_s": doc.get("wall_s"),
                            "busy": doc.get("busy", False)})
         return ", ".join(f"{c}: stored {stored[c][0]} (p50 x{stored[c][1]['ratio'] or 0:.3f}), "
-                         f"history {hist.get(c, none)[0]}" for c in sorted(stored))
+                         f"history {hist.get(c, none)[0]} "
+                         f"(p50 x{hist.get(c, none)[1]['ratio'] or 0:.3f})" for c in sorted(stored))
 
     for i in range(n_aa):
         neighbour = _maybe_busy(i, neighbour_every)
@@ -317,17 +335,28 @@ def history_mode(work: Path, n_hist: int, n_aa: int, per: int, log, neighbour_ev
 
 
 def _history_table(result: dict) -> None:
+    pairs = [t for t in result["trials"] if t["cell"].endswith("/ref")]
+    _history_table_of(dict(result, trials=[t for t in result["trials"] if t not in pairs]))
+    if pairs:
+        print("\nThe same sessions' reference pairs (each cell against a fixed model of half "
+              "its layers, measured alongside): (b) judged on the ratio's history")
+        _history_table_of(dict(result, trials=pairs, steps=[]), reference=True)
+
+
+def _history_table_of(result: dict, reference: bool = False) -> None:
     rows = []
     for slowdown in sorted({t["slowdown"] for t in result["trials"]}):
         ts = [t for t in result["trials"] if t["slowdown"] == slowdown]
         what = "A/A" if slowdown == 0 else f"+{100 * slowdown:g}%"
-        row = [what, len(ts)]
-        for mode in ("stored", "history"):
+        row = [what, len(ts)] + (["-"] if reference else [])  # no stored verdict for a pair
+        for mode in ("history",) if reference else ("stored", "history"):
             reg = sum(1 for t in ts if t[mode] == "regression")
             und = sum(1 for t in ts if t[mode] in ("undetermined", "not judged"))
             row.append(f"{'FP' if slowdown == 0 else 'caught'} {reg}/{len(ts)} (undet. {und})")
         st = [s for s in result["steps"] if s["slowdown"] == slowdown]
-        if slowdown == 0:
+        if reference:
+            row.append("-")
+        elif slowdown == 0:
             false = sum(len(s["false"]) for s in result["steps"])
             row.append(f"false change points in A/A parts: {false}")
         else:
@@ -345,16 +374,25 @@ def _history_table(result: dict) -> None:
     located = all(s["located"] for s in result["steps"])
     print(f"history: false positives {fp} (target 0) -> {'met' if fp == 0 else 'NOT MET'}")
     caught = sum(1 for x in big if x["history"] == "regression")
-    print(f"history: 2x caught {caught}/{len(big)} (target all) -> "
-          f"{'met' if caught == len(big) else 'NOT MET'}")
-    print(f"history: 20% caught {c20}/{len(s20)} (target >= 90%) -> "
-          f"{'met' if s20 and c20 >= 0.9 * len(s20) else 'NOT MET'}")
+    if big:                     # only the slowdowns this run injected
+        print(f"history: 2x caught {caught}/{len(big)} (target all) -> "
+              f"{'met' if caught == len(big) else 'NOT MET'}")
+    if s20:
+        print(f"history: 20% caught {c20}/{len(s20)} (target >= 90%) -> "
+              f"{'met' if c20 >= 0.9 * len(s20) else 'NOT MET'}")
     for x in sorted({y["slowdown"] for y in t if 0 < y["slowdown"] < 0.2}):
         got = [y for y in t if y["slowdown"] == x]
         print(f"history: +{x:.1%} caught {sum(1 for y in got if y['history'] == 'regression')}"
               f"/{len(got)}")
-    print(f"change points: every injected step located within one run -> "
-          f"{'met' if located else 'NOT MET'}")
+    if not reference:
+        print(f"change points: every injected step located within one run -> "
+              f"{'met' if located else 'NOT MET'}")
+    if reference:
+        quiet = [dict(x, ratio=x["history_p50"]["ratio"]) for x in t if not x.get("busy")
+                 and x["history_p50"]["ratio"]]
+        print(_session_sd(quiet).replace("stored: ", "ratio against its history (quiet A/A "
+                                                     "sessions): "))
+        return
     quiet = [dict(x, ratio=x["stored_p50"]["ratio"]) for x in t if not x.get("busy")]
     print(_session_sd(quiet).replace("stored: ", "history (quiet A/A sessions): "))
     print(f"time: {result['seconds']:.0f} s for {result['sessions']} sessions")
@@ -502,6 +540,9 @@ def main(argv=None) -> int:
     ap.add_argument("--base-reps", type=int, default=20,
                     help="layers of the model (default 20): a slowdown is rounded to whole "
                          "layers, so +12.5%% needs 40")
+    ap.add_argument("--reference", action="store_true",
+                    help="history mode: each cell also as a reference pair (ab.reference) "
+                         "against a fixed model of half its layers, judged on its ratio")
     ap.add_argument("--json", default=None, help="write every trial here")
     args = ap.parse_args(argv)
 
@@ -518,7 +559,7 @@ def main(argv=None) -> int:
                                   args.neighbour_every,
                                   tuple(float(x) for x in (args.slowdowns or
                                         ",".join(map(str, HISTORY_SLOWDOWNS))).split(",")),
-                                  args.processes)
+                                  args.processes, args.reference)
         print()
         print("Gate p50 +5%, throughput -5% at 95% confidence; each trial is one cell of the "
               "two (offline bs8, single-stream bs1) in one session")
