@@ -36,6 +36,7 @@ JUDGE_FIGURES = RUN_ALONE + (
     "tests/test_paired_processes.py",
     "tests/test_processes.py",
     "tests/test_rate_search.py",
+    "tests/test_reference_pair.py",
     "tests/test_runtime_matrix.py",
     "tests/test_scenarios.py",
     "tests/test_timing.py",
