@@ -88,6 +88,22 @@ def test_a_reference_pair_tells_a_slower_machine_from_a_slower_model(pytester, m
     r.stdout.fnmatch_lines(["REGRESSION [[]history[]] bench_r.yaml::cell*"])
 
 
+def test_a_reference_pair_alone_is_a_series_of_its_own(pytester, monkeypatch):
+    """Without the plain cell beside it, the pair still finds its earlier runs (its own
+    series in the store), and a slower machine is no regression."""
+    monkeypatch.delenv("INFERBENCH_STORE", raising=False)
+    pytester.makepyfile(refmods=MODEL)
+    alone = SPEC.split("  - model")[0] + "  - model" + SPEC.split("  - model")[2]
+    pytester.makefile(".yaml", bench_r=alone.replace("rounds: 6", "rounds: 3"))
+    for speed in HISTORY_SPEEDS:
+        _session(pytester, monkeypatch, speed)
+    r, doc = _session(pytester, monkeypatch, 1.4)
+    (entry,) = doc["comparison"]["verdicts"]
+    assert entry["reference"] == "model ref" and entry["verdict"] == "no change", \
+        r.stdout.str()
+    assert entry["metrics"][0]["history_runs"] == 5
+
+
 def test_a_reference_pair_stays_in_the_session_process_and_is_not_stored_compared(
         pytester, monkeypatch):
     pytester.makepyfile(refmods=MODEL)

@@ -35,6 +35,7 @@ RUN_ALONE = (
     # a session beside a busy neighbour is HOST BUSY and (rightly) teaches the history nothing
     "tests/test_history.py::test_history_mode_gates_a_slowdown",
     "tests/test_reference_pair.py::test_a_reference_pair_tells_a_slower_machine",
+    "tests/test_reference_pair.py::test_a_reference_pair_alone_is",
     # a paired +30% in the open loop (beside two other workers once undetermined at +15%)
     "tests/test_paired.py::test_paired_mode_in_the_open_loop_server_scenario",
     # a monitor's CPU share of a busy process against that process's own CPU time (beside

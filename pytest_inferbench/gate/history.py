@@ -249,7 +249,8 @@ def compare_with_history(store: ResultStore, new_doc: dict, gate=None,
     new_results = typed_results(new_doc)
     prov = new_doc.get("provenance") or {}
     here = fingerprint(prov)
-    keys = {cell_key(r) for r in new_results if not in_search(r) and r.ab is None}
+    keys = {cell_key(r) for r in new_results                   # plain cells, reference pairs
+            if not in_search(r) and reference_of(r) is not None}
     this_run = run_uid(new_doc)
     history = [row for row in store.series(cell_keys=keys, branch=options.branch,
                                            with_result=True) if row["uid"] != this_run]

@@ -27,6 +27,9 @@ def config_key(result: Result | dict) -> str:
     if "runtime" not in cell:       # a hand-written benchmark (the fixture): its test id
         return "id:" + str(result.id or "")
     config = {k: v for k, v in cell.items() if k not in _NOT_CONFIG}
+    ab = result.ab
+    if ab is not None and ab.reference:     # a reference pair is a series of its own
+        config["reference"] = ab.baseline.changes if ab.baseline is not None else "?"
     for section, key in (("model", "path"), ("workload", "trace"), ("serving", "data")):
         value = config.get(section)
         if isinstance(value, dict) and value.get(key):
