@@ -80,6 +80,21 @@ def test_ramp_knee_is_the_throughput_limit():
     assert r.load["search_stop"].startswith(("saturated at", "throughput_flat"))
 
 
+def test_a_hiccup_far_below_the_bound_is_settled_a_rising_queue_is_not():
+    """The settle rule asks whether a queue still grows. Sub-millisecond latencies that rise
+    by 50% (a host's hiccup) against a 100 ms bound are settled; latency doubling towards the
+    bound is not."""
+    import numpy as np
+
+    from pytest_inferbench.workload.rate_search import _settled
+    bound = 100_000_000                                     # 100 ms, in ns
+    hiccup = np.r_[np.full(200, 100_000), np.full(200, 100_000), np.full(200, 150_000)]
+    assert _settled(hiccup, bound, 0.99)
+    queue = np.r_[np.full(200, 5e6), np.full(200, 20e6), np.full(200, 40e6)]
+    assert not _settled(queue, bound, 0.99)
+    assert not _settled(hiccup)     # no bound: the relative rule alone
+
+
 def test_a_search_that_proves_nothing_fails_the_cell():
     r = search(lambda: time.sleep(SERVICE), "capacity", rate=100, slo={"p99": "5ms"})
     assert r.load["max_rate"] is None

@@ -69,12 +69,16 @@ def _decider(workload):
 
 
 SETTLED = 1.25      # the last third's mean latency at most 25% above the middle third's
+# ... or risen by at most this share of the bound: 0.1 -> 0.15 ms against 100 ms is a host's
+# hiccup, not a queue (a fresh clone's CI failed a 1,000/s step, p99 1.9 ms, on this alone)
+SETTLE_FLOOR = 0.02
 
 
 def _settled(lat_ns, bound_ns=None, p=None) -> bool:
     """Latency is not still rising: the mean of the last third of the queries (in send order)
-    within SETTLED of the middle third's (the first third is the queue filling up), and the
-    last third alone within the bound at the percentile."""
+    within SETTLED of the middle third's (the first third is the queue filling up) or risen
+    by under SETTLE_FLOOR of the bound, and the last third alone within the bound at the
+    percentile."""
     n = len(lat_ns)
     if n < SETTLE_QUERIES:
         return False
@@ -82,6 +86,8 @@ def _settled(lat_ns, bound_ns=None, p=None) -> bool:
     last = lat_ns[2 * n // 3:]
     if bound_ns is not None and np.percentile(last, 100 * p) > bound_ns:
         return False
+    if bound_ns is not None and float(np.mean(last)) - middle <= SETTLE_FLOOR * bound_ns:
+        return True
     return float(np.mean(last)) <= SETTLED * middle
 
 
