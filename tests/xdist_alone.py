@@ -23,6 +23,9 @@ RUN_ALONE = (
     # queueing behind a concurrency cap (seen failing beside a second worker: +17.5% TTFT)
     "tests/test_generative.py::test_known_timings_match_a_reference_client",
     "tests/test_generative.py::test_queueing_behind_a_concurrency_cap_shows_in_ttft",
+    # a client process's TTFT/ITL against a reference client within 8% (beside two other
+    # workers a fresh clone's CI once saw ITL +8.3%)
+    "tests/test_generative.py::test_a_client_process_keeps_known_timings",
     "tests/test_generative_guidellm.py::test_low_load_ttft_and_itl_match_a_reference_client",
     "tests/test_generative_guidellm.py::test_open_loop_above_the_cap_shows_queueing",
     # a stopping rule that must converge within 5 s on a 1 ms busy-wait (with a third
