@@ -59,11 +59,17 @@ def per_run(rows: list[dict], metric: str, against: str | None = None
         good = [o for o in obs if o.value is not None and o.value > 0 and math.isfinite(o.value)]
         if not good:
             continue
-        logs = [math.log(o.value) for o in good]
-        se = math.sqrt(sum(o.se_log ** 2 for o in good)) / len(good)
         out_info.append(info[run_id])
-        out_obs.append(Obs(math.exp(sum(logs) / len(logs)), se))
+        out_obs.append(run_mean(good))
     return out_info, out_obs, len(busy - set(runs))
+
+
+def run_mean(obs: list[Obs]) -> Obs:
+    """One run's observation from its measured runs (processes, repeats): their geometric
+    mean, its sampling error that of the mean log."""
+    logs = [math.log(o.value) for o in obs]
+    se = math.sqrt(sum(o.se_log ** 2 for o in obs)) / len(obs)
+    return Obs(math.exp(sum(logs) / len(logs)), se)
 
 
 # ----------------------------------------------------------------------------- one cell
@@ -133,11 +139,10 @@ def reference_of(result: Result) -> str | None:
     return (ab.baseline.changes or "") if ab.reference and ab.baseline is not None else None
 
 
-def ratio_history(rows: list[dict], label: str, metric: str) -> tuple[list[dict], list[Obs]]:
+def ratio_history(rows: list[dict], label: str, metric: str) -> list[Obs]:
     """Store rows of a cell (oldest first) -> one ratio observation per earlier run that
     measured it against the same reference in a quiet host (HOST BUSY runs teach nothing)."""
     runs: dict[int, list[Obs]] = {}
-    info: dict[int, dict] = {}
     for row in rows:
         result = parse_result(row["result"])
         if (not is_measured(result) or reference_of(result) != label
@@ -146,13 +151,7 @@ def ratio_history(rows: list[dict], label: str, metric: str) -> tuple[list[dict]
         obs = ratio_obs(result, metric)
         if obs is not None:
             runs.setdefault(row["run_id"], []).append(obs)
-            info.setdefault(row["run_id"], row)
-    out = []
-    for obs in runs.values():
-        logs = [math.log(o.value) for o in obs]
-        se = math.sqrt(sum(o.se_log ** 2 for o in obs)) / len(obs)
-        out.append(Obs(math.exp(sum(logs) / len(logs)), se))
-    return list(info.values()), out
+    return [run_mean(obs) for obs in runs.values()]
 
 
 def reference_judgement(metric: str, limit: float, history: list[dict], result: Result,
@@ -161,7 +160,7 @@ def reference_judgement(metric: str, limit: float, history: list[dict], result: 
     of the earlier runs, and, in its noise line, what the cell alone did against its own
     history (a change the reference shared is the machine's or the runtime's)."""
     label = result.ab.baseline.changes
-    info, obs = ratio_history(history, label, metric)
+    obs = ratio_history(history, label, metric)
     ref = reference(len(obs), change_points([o.value for o in obs]), options.window,
                     options.min_runs)
     new = ratio_obs(result, metric)
